@@ -1,0 +1,207 @@
+"""Frozen values that cross module boundaries. Standard library only.
+
+Nothing here does I/O: `fetch` produces a `FetchResult`, `judge` turns a
+`TargetState` and a `FetchResult` into an `Outcome`, `archive.record` stores it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Status(enum.StrEnum):
+    """What we believe about a hosted copy after its last check."""
+
+    NEW = "new"  # configured, never fetched successfully
+    OK = "ok"  # last check got the document
+    FAILING = "failing"  # failed fewer than `missing_after` times in a row
+    GONE = "gone"  # 404/410, or failed `missing_after` times in a row
+    MOVED = "moved"  # answered by a redirect to another URL
+
+
+class OutcomeKind(enum.StrEnum):
+    """What one check found. One per check; it is stored in `checks.outcome`."""
+
+    NEW = "new"
+    UNCHANGED = "unchanged"
+    CHANGED = "changed"
+    FAILED = "failed"
+    DISAPPEARED = "disappeared"
+    REAPPEARED = "reappeared"
+    MOVED = "moved"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A URL to watch, as configured or discovered."""
+
+    url: str
+    interval: timedelta
+    source: str = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchLimits:
+    """How one fetch may behave. Built from `[fetch]` in the config."""
+
+    timeout: float = 30.0  # seconds, a deadline for the whole fetch
+    connect_timeout: float = 10.0
+    max_bytes: int = 104_857_600
+    max_redirects: int = 10
+    retries: int = 2  # extra attempts for transient errors (connect, 502/503/504)
+    backoff: float = 0.5  # seconds before the first retry, doubled each time
+    user_agent: str = "mirror"
+
+
+@dataclass(frozen=True, slots=True)
+class Conditional:
+    """Validators from the previous good fetch, sent as If-None-Match / If-Modified-Since."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchFailure:
+    """Why a fetch produced no document. `kind` is stable and goes into logs and the store."""
+
+    kind: str  # timeout | connect | dns | too_large | too_many_redirects | bad_content | http
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """Everything one fetch learned, as plain data.
+
+    `status` is the final HTTP status (None when no response came). `body` and
+    `body_sha256` are set for 2xx answers only; a 304 has `status == 304` and no body.
+    `redirects` lists every URL that answered with a redirect, in order, starting
+    with `url`; `final_url` is the one that answered last.
+    """
+
+    url: str
+    final_url: str
+    status: int | None
+    headers: Mapping[str, str]  # lower-cased names, selected headers only
+    body: bytes | None
+    body_sha256: str | None
+    error: FetchFailure | None
+    started_at: datetime
+    elapsed: float  # seconds
+    redirects: tuple[str, ...] = ()
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    """What the store knows about a target before a check (and after, in an Outcome)."""
+
+    status: Status = Status.NEW
+    current_sha256: str | None = None  # the latest version's content, kept while gone
+    current_version: int = 0  # 0: no version yet
+    content_type: str | None = None  # of the latest version
+    consecutive_failures: int = 0
+    etag: str | None = None
+    last_modified: str | None = None
+    moved_to: str | None = None  # the redirect destination last reported as a move
+
+    def conditional(self) -> Conditional:
+        return Conditional(self.etag, self.last_modified)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectPolicy:
+    """Rules of `judge`, from `[detect]` in the config."""
+
+    missing_after: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeDiff:
+    """How two versions differ, as text when both are text."""
+
+    old_size: int
+    new_size: int
+    text: bool  # False for PDFs, zips and other binaries: no line counts, no diff
+    lines_added: int = 0
+    lines_removed: int = 0
+    unified: str = ""  # a short unified diff (truncated), empty for binaries
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A notable change in a target's life. `kind` is one of the `log.DOCUMENT_*` names."""
+
+    kind: str
+    url: str
+    at: datetime
+    old_sha256: str | None = None
+    new_sha256: str | None = None
+    status: int | None = None
+    error: str | None = None
+    details: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+    def with_details(self, **more: Any) -> Event:
+        return replace(self, details={**self.details, **more})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The verdict of `judge` on one check: what to record and which events to raise.
+
+    - `new_version`: the fetched body becomes the next version (its blob is stored first).
+    - `seen_again`: the current version was seen again (its `last_seen` moves forward).
+    - `diff_from`: sha256 of the version to diff against, when the content changed;
+      `check.check_one` fills `diff` from it before recording.
+    """
+
+    kind: OutcomeKind
+    state: TargetState
+    events: tuple[Event, ...] = ()
+    new_version: bool = False
+    seen_again: bool = False
+    diff_from: str | None = None
+    diff: ChangeDiff | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One stored version of a document, as `history` shows it."""
+
+    number: int
+    sha256: str
+    size: int
+    first_seen: datetime
+    last_seen: datetime
+    status: int | None
+    content_type: str | None
+    final_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as read back from the store, with its place in the hash chain."""
+
+    seq: int
+    kind: str
+    url: str
+    at: datetime
+    old_sha256: str | None
+    new_sha256: str | None
+    details: Mapping[str, Any]
+    diff: str | None
+    hash: str

@@ -1,0 +1,64 @@
+"""Logging: event names, and `configure_logging()` called once by the command line.
+
+Events go to stderr (stdout carries `--json` documents and `show` bytes): readable
+colour on a terminal, one JSON object per line otherwise (journald, files, pipes).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+# Event names are a contract with users' scripts: change them only on purpose.
+DOCUMENT_NEW = "document.new"
+DOCUMENT_CHANGED = "document.changed"
+DOCUMENT_DISAPPEARED = "document.disappeared"
+DOCUMENT_REAPPEARED = "document.reappeared"
+DOCUMENT_MOVED = "document.moved"
+CHECK_FAILED = "check.failed"
+INTEGRITY_DAMAGED = "integrity.damaged"
+
+CHECK_DONE = "check.done"  # debug: every check, with its outcome
+ROUND_STARTED = "round.started"
+ROUND_FINISHED = "round.finished"
+STORE_RETRY = "store.retry"
+STORE_MIGRATED = "store.migrated"
+CONFIG_LOADED = "config.loaded"
+CONFIG_REJECTED = "config.rejected"
+TARGETS_SYNCED = "targets.synced"
+
+DOCUMENT_EVENTS = (
+    DOCUMENT_NEW,
+    DOCUMENT_CHANGED,
+    DOCUMENT_DISAPPEARED,
+    DOCUMENT_REAPPEARED,
+    DOCUMENT_MOVED,
+)
+
+
+def configure_logging(json: bool | None = None, level: str = "info") -> None:
+    """Configure structlog once. `json=None` picks JSON unless stderr is a terminal."""
+    if json is None:
+        json = not sys.stderr.isatty()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: list[Any]
+    if json:
+        renderer = [
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ]
+    else:
+        renderer = [structlog.dev.ConsoleRenderer(colors=True)]
+    structlog.configure(
+        processors=[*shared, structlog.processors.StackInfoRenderer(), *renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

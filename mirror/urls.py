@@ -1,0 +1,47 @@
+"""URL normalisation: one spelling per document, so a target is stored once."""
+
+from __future__ import annotations
+
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class BadURL(ValueError):
+    """The text is not an absolute http(s) URL."""
+
+
+def normalize_url(url: str) -> str:
+    """Return the canonical form of an absolute http(s) URL.
+
+    Lower-cases scheme and host, drops the default port and the fragment, and
+    gives an empty path as `/`. Query strings are kept as they are.
+
+    Raises:
+        BadURL: not an absolute http or https URL with a host.
+    """
+    text = url.strip()
+    if not text or any(c.isspace() for c in text):
+        raise BadURL(f"not a URL: {url!r}")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise BadURL(f"not a URL: {url!r} ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise BadURL(f"not an http(s) URL: {url!r}")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise BadURL(f"no host in URL: {url!r}")
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    if parts.username or parts.password:
+        raise BadURL(f"credentials in URL are not supported: {url!r}")
+    return urlunsplit(SplitResult(scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def host_of(url: str) -> str:
+    """Return the host (with a non-default port) of a normalised URL."""
+    return urlsplit(url).netloc

@@ -1,0 +1,185 @@
+"""judge() is pure: every rule is a row here, with exact `now` and no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import pytest
+
+from mirror import log
+from mirror.domain import (
+    ChangeDiff,
+    DetectPolicy,
+    FetchFailure,
+    FetchResult,
+    OutcomeKind,
+    Status,
+    TargetState,
+)
+from mirror.judge import judge, with_diff
+
+URL = "https://archive.example/etext/essay.html"
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+POLICY = DetectPolicy(missing_after=3)
+A = b"<p>first text</p>"
+B = b"<p>second text</p>"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ok(body: bytes, *, final_url: str = URL, etag: str | None = None, redirects: tuple[str, ...] = ()):
+    headers = {"content-type": "text/html"}
+    if etag:
+        headers["etag"] = etag
+    return FetchResult(URL, final_url, 200, headers, body, sha(body), None, NOW, 0.01, redirects)
+
+
+def not_modified():
+    return FetchResult(URL, URL, 304, {}, None, None, None, NOW, 0.01)
+
+
+def http_error(status: int):
+    return FetchResult(URL, URL, status, {}, None, None, FetchFailure("http", f"HTTP {status}"), NOW, 0.01)
+
+
+def net_error(kind: str = "timeout"):
+    return FetchResult(URL, URL, None, {}, None, None, FetchFailure(kind, "it failed"), NOW, 30.0)
+
+
+NEW = TargetState()
+HAS_A = TargetState(Status.OK, sha(A), 1, "text/html", etag='"a"')
+FAILING_TWICE = TargetState(Status.FAILING, sha(A), 1, "text/html", consecutive_failures=2)
+FAILING_ONCE = TargetState(Status.FAILING, sha(A), 1, "text/html", consecutive_failures=1)
+GONE = TargetState(Status.GONE, sha(A), 1, "text/html", consecutive_failures=1)
+NEVER_SEEN_FAILING = TargetState(Status.FAILING, None, 0, None, consecutive_failures=2)
+
+
+@pytest.mark.parametrize(
+    ("state", "result", "kind", "events", "status"),
+    [
+        (NEW, ok(A), OutcomeKind.NEW, [log.DOCUMENT_NEW], Status.OK),
+        (HAS_A, ok(A), OutcomeKind.UNCHANGED, [], Status.OK),
+        (HAS_A, not_modified(), OutcomeKind.UNCHANGED, [], Status.OK),
+        (HAS_A, ok(B), OutcomeKind.CHANGED, [log.DOCUMENT_CHANGED], Status.OK),
+        (HAS_A, http_error(404), OutcomeKind.DISAPPEARED, [log.DOCUMENT_DISAPPEARED], Status.GONE),
+        (HAS_A, http_error(410), OutcomeKind.DISAPPEARED, [log.DOCUMENT_DISAPPEARED], Status.GONE),
+        (HAS_A, http_error(500), OutcomeKind.FAILED, [], Status.FAILING),
+        (HAS_A, net_error("timeout"), OutcomeKind.FAILED, [], Status.FAILING),
+        (FAILING_ONCE, net_error("dns"), OutcomeKind.FAILED, [], Status.FAILING),
+        (FAILING_TWICE, net_error("connect"), OutcomeKind.DISAPPEARED, [log.DOCUMENT_DISAPPEARED], Status.GONE),
+        (FAILING_TWICE, ok(A), OutcomeKind.UNCHANGED, [], Status.OK),
+        (GONE, http_error(404), OutcomeKind.FAILED, [], Status.GONE),
+        (GONE, net_error(), OutcomeKind.FAILED, [], Status.GONE),
+        (GONE, ok(A), OutcomeKind.REAPPEARED, [log.DOCUMENT_REAPPEARED], Status.OK),
+        (GONE, not_modified(), OutcomeKind.REAPPEARED, [log.DOCUMENT_REAPPEARED], Status.OK),
+        (GONE, ok(B), OutcomeKind.REAPPEARED, [log.DOCUMENT_REAPPEARED, log.DOCUMENT_CHANGED], Status.OK),
+        (NEW, http_error(404), OutcomeKind.FAILED, [], Status.GONE),
+        (NEW, net_error(), OutcomeKind.FAILED, [], Status.FAILING),
+        (NEVER_SEEN_FAILING, net_error(), OutcomeKind.FAILED, [], Status.GONE),
+        (NEVER_SEEN_FAILING, ok(A), OutcomeKind.NEW, [log.DOCUMENT_NEW], Status.OK),
+    ],
+)
+def test_each_rule_gives_its_outcome_events_and_status(state, result, kind, events, status):
+    outcome = judge(state, result, POLICY, NOW)
+    assert outcome.kind is kind
+    assert [e.kind for e in outcome.events] == events
+    assert outcome.state.status is status
+    assert all(e.url == URL and e.at == NOW for e in outcome.events)
+
+
+def test_a_timeout_counts_as_disappeared_only_after_missing_after_failures():
+    state = HAS_A
+    kinds = []
+    for _ in range(4):
+        outcome = judge(state, net_error("timeout"), POLICY, NOW)
+        kinds.append(outcome.kind)
+        state = outcome.state
+    assert kinds == [OutcomeKind.FAILED, OutcomeKind.FAILED, OutcomeKind.DISAPPEARED, OutcomeKind.FAILED]
+    assert state.consecutive_failures == 4
+
+
+@pytest.mark.parametrize("missing_after", [1, 2, 5])
+def test_missing_after_is_the_exact_boundary(missing_after):
+    state = HAS_A
+    for attempt in range(1, missing_after + 1):
+        outcome = judge(state, net_error(), DetectPolicy(missing_after=missing_after), NOW)
+        state = outcome.state
+        expected = OutcomeKind.DISAPPEARED if attempt == missing_after else OutcomeKind.FAILED
+        assert outcome.kind is expected, attempt
+
+
+def test_change_makes_the_next_version_and_asks_for_a_diff_against_the_old_content():
+    outcome = judge(HAS_A, ok(B, etag='"b"'), POLICY, NOW)
+    assert outcome.new_version and not outcome.seen_again
+    assert outcome.state.current_version == 2
+    assert outcome.state.current_sha256 == sha(B)
+    assert outcome.state.etag == '"b"'
+    assert outcome.diff_from == sha(A)
+    (event,) = outcome.events
+    assert (event.old_sha256, event.new_sha256) == (sha(A), sha(B))
+
+
+def test_unchanged_content_is_seen_again_not_a_new_version():
+    for result in (ok(A), not_modified()):
+        outcome = judge(HAS_A, result, POLICY, NOW)
+        assert outcome.seen_again and not outcome.new_version
+        assert outcome.state.current_version == 1
+        assert outcome.diff_from is None
+
+
+def test_not_modified_keeps_the_validators_for_the_next_conditional_request():
+    outcome = judge(HAS_A, not_modified(), POLICY, NOW)
+    assert outcome.state.etag == '"a"'
+
+
+def test_reappeared_says_whether_the_content_is_the_same_as_the_last_good_version():
+    same = judge(GONE, ok(A), POLICY, NOW).events[0]
+    other = judge(GONE, ok(B), POLICY, NOW).events[0]
+    assert same.details["same_content"] is True
+    assert other.details["same_content"] is False
+
+
+def test_disappeared_event_names_the_lost_content_and_the_reason():
+    (event,) = judge(HAS_A, http_error(410), POLICY, NOW).events
+    assert event.old_sha256 == sha(A)
+    assert event.status == 410
+    assert event.error == "http"
+
+
+def test_a_redirect_elsewhere_is_one_moved_event_then_quiet():
+    moved_url = "https://mirror-host.example/essay.html"
+    first = judge(HAS_A, ok(A, final_url=moved_url, redirects=(URL,)), POLICY, NOW)
+    assert first.kind is OutcomeKind.MOVED
+    (event,) = first.events
+    assert event.kind == log.DOCUMENT_MOVED
+    assert event.details["to"] == moved_url
+    assert event.details["cross_host"] is True
+    assert first.state.status is Status.MOVED
+    second = judge(first.state, ok(A, final_url=moved_url, redirects=(URL,)), POLICY, NOW)
+    assert second.events == ()
+    assert second.state.status is Status.MOVED
+
+
+def test_a_redirect_within_the_host_is_moved_without_cross_host():
+    same_host = "https://archive.example/etext/new-place/essay.html"
+    (event,) = judge(HAS_A, ok(A, final_url=same_host, redirects=(URL,)), POLICY, NOW).events
+    assert event.details["cross_host"] is False
+
+
+def test_a_moved_target_served_in_place_again_is_ok():
+    moved = judge(HAS_A, ok(A, final_url="https://b.example/x", redirects=(URL,)), POLICY, NOW).state
+    back = judge(moved, ok(A), POLICY, NOW)
+    assert back.state.status is Status.OK
+    assert back.state.moved_to is None
+
+
+def test_with_diff_fills_line_counts_of_the_change_event():
+    outcome = judge(HAS_A, ok(B), POLICY, NOW)
+    diff = ChangeDiff(old_size=len(A), new_size=len(B), text=True, lines_added=3, lines_removed=1, unified="-a\n+b")
+    (event,) = with_diff(outcome, diff).events
+    assert event.details["lines_added"] == 3
+    assert event.details["lines_removed"] == 1
+    assert event.details["version"] == 2

@@ -1,0 +1,226 @@
+"""One check of one target, read top to bottom; and a round of checks over a worker pool.
+
+This module is glue: it reaches HTTP only through `fetch` and the store only
+through `archive`. It decides nothing: `judge` does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+import structlog
+from structlog.contextvars import bound_contextvars
+
+from mirror import log
+from mirror.archive import Archive
+from mirror.diff import compare
+from mirror.domain import DetectPolicy, Event, FetchLimits, FetchResult, Outcome, Target
+from mirror.errors import StoreError
+from mirror.fetch import fetch, make_session
+from mirror.judge import judge, with_diff
+from mirror.politeness import HostGate
+from mirror.urls import host_of
+
+logger = structlog.get_logger("mirror.check")
+
+_LEVELS = {
+    log.DOCUMENT_NEW: "info",
+    log.DOCUMENT_CHANGED: "info",
+    log.DOCUMENT_REAPPEARED: "info",
+    log.DOCUMENT_MOVED: "warning",
+    log.DOCUMENT_DISAPPEARED: "warning",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What one check did, for `mirror check --json` and the round's counts."""
+
+    url: str
+    outcome: str
+    status: str
+    version: int
+    sha256: str | None
+    http_status: int | None
+    error: str | None
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundReport:
+    """A round of checks: counts by outcome, each check, and any crash."""
+
+    checks: tuple[CheckReport, ...]
+    elapsed: float
+    crashed: tuple[str, ...] = ()
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Checker:
+    """Checks targets against one archive with a shared politeness gate.
+
+    Each worker thread keeps its own `requests.Session` (sessions are not thread-safe).
+    """
+
+    def __init__(
+        self,
+        archive: Archive,
+        limits: FetchLimits,
+        policy: DetectPolicy,
+        gate: HostGate,
+        *,
+        worker: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.archive = archive
+        self.limits = limits
+        self.policy = policy
+        self.gate = gate
+        self.worker = worker
+        self.clock = clock
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = make_session(self.limits)
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
+    def check_one(self, target: Target) -> CheckReport:
+        """Fetch, judge and record one target; log its events. Returns what happened."""
+        with bound_contextvars(url=target.url, check_id=uuid.uuid4().hex[:12]):
+            state = self.archive.state_of(target.url)
+            with self.gate.slot(host_of(target.url)):
+                result = fetch(target.url, self._session(), self.limits, state.conditional(), self.clock)
+            outcome = judge(state, result, self.policy, self.clock())
+            if outcome.diff_from is not None and result.body is not None:
+                old = self.archive.read(outcome.diff_from)
+                outcome = with_diff(outcome, compare(old, state.content_type, result.body, result.content_type))
+            self.archive.record(target.url, result, outcome, self.clock(), worker=self.worker)
+            _log_check(result, outcome)
+            return _report(result, outcome)
+
+    def run_round(
+        self,
+        targets: Sequence[Target],
+        concurrency: int,
+        *,
+        progress: bool = False,
+        stop: threading.Event | None = None,
+    ) -> RoundReport:
+        """Check every target once over `concurrency` threads and return the round's report.
+
+        A store failure stops the round and is raised; any other crash of one check
+        is logged with its traceback and reported, and the round goes on.
+
+        Raises:
+            StoreError: the database failed (after the store's own retries).
+        """
+        started = time.monotonic()
+        logger.info(log.ROUND_STARTED, targets=len(targets), concurrency=concurrency)
+        reports: list[CheckReport] = []
+        crashed: list[str] = []
+        bar = _progress(len(targets), progress)
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="check") as pool:
+                futures = {pool.submit(self._guarded, t, stop): t for t in targets}
+                for future in as_completed(futures):
+                    target = futures[future]
+                    try:
+                        report = future.result()
+                    except StoreError:
+                        for other in futures:
+                            other.cancel()
+                        raise
+                    except Exception:
+                        logger.exception("check.crashed", url=target.url)
+                        crashed.append(target.url)
+                    else:
+                        if report is not None:
+                            reports.append(report)
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        counts = dict(Counter(r.outcome for r in reports))
+        elapsed = time.monotonic() - started
+        logger.info(log.ROUND_FINISHED, checked=len(reports), crashed=len(crashed), seconds=round(elapsed, 3),
+                    **counts)
+        return RoundReport(tuple(reports), elapsed, tuple(crashed), counts)
+
+    def _guarded(self, target: Target, stop: threading.Event | None) -> CheckReport | None:
+        if stop is not None and stop.is_set():
+            return None
+        return self.check_one(target)
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm  # imported only on a terminal
+
+    return tqdm(total=total, unit="page", desc="checking", leave=False)
+
+
+def _event_fields(event: Event, outcome: Outcome) -> dict[str, Any]:
+    fields: dict[str, Any] = {"url": event.url}
+    for name in ("old_sha256", "new_sha256", "status", "error"):
+        value = getattr(event, name)
+        if value is not None:
+            fields[name] = value
+    fields.update({k: v for k, v in event.details.items() if v is not None})
+    if event.kind == log.DOCUMENT_CHANGED and outcome.diff is not None and outcome.diff.unified:
+        fields["diff"] = outcome.diff.unified
+    return fields
+
+
+def _log_check(result: FetchResult, outcome: Outcome) -> None:
+    if result.error is not None:
+        logger.warning(
+            log.CHECK_FAILED,
+            url=result.url,
+            status=result.status,
+            error=result.error.kind,
+            message=result.error.message,
+            consecutive_failures=outcome.state.consecutive_failures,
+        )
+    for event in outcome.events:
+        getattr(logger, _LEVELS.get(event.kind, "info"))(event.kind, **_event_fields(event, outcome))
+    logger.debug(log.CHECK_DONE, outcome=str(outcome.kind), seconds=round(result.elapsed, 3))
+
+
+def _report(result: FetchResult, outcome: Outcome) -> CheckReport:
+    return CheckReport(
+        url=result.url,
+        outcome=str(outcome.kind),
+        status=str(outcome.state.status),
+        version=outcome.state.current_version,
+        sha256=outcome.state.current_sha256,
+        http_status=result.status,
+        error=result.error.kind if result.error else None,
+        events=tuple(e.kind for e in outcome.events),
+    )

@@ -1,0 +1,344 @@
+"""The command line: parse, call one library function, render text or `--json`.
+
+This is the only place that maps `MirrorError` classes to exit codes:
+0 success; 1 verify found damage; 2 usage, config or unknown URL/version; 3 runtime failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from mirror import __version__
+from mirror.errors import ConfigError, MirrorError, NotFound, RestoreError, StoreError, UsageError
+
+EXIT_OK = 0
+EXIT_DAMAGED = 1
+EXIT_USAGE = 2
+EXIT_RUNTIME = 3
+
+if TYPE_CHECKING:  # real imports are deferred so that `--help` stays fast
+    from mirror.archive import Archive
+    from mirror.config import Config
+
+
+def exit_code_for(error: MirrorError) -> int:
+    """Return the documented exit code for an error."""
+    if isinstance(error, ConfigError | UsageError | NotFound | RestoreError):
+        return EXIT_USAGE
+    if isinstance(error, StoreError):
+        return EXIT_RUNTIME
+    return EXIT_RUNTIME
+
+
+@dataclass
+class AppContext:
+    config_option: str | None
+    log_format: str
+    log_level: str
+    _config: Config | None = None
+    _archive: Archive | None = None
+
+    def config(self) -> Config:
+        if self._config is None:
+            from mirror.config import config_path, load_config
+
+            self._config = load_config(config_path(self.config_option, os.environ), os.environ)
+        return self._config
+
+    def archive(self) -> Archive:
+        if self._archive is None:
+            from mirror.archive import Archive
+            from mirror.db import open_engine
+
+            self._archive = Archive(open_engine(self.config().storage.database))
+        return self._archive
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.engine.dispose()
+
+
+def parse_time(text: str) -> datetime:
+    """Return an aware UTC datetime from ISO 8601 text; a time without a zone is UTC.
+
+    Raises:
+        UsageError: not ISO 8601.
+    """
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at: expected an ISO 8601 time like 2026-11-01T12:00:00Z, got {text!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def emit_json(document: Any) -> None:
+    """Write one JSON document to stdout."""
+    click.echo(json.dumps(_jsonable(document), indent=2, ensure_ascii=False))
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def _fmt_size(size: int) -> str:
+    amount = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024 or unit == "GiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{size} B"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mirror")
+@click.option("--config", "config_option", metavar="FILE", help="Config file (else $MIRROR_CONFIG, else config/mirror.toml).")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True,
+              help="Log lines on stderr: JSON unless stderr is a terminal.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+@click.pass_context
+def cli(ctx: click.Context, config_option: str | None, log_format: str, log_level: str) -> None:
+    """mirror: watch archive pages and keep a verifiable, versioned record of them."""
+    from mirror.log import configure_logging
+
+    configure_logging(json={"auto": None, "json": True, "console": False}[log_format], level=log_level)
+    app = AppContext(config_option, log_format, log_level)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+pass_app = click.make_pass_decorator(AppContext)
+json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+
+
+@cli.command()
+@pass_app
+def run(app: AppContext) -> None:
+    """Run the daemon in the foreground (systemd runs it): check targets when they are due.
+
+    Example:
+        mirror --config config/mirror.toml run
+    """
+    from mirror.service import run_service
+
+    run_service(app.config(), app.config_option)
+
+
+@cli.command()
+@click.argument("urls", nargs=-1, metavar="[URL ...]")
+@json_option
+@pass_app
+def check(app: AppContext, urls: tuple[str, ...], as_json: bool) -> None:
+    """Check all targets once now, or only the given URLs; print what each check found.
+
+    Example:
+        mirror check
+        mirror check https://www.prisoncensorship.info/archive/etext/wim/ --json
+    """
+    from mirror.service import check_round
+
+    report = check_round(app.config(), app.archive(), list(urls), progress=sys.stderr.isatty() and not as_json)
+    if as_json:
+        emit_json({"checked": len(report.checks), "elapsed_seconds": round(report.elapsed, 3),
+                   "outcomes": report.counts, "crashed": list(report.crashed), "targets": report.checks})
+    else:
+        for r in sorted(report.checks, key=lambda r: r.url):
+            extra = f" ({r.error})" if r.error else ""
+            click.echo(f"{r.outcome:<12} {r.status:<8} v{r.version:<4} {r.url}{extra}")
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts.items())) or "nothing to check"
+        click.echo(f"checked {len(report.checks)} in {report.elapsed:.1f}s: {counts}")
+    if report.crashed:
+        raise SystemExit(EXIT_RUNTIME)
+
+
+@cli.command()
+@json_option
+@pass_app
+def status(app: AppContext, as_json: bool) -> None:
+    """Show counts by state, the last and next check, checks in the last hour and the store's size.
+
+    Example:
+        mirror status --json
+    """
+    report = app.archive().status(datetime.now(UTC))
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(f"database:        {report.database}")
+    states = ", ".join(f"{n} {s}" for s, n in sorted(report.targets_by_status.items())) or "none"
+    click.echo(f"targets:         {report.targets} ({states})")
+    click.echo(f"versions:        {report.versions} in {report.blobs} blobs")
+    click.echo(f"content:         {_fmt_size(report.content_bytes)} stored as {_fmt_size(report.stored_bytes)}")
+    click.echo(f"last check:      {_fmt_time(report.last_check_at)}")
+    click.echo(f"next due:        {_fmt_time(report.next_check_at)}")
+    click.echo(f"checks, 1 hour:  {report.checks_last_hour}")
+    click.echo(f"overdue:         {report.overdue}")
+
+
+@cli.command()
+@click.option("--state", "state", type=click.Choice(["new", "ok", "failing", "gone", "moved"]),
+              help="Only targets in this state.")
+@json_option
+@pass_app
+def targets(app: AppContext, state: str | None, as_json: bool) -> None:
+    """List targets with their state, last check and number of versions.
+
+    Example:
+        mirror targets --state gone
+    """
+    rows = app.archive().targets(state)
+    if as_json:
+        emit_json({"targets": rows})
+        return
+    for t in rows:
+        click.echo(f"{t.status:<8} v{t.versions:<4} {_fmt_time(t.last_checked_at)}  {t.url}")
+    click.echo(f"{len(rows)} targets")
+
+
+@cli.command()
+@click.argument("url")
+@json_option
+@pass_app
+def history(app: AppContext, url: str, as_json: bool) -> None:
+    """Show the versions (number, sha256, size, first and last seen, status) and events of a URL.
+
+    Example:
+        mirror history https://www.prisoncensorship.info/archive/etext/wim/
+    """
+    h = app.archive().history(_url(url))
+    if as_json:
+        emit_json({"url": h.url, "status": h.status, "versions": h.versions,
+                   "events": [{k: v for k, v in asdict(e).items() if k != "diff"} for e in h.events]})
+        return
+    click.echo(f"{h.url}  ({h.status})")
+    for v in h.versions:
+        click.echo(f"  v{v.number:<4} {v.sha256[:12]}  {_fmt_size(v.size):>10}  {_fmt_time(v.first_seen)} .. "
+                   f"{_fmt_time(v.last_seen)}  HTTP {v.status or '-'}")
+    for e in h.events:
+        click.echo(f"  #{e.seq:<5} {_fmt_time(e.at)}  {e.kind}" + _event_summary(e.details))
+
+
+def _event_summary(details: Mapping[str, Any]) -> str:
+    keys = ("lines_added", "lines_removed", "same_content", "to", "cross_host", "error", "status")
+    parts = [f"{k}={details[k]}" for k in keys if details.get(k) is not None]
+    return ("  " + " ".join(parts)) if parts else ""
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--from", "from_spec", metavar="V", help="Version number, -N from the latest, or sha256 prefix.")
+@click.option("--to", "to_spec", metavar="V", help="Version number, -N from the latest, or sha256 prefix.")
+@pass_app
+def diff(app: AppContext, url: str, from_spec: str | None, to_spec: str | None) -> None:
+    """Print the unified diff of the text of two versions (default: the last two).
+
+    Example:
+        mirror diff https://www.prisoncensorship.info/archive/etext/wim/ --from 1 --to -1
+    """
+    from mirror.history import version_diff
+
+    click.echo(version_diff(app.archive(), _url(url), from_spec, to_spec), nl=False)
+
+
+def _version_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--at", "at", metavar="TIME", help="The version current at this ISO 8601 time (UTC if no zone).")(f)
+    return click.option("--version", "spec", metavar="V", help="Version number, -1 latest, or sha256 prefix.")(f)
+
+
+@cli.command()
+@click.argument("url")
+@_version_options
+@pass_app
+def show(app: AppContext, url: str, spec: str | None, at: str | None) -> None:
+    """Write the stored bytes of a version to stdout, exactly as fetched (default: the latest).
+
+    Example:
+        mirror show https://www.prisoncensorship.info/archive/etext/wim/ --version 1 > page.html
+    """
+    archive = app.archive()
+    version = archive.version(_url(url), _one_of(spec, at), parse_time(at) if at else None)
+    sys.stdout.buffer.write(archive.read(version.sha256))
+    sys.stdout.buffer.flush()
+
+
+@cli.command()
+@click.argument("url")
+@_version_options
+@click.option("--to", "dest", required=True, type=click.Path(path_type=Path), help="File (or existing folder).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@json_option
+@pass_app
+def restore(app: AppContext, url: str, spec: str | None, at: str | None, dest: Path, force: bool,
+            as_json: bool) -> None:
+    """Write a stored version of a URL to a file, atomically, and check its SHA-256 on disk.
+
+    Example:
+        mirror restore https://www.prisoncensorship.info/archive/etext/wim/ --version -1 --to wim.html
+    """
+    from mirror.restore import restore_version
+
+    done = restore_version(app.archive(), _url(url), dest, spec=_one_of(spec, at),
+                           at=parse_time(at) if at else None, force=force)
+    if as_json:
+        emit_json(done)
+    else:
+        click.echo(f"restored {done.url} v{done.version} ({_fmt_size(done.size)}, sha256 {done.sha256}) to {done.path}")
+
+
+def _one_of(spec: str | None, at: str | None) -> str | None:
+    if spec is not None and at is not None:
+        raise UsageError("give --version or --at, not both")
+    return spec
+
+
+def _url(text: str) -> str:
+    from mirror.urls import BadURL, normalize_url
+
+    try:
+        return normalize_url(text)
+    except BadURL as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _fail(error: MirrorError) -> NoReturn:
+    click.echo(f"mirror: error: {error}", err=True)
+    raise SystemExit(exit_code_for(error))
+
+
+@contextmanager
+def _errors_to_exit_codes() -> Iterator[None]:
+    try:
+        yield
+    except MirrorError as exc:
+        _fail(exc)
+    except OSError as exc:  # disk full, permission denied, ...: a runtime failure, one line
+        click.echo(f"mirror: error: {exc}", err=True)
+        raise SystemExit(EXIT_RUNTIME) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `mirror` command."""
+    with _errors_to_exit_codes():
+        cli.main(args=argv, prog_name="mirror", standalone_mode=True)

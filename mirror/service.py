@@ -1,0 +1,244 @@
+"""The process: one check round on demand, or the daemon with its signals and systemd notifications.
+
+The daemon: an APScheduler job ("dispatch") ticks every few seconds, claims due
+targets from the database (`leases.claim_due`) and hands them to a bounded worker
+pool. SIGTERM/SIGINT stop claiming, let in-flight checks finish within a grace
+period, release leases and exit 0. SIGHUP reloads the config; a bad config is
+logged (`config.rejected`) and the old one kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.engine import make_url
+
+from mirror import leases, log
+from mirror.archive import Archive
+from mirror.check import Checker, RoundReport
+from mirror.config import Config, config_path, load_config
+from mirror.db import open_engine
+from mirror.errors import ConfigError, StoreLocked
+from mirror.politeness import HostGate
+
+logger = structlog.get_logger("mirror.service")
+
+SHUTDOWN_GRACE = 30.0  # seconds in-flight checks get to finish after SIGTERM
+
+
+def _checker(config: Config, archive: Archive, worker: str | None = None) -> Checker:
+    gate = HostGate(config.fetch.per_host_concurrency, config.fetch.per_host_delay.total_seconds())
+    return Checker(archive, config.fetch.limits(), config.detect.policy(), gate, worker=worker)
+
+
+def check_round(config: Config, archive: Archive, urls: list[str], *, progress: bool = False) -> RoundReport:
+    """Sync the configured targets, then check all active targets (or `urls`) once; return the report.
+
+    Raises:
+        TargetNotFound: a URL in `urls` is not a target.
+        StoreError: the database failed.
+    """
+    report = archive.sync_targets(config.targets, datetime.now(UTC))
+    logger.info(log.TARGETS_SYNCED, added=report.added, removed=report.removed, total=report.total)
+    targets = archive.active_targets(urls or None)
+    checker = _checker(config, archive)
+    try:
+        return checker.run_round(targets, config.fetch.concurrency, progress=progress)
+    finally:
+        checker.close()
+
+
+def sd_notify(message: str) -> bool:
+    """Send `message` to systemd's notify socket when there is one; return whether it was sent."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(message.encode())
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def sqlite_single_daemon(database: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store for the daemon's life.
+
+    Raises:
+        StoreLocked: another `mirror run` already uses this SQLite file.
+    """
+    url = make_url(database)
+    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+        yield
+        return
+    lock_path = Path(url.database + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle: IO[str] = lock_path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreLocked(
+                database,
+                "another `mirror run` is using this SQLite store; SQLite is single-daemon "
+                "(use PostgreSQL to run several)",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+@dataclass
+class _Running:
+    config: Config
+    checker: Checker
+
+
+class Daemon:
+    """A running `mirror run`: dispatch ticks, a worker pool, signals."""
+
+    def __init__(self, config: Config, config_option: str | None) -> None:
+        self.config_option = config_option
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.archive = Archive(open_engine(config.storage.database))
+        self.running = _Running(config, _checker(config, self.archive, self.owner))
+        self.pool = ThreadPoolExecutor(max_workers=config.fetch.concurrency, thread_name_prefix="check")
+        self.in_flight: dict[str, Future[object]] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.reload_requested = threading.Event()
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+
+    # -- jobs -------------------------------------------------------------
+    def lease_length(self) -> timedelta:
+        limits = self.running.config.fetch.limits()
+        # A claimed target waits for politeness and retries before its fetch: be generous.
+        return timedelta(seconds=max(300.0, 4 * limits.timeout * (limits.retries + 1)))
+
+    def dispatch(self) -> None:
+        """Claim as many due targets as there are free workers and submit them."""
+        if self.stop.is_set():
+            return
+        with self.lock:
+            free = self.running.config.fetch.concurrency * 2 - len(self.in_flight)
+        claimed = leases.claim_due(self.archive.engine, self.owner, datetime.now(UTC), free, self.lease_length())
+        checker = self.running.checker
+        for target in claimed:
+            future: Future[object] = self.pool.submit(self._check, checker, target)
+            with self.lock:
+                self.in_flight[target.url] = future
+            future.add_done_callback(lambda _f, url=target.url: self._done(url))
+        if claimed:
+            logger.debug("dispatch.claimed", count=len(claimed))
+
+    def _check(self, checker: Checker, target: object) -> object:
+        from mirror.domain import Target
+
+        assert isinstance(target, Target)
+        if self.stop.is_set():
+            return None
+        try:
+            return checker.check_one(target)
+        except Exception:
+            logger.exception("check.crashed", url=target.url)
+            return None
+
+    def _done(self, url: str) -> None:
+        with self.lock:
+            self.in_flight.pop(url, None)
+
+    def sync(self) -> None:
+        report = self.archive.sync_targets(self.running.config.targets, datetime.now(UTC))
+        logger.info(log.TARGETS_SYNCED, added=report.added, removed=report.removed, total=report.total)
+
+    def reload(self) -> None:
+        """Parse the config again; keep the old one if the new one is invalid."""
+        path = config_path(self.config_option, os.environ)
+        try:
+            config = load_config(path, os.environ)
+        except ConfigError as exc:
+            logger.error(log.CONFIG_REJECTED, file=exc.file, key=exc.key, problem=exc.problem)
+            return
+        old = self.running
+        self.running = _Running(config, _checker(config, self.archive, self.owner))
+        logger.info(log.CONFIG_LOADED, file=path, targets=len(config.targets))
+        self.sync()
+        old.checker.close()
+
+    # -- life -------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.reload_requested.set()
+        else:
+            self.stop.set()
+
+    def serve(self) -> None:
+        """Run until SIGTERM/SIGINT; return after a clean shutdown."""
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        leases.reap_abandoned(self.archive.engine, datetime.now(UTC))
+        self.sync()
+        tick = self.running.config.schedule.tick.total_seconds()
+        self.scheduler.add_job(self.dispatch, "interval", seconds=tick, id="dispatch", max_instances=1,
+                               coalesce=True, next_run_time=datetime.now(UTC))
+        self.scheduler.start()
+        logger.info("service.started", owner=self.owner, targets=len(self.running.config.targets), tick=tick)
+        sd_notify("READY=1\nSTATUS=checking targets")
+        try:
+            while not self.stop.wait(1.0):
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    sd_notify("RELOADING=1")
+                    self.reload()
+                    sd_notify("READY=1")
+                sd_notify("WATCHDOG=1")
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        sd_notify("STOPPING=1")
+        logger.info("service.stopping", in_flight=len(self.in_flight))
+        self.scheduler.shutdown(wait=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        deadline = threading.Event()
+        timer = threading.Timer(SHUTDOWN_GRACE, deadline.set)
+        timer.start()
+        while self.in_flight and not deadline.wait(0.1):
+            pass
+        timer.cancel()
+        released = leases.release(self.archive.engine, self.owner)
+        self.running.checker.close()
+        self.archive.engine.dispose()
+        logger.info("service.stopped", released=released, unfinished=len(self.in_flight))
+
+
+def run_service(config: Config, config_option: str | None) -> None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT.
+
+    Raises:
+        StoreLocked: another daemon uses the same SQLite store.
+        StoreError: the database is unreachable.
+    """
+    with sqlite_single_daemon(config.storage.database):
+        Daemon(config, config_option).serve()

@@ -1,0 +1,220 @@
+"""The whole flow of a check against a real loopback server and a real store (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from structlog.testing import capture_logs
+
+from mirror import log
+from mirror.check import Checker
+from mirror.domain import DetectPolicy, FetchLimits, Target
+from mirror.history import version_diff
+from mirror.politeness import HostGate
+from mirror.restore import restore_version
+
+HOUR = timedelta(hours=1)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def checker_for(archive, *, missing_after: int = 3, **limits) -> Checker:
+    settings = {"timeout": 5.0, "retries": 0, "backoff": 0.05, **limits}
+    return Checker(archive, FetchLimits(**settings), DetectPolicy(missing_after), HostGate(4, 0.0))
+
+
+def watch(archive, *urls: str) -> list[Target]:
+    targets = [Target(u, HOUR) for u in urls]
+    archive.sync_targets(targets, datetime.now(UTC))
+    return targets
+
+
+def page(title: str, *paragraphs: str) -> bytes:
+    body = "".join(f"<p>{p}</p>\n" for p in paragraphs)
+    return f"<html><head><title>{title}</title></head><body><nav>Archive menu</nav>{body}</body></html>".encode()
+
+
+def test_page_changed_twice_has_three_versions_and_two_change_events(site, archive):
+    url = site.url("/etext/essay.html")
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    bodies = [
+        page("Essay", "First paragraph.", "Second paragraph."),
+        page("Essay", "First paragraph, edited.", "Second paragraph."),
+        page("Essay", "First paragraph, edited.", "Second paragraph.", "A third one."),
+    ]
+    outcomes = []
+    with capture_logs() as logs:
+        for body in bodies:
+            site.put("/etext/essay.html", body)
+            outcomes.append(checker.check_one(target).outcome)
+    checker.close()
+
+    assert outcomes == ["new", "changed", "changed"]
+    h = archive.history(url)
+    assert [v.number for v in h.versions] == [1, 2, 3]
+    assert [v.sha256 for v in h.versions] == [sha(b) for b in bodies]
+    assert [e.kind for e in h.events] == [log.DOCUMENT_NEW, log.DOCUMENT_CHANGED, log.DOCUMENT_CHANGED]
+    changed = [e for e in logs if e["event"] == log.DOCUMENT_CHANGED]
+    assert [(e["lines_added"], e["lines_removed"]) for e in changed] == [(1, 1), (1, 0)]
+    assert "+First paragraph, edited." in changed[0]["diff"]
+    assert all(e["url"] == url for e in changed)
+    assert changed[1]["old_sha256"] == sha(bodies[1]) and changed[1]["new_sha256"] == sha(bodies[2])
+
+
+def test_unchanged_page_answered_304_adds_no_version(site, archive):
+    url = site.url("/etext/stable.html")
+    site.put("/etext/stable.html", page("Stable", "Nothing moves here."))
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    first = checker.check_one(target)
+    second = checker.check_one(target)
+    checker.close()
+
+    assert (first.outcome, second.outcome) == ("new", "unchanged")
+    assert second.http_status == 304
+    conditional = [r for r in site.requests if r.path == "/etext/stable.html"][-1]
+    assert conditional.headers.get("If-None-Match")
+    assert len(archive.history(url).versions) == 1
+    assert archive.history(url).versions[0].last_seen > archive.history(url).versions[0].first_seen
+
+
+def test_same_bytes_at_two_urls_are_stored_once(site, archive):
+    body = page("Newsletter", "Issue 12 of the newsletter.")
+    site.put("/a/newsletter.html", body)
+    site.put("/b/copy-of-newsletter.html", body)
+    targets = watch(archive, site.url("/a/newsletter.html"), site.url("/b/copy-of-newsletter.html"))
+    checker = checker_for(archive)
+    for t in targets:
+        checker.check_one(t)
+    checker.close()
+
+    status = archive.status(datetime.now(UTC))
+    assert status.versions == 2
+    assert status.blobs == 1
+    assert archive.version(targets[0].url).sha256 == archive.version(targets[1].url).sha256 == sha(body)
+
+
+def test_a_404_disappears_at_once(site, archive):
+    url = site.url("/etext/censored.html")
+    site.put("/etext/censored.html", page("Report", "A censorship report."))
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    checker.check_one(target)
+    site.delete("/etext/censored.html")
+    with capture_logs() as logs:
+        report = checker.check_one(target)
+    checker.close()
+
+    assert (report.outcome, report.status) == ("disappeared", "gone")
+    (event,) = [e for e in logs if e["event"] == log.DOCUMENT_DISAPPEARED]
+    assert event["status"] == 404 and event["url"] == url
+
+
+def test_a_timeout_disappears_only_after_missing_after_checks(site, archive):
+    url = site.url("/etext/flaky.html")
+    site.put("/etext/flaky.html", page("Flaky", "Hosted on a slow machine."))
+    (target,) = watch(archive, url)
+    checker = checker_for(archive, missing_after=3, timeout=0.5)
+    checker.check_one(target)
+    site.redirect("/etext/flaky.html", "/slow?seconds=3", status=302)
+    outcomes = [checker.check_one(target) for _ in range(3)]
+    checker.close()
+
+    assert [o.outcome for o in outcomes] == ["failed", "failed", "disappeared"]
+    assert [o.error for o in outcomes] == ["timeout"] * 3
+    assert archive.state_of(url).status == "gone"
+
+
+def test_a_page_back_after_disappearing_reappears_and_says_it_is_the_same(site, archive):
+    url = site.url("/etext/back.html")
+    body = page("Back", "Still here.")
+    site.put("/etext/back.html", body)
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    checker.check_one(target)
+    site.gone("/etext/back.html")
+    checker.check_one(target)
+    site.put("/etext/back.html", body)
+    with capture_logs() as logs:
+        report = checker.check_one(target)
+    checker.close()
+
+    assert report.outcome == "reappeared"
+    (event,) = [e for e in logs if e["event"] == log.DOCUMENT_REAPPEARED]
+    assert event["same_content"] is True
+    assert len(archive.history(url).versions) == 1
+
+
+def test_a_redirect_to_another_url_is_moved_once(site, archive):
+    url = site.url("/etext/old-place.html")
+    site.put("/etext/new-place.html", page("Moved", "Same words, new address."))
+    site.redirect("/etext/old-place.html", "/etext/new-place.html")
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    with capture_logs() as logs:
+        first = checker.check_one(target)
+        second = checker.check_one(target)
+    checker.close()
+
+    moved = [e for e in logs if e["event"] == log.DOCUMENT_MOVED]
+    assert len(moved) == 1
+    assert moved[0]["to"] == site.url("/etext/new-place.html")
+    assert moved[0]["cross_host"] is False
+    assert (first.status, second.status) == ("moved", "moved")
+    assert archive.version(url).final_url == site.url("/etext/new-place.html")
+
+
+def test_restored_file_is_byte_identical_to_what_was_served(site, archive, tmp_path):
+    url = site.url("/pdf")
+    with urllib.request.urlopen(url) as resp:  # what the server serves, read by another client
+        pdf = resp.read()
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    checker.check_one(target)
+    checker.close()
+
+    done = restore_version(archive, url, tmp_path / "report.pdf", spec="1")
+    assert (tmp_path / "report.pdf").read_bytes() == pdf
+    assert done.sha256 == sha(pdf)
+
+
+def test_body_over_max_bytes_fails_cleanly_and_stores_nothing(site, archive):
+    url = site.url("/big?bytes=3000000")
+    (target,) = watch(archive, url)
+    checker = checker_for(archive, max_bytes=1_000_000)
+    with capture_logs() as logs:
+        report = checker.check_one(target)
+    checker.close()
+
+    assert (report.outcome, report.error) == ("failed", "too_large")
+    assert archive.status(datetime.now(UTC)).blobs == 0
+    (failed,) = [e for e in logs if e["event"] == log.CHECK_FAILED]
+    assert failed["error"] == "too_large"
+
+
+def test_windows_1252_page_diff_shows_the_right_characters(site, archive):
+    def legacy(text: str) -> bytes:
+        html = (
+            '<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1252">'
+            f"</head><body><p>{text}</p></body></html>"
+        )
+        return html.encode("cp1252")
+
+    site.put("/etext/legacy.html", legacy("Prix: 5 € – „Zitat“ café"), content_type="text/html")
+    url = site.url("/etext/legacy.html")
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    checker.check_one(target)
+    site.put("/etext/legacy.html", legacy("Prix: 6 € — „Zitat“ café"), content_type="text/html")
+    checker.check_one(target)
+    checker.close()
+
+    text = version_diff(archive, url)
+    assert "-Prix: 5 € – „Zitat“ café" in text
+    assert "+Prix: 6 € — „Zitat“ café" in text

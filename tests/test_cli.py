@@ -1,0 +1,138 @@
+"""The command line as a user types it: real `mirror` processes, a real server, a real store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Mirror:
+    """Runs `python -m mirror` with a config and a database, like a user in a shell."""
+
+    def __init__(self, config: Path, database_url: str, cwd: Path) -> None:
+        self.config, self.database_url, self.cwd = config, database_url, cwd
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        env = {**os.environ, "MIRROR_DATABASE_URL": self.database_url}
+        env.pop("MIRROR_CONFIG", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mirror", "--config", str(self.config), *args],
+            capture_output=True, env=env, cwd=self.cwd, timeout=60,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mirror {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()}")
+        return proc
+
+    def json(self, *args: str):
+        return json.loads(self(*args, "--json").stdout)
+
+
+def write_config(path: Path, urls: list[str], extra: str = "") -> Path:
+    lines = ["[fetch]", 'timeout = "5s"', 'per_host_delay = "0"', "retries = 0", extra, "", "targets = ["]
+    lines += [f'  "{u}",' for u in urls] + ["]"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def mirror(tmp_path, database_url):
+    def make(urls: list[str], extra: str = "") -> Mirror:
+        return Mirror(write_config(tmp_path / "mirror.toml", urls, extra), database_url, tmp_path)
+
+    return make
+
+
+def test_check_history_show_diff_and_restore_from_the_command_line(site, mirror, tmp_path):
+    v1 = b"<html><body><h1>Note from the chair</h1><p>First words.</p></body></html>"
+    v2 = b"<html><body><h1>Note from the chair</h1><p>Second words.</p></body></html>"
+    site.put("/note.html", v1)
+    url = site.url("/note.html")
+    m = mirror([url])
+
+    first = m.json("check")
+    assert first["checked"] == 1
+    assert first["outcomes"] == {"new": 1}
+    assert first["targets"][0]["url"] == url
+    site.put("/note.html", v2)
+    assert m.json("check", url)["outcomes"] == {"changed": 1}
+
+    history = m.json("history", url)
+    assert [v["number"] for v in history["versions"]] == [1, 2]
+    assert [v["sha256"] for v in history["versions"]] == [sha(v1), sha(v2)]
+    assert [e["kind"] for e in history["events"]] == ["document.new", "document.changed"]
+    assert history["events"][1]["details"]["lines_added"] == 1
+
+    assert m("show", url, "--version", "1").stdout == v1
+    assert m("show", url).stdout == v2
+    assert m("show", url, "--version", sha(v1)[:10]).stdout == v1
+
+    diff = m("diff", url).stdout.decode()
+    assert "-First words." in diff and "+Second words." in diff
+
+    out = tmp_path / "restored" / "note.html"
+    m("restore", url, "--version", "1", "--to", str(out))
+    assert sha(out.read_bytes()) == sha(v1)
+    again = m("restore", url, "--version", "2", "--to", str(out), check=False)
+    assert again.returncode == 2
+    assert "--force" in again.stderr.decode()
+    assert out.read_bytes() == v1
+    m("restore", url, "--version", "2", "--to", str(out), "--force")
+    assert out.read_bytes() == v2
+
+    status = m.json("status")
+    assert status["targets"] == 1
+    assert status["versions"] == 2
+    assert status["targets_by_status"] == {"ok": 1}
+    targets = m.json("targets")["targets"]
+    assert [(t["url"], t["versions"], t["status"]) for t in targets] == [(url, 2, "ok")]
+
+
+def test_a_broken_config_is_one_line_naming_the_key_and_exit_2(site, mirror):
+    m = mirror([site.url("/x.html")], extra='timeout = "soon"')
+    proc = m("check", check=False)
+    assert proc.returncode == 2
+    err = proc.stderr.decode().strip()
+    assert len(err.splitlines()) == 1
+    assert "fetch.timeout" in err and "soon" in err and "mirror.toml" in err
+
+
+def test_an_unknown_url_or_version_is_exit_2(site, mirror):
+    site.put("/known.html", b"<p>known</p>")
+    m = mirror([site.url("/known.html")])
+    m("check")
+    unknown = m("history", site.url("/unknown.html"), check=False)
+    assert unknown.returncode == 2
+    assert "unknown.html" in unknown.stderr.decode()
+    no_version = m("show", site.url("/known.html"), "--version", "7", check=False)
+    assert no_version.returncode == 2
+    assert "version 7" in no_version.stderr.decode()
+
+
+def test_an_unreachable_database_is_exit_3_with_one_line(tmp_path):
+    config = write_config(tmp_path / "mirror.toml", ["http://127.0.0.1:9/x"])
+    env = {**os.environ, "MIRROR_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    proc = subprocess.run([sys.executable, "-m", "mirror", "--config", str(config), "status"],
+                          capture_output=True, env=env, timeout=60)
+    assert proc.returncode == 3
+    assert len(proc.stderr.decode().strip().splitlines()) == 1
+    assert "127.0.0.1:1" in proc.stderr.decode()
+
+
+def test_logs_are_json_lines_on_stderr_when_not_on_a_terminal(site, mirror):
+    site.put("/log.html", b"<p>logged</p>")
+    m = mirror([site.url("/log.html")])
+    proc = m("check")
+    events = [json.loads(line) for line in proc.stderr.decode().splitlines()]
+    new = [e for e in events if e["event"] == "document.new"]
+    assert new and new[0]["url"] == site.url("/log.html")
+    assert all("timestamp" in e and "level" in e for e in events)

@@ -307,6 +307,59 @@ def restore(app: AppContext, url: str, spec: str | None, at: str | None, dest: P
         click.echo(f"restored {done.url} v{done.version} ({_fmt_size(done.size)}, sha256 {done.sha256}) to {done.path}")
 
 
+@cli.command()
+@click.option("--head", "head_only", is_flag=True, help="Only print the chain head (seq and hash), to publish elsewhere.")
+@json_option
+@pass_app
+def verify(app: AppContext, head_only: bool, as_json: bool) -> None:
+    """Re-hash every blob, check every snapshot and recompute the event chain; exit 1 on damage.
+
+    Example:
+        mirror verify
+        mirror verify --head
+    """
+    import structlog
+
+    from mirror import verify as fixity
+    from mirror.log import INTEGRITY_DAMAGED
+
+    engine = app.archive().engine
+    if head_only:
+        seq, digest = fixity.head(engine)
+        if as_json:
+            emit_json({"head_seq": seq, "head_hash": digest})
+        else:
+            click.echo(f"{seq} {digest}")
+        return
+    bar = None
+    if sys.stderr.isatty() and not as_json:
+        from tqdm import tqdm
+
+        bar = tqdm(total=fixity.total_blob_bytes(engine), unit="B", unit_scale=True, desc="verifying", leave=False)
+    try:
+        report = fixity.run(engine, progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    logger = structlog.get_logger("mirror.verify")
+    for p in report.problems:
+        logger.error(INTEGRITY_DAMAGED, item=p.item, key=p.key, problem=p.problem, url=p.url)
+    if as_json:
+        emit_json({"ok": report.ok, "blobs": report.blobs, "blob_bytes": report.blob_bytes,
+                   "snapshots": report.snapshots, "events": report.events, "head_seq": report.head_seq,
+                   "head_hash": report.head_hash, "problems": report.problems})
+    else:
+        click.echo(f"blobs:      {report.blobs} ({_fmt_size(report.blob_bytes)}) re-hashed")
+        click.echo(f"snapshots:  {report.snapshots} checked against blobs and the event log")
+        click.echo(f"events:     {report.events} in the hash chain")
+        click.echo(f"head:       {report.head_seq} {report.head_hash}")
+        for p in report.problems:
+            click.echo(f"DAMAGED {p.item} {p.key}: {p.problem}")
+        click.echo("intact" if report.ok else f"{len(report.problems)} problems found")
+    if not report.ok:
+        raise SystemExit(EXIT_DAMAGED)
+
+
 def _one_of(spec: str | None, at: str | None) -> str | None:
     if spec is not None and at is not None:
         raise UsageError("give --version or --at, not both")

@@ -38,8 +38,8 @@ class Mirror:
 
 
 def write_config(path: Path, urls: list[str], extra: str = "") -> Path:
-    lines = ["[fetch]", 'timeout = "5s"', 'per_host_delay = "0"', "retries = 0", extra, "", "targets = ["]
-    lines += [f'  "{u}",' for u in urls] + ["]"]
+    lines = ["targets = [", *(f'  "{u}",' for u in urls), "]", ""]
+    lines += ["[fetch]", 'timeout = "5s"', 'per_host_delay = "0"', "retries = 0", extra]
     path.write_text("\n".join(lines) + "\n")
     return path
 

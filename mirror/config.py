@@ -1,0 +1,348 @@
+"""The config file: TOML in, one frozen typed `Config` out, parsed once.
+
+Durations ("30s", "1h30m") and sizes ("100MB", "1 GiB") are parsed here and
+nowhere else; the rest of the code sees `timedelta`s and `int`s. Every problem
+becomes one `ConfigError` whose one-line message names the file, the key and
+the bad value.
+
+Targets come in three forms, which may be combined:
+
+- `targets = ["https://...", ...]`, a plain list of URLs;
+- `[[targets]]` tables with `url` and an optional `interval`;
+- `targets_file = "targets.txt"` (relative to the config file's folder): one URL
+  a line, `#` comments and blank lines ignored.
+
+A URL listed twice (after normalisation) is an error naming both places.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, ValidationError
+
+from mirror import PROJECT_URL, __version__
+from mirror.domain import DetectPolicy, FetchLimits, Target
+from mirror.errors import ConfigError
+from mirror.urls import BadURL, normalize_url
+
+DEFAULT_CONFIG_PATH = "config/mirror.toml"
+CONFIG_ENV = "MIRROR_CONFIG"
+DATABASE_ENV = "MIRROR_DATABASE_URL"
+
+# A relative SQLite path is relative to the working directory, as SQLAlchemy reads it.
+DEFAULT_DATABASE = "sqlite:///state/mirror.db"
+DEFAULT_INTERVAL = timedelta(hours=6)
+DEFAULT_CHECK_RETENTION = timedelta(days=90)
+DEFAULT_TICK = timedelta(seconds=5)
+DEFAULT_CONCURRENCY = 8
+DEFAULT_PER_HOST_CONCURRENCY = 2
+DEFAULT_PER_HOST_DELAY = timedelta(seconds=1)
+DEFAULT_TIMEOUT = timedelta(seconds=30)
+DEFAULT_CONNECT_TIMEOUT = timedelta(seconds=10)
+DEFAULT_MAX_BYTES = 104_857_600
+DEFAULT_MAX_REDIRECTS = 10
+DEFAULT_RETRIES = 2
+DEFAULT_USER_AGENT = f"mirror/{__version__} (+{PROJECT_URL})"
+DEFAULT_MISSING_AFTER = 3
+
+_UNITS = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# "ms" comes before "m" so that "500ms" is not read as 500 minutes and a stray "s".
+_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|w|d|h|m|s)")
+_NUMBER = re.compile(r"\s*\d+(?:\.\d+)?\s*")
+_DATABASE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+_.-]*://")
+
+
+def parse_duration(text: str | int | float) -> timedelta:
+    """Return the timedelta for "30s", "1.5s", "15m", "6h", "1d", "2w", "1h30m", "0" or bare seconds.
+
+    Raises:
+        ValueError: not a non-negative duration; the message quotes the value.
+    """
+    problem = f"expected a duration like '30s', got {text!r}"
+    if isinstance(text, bool) or not isinstance(text, int | float | str):
+        raise ValueError(problem)
+    if isinstance(text, str):
+        if _NUMBER.fullmatch(text):
+            seconds = float(text)
+        else:
+            parts = _DURATION_PART.findall(text)
+            if not parts or "".join(_DURATION_PART.sub("", text).split()):
+                raise ValueError(problem)
+            seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
+    else:
+        seconds = float(text) if -1e18 < text < 1e18 else math.inf  # float() of a huge int overflows
+    if not math.isfinite(seconds):
+        raise ValueError(problem)
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative, got {text!r}")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{problem} (too long)") from None
+
+
+def _positive_duration(text: str | int | float) -> timedelta:
+    value = parse_duration(text)
+    if value <= timedelta(0):
+        raise ValueError(f"expected a duration longer than 0, got {text!r}")
+    return value
+
+
+def _database_url(value: object) -> object:
+    if isinstance(value, str) and not _DATABASE_URL.match(value):
+        # A malformed URL may still hold a password; the message goes to logs.
+        shown = f"***@{value.rpartition('@')[2]}" if "@" in value else value
+        raise ValueError(f"expected a database URL like {DEFAULT_DATABASE!r}, got {shown!r}")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[timedelta, BeforeValidator(_positive_duration)]
+
+
+class _Section(BaseModel):
+    # strict: `concurrency = "8"` or `retries = true` is a mistake worth naming, not a value to guess at.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class StorageConfig(_Section):
+    """`[storage]`: where the archive lives."""
+
+    database: Annotated[str, BeforeValidator(_database_url)] = DEFAULT_DATABASE
+
+
+class ScheduleConfig(_Section):
+    """`[schedule]`: how often targets are checked and how long check rows are kept."""
+
+    interval: PositiveDuration = DEFAULT_INTERVAL
+    check_retention: PositiveDuration = DEFAULT_CHECK_RETENTION
+    tick: PositiveDuration = DEFAULT_TICK
+
+
+class FetchConfig(_Section):
+    """`[fetch]`: how hard and how politely pages are fetched."""
+
+    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1)
+    per_host_concurrency: int = Field(default=DEFAULT_PER_HOST_CONCURRENCY, ge=1)
+    per_host_delay: Duration = DEFAULT_PER_HOST_DELAY  # 0 disables
+    timeout: PositiveDuration = DEFAULT_TIMEOUT
+    connect_timeout: PositiveDuration = DEFAULT_CONNECT_TIMEOUT
+    max_bytes: Annotated[ByteSize, Field(gt=0)] = ByteSize(DEFAULT_MAX_BYTES)
+    max_redirects: int = Field(default=DEFAULT_MAX_REDIRECTS, ge=0)
+    retries: int = Field(default=DEFAULT_RETRIES, ge=0)
+    user_agent: str = Field(default=DEFAULT_USER_AGENT, min_length=1)
+
+    def limits(self) -> FetchLimits:
+        """Return the `FetchLimits` for `fetch`, with seconds as floats."""
+        return FetchLimits(
+            timeout=self.timeout.total_seconds(),
+            connect_timeout=self.connect_timeout.total_seconds(),
+            max_bytes=int(self.max_bytes),
+            max_redirects=self.max_redirects,
+            retries=self.retries,
+            user_agent=self.user_agent,
+        )
+
+
+class DetectConfig(_Section):
+    """`[detect]`: when a failing document counts as disappeared."""
+
+    missing_after: int = Field(default=DEFAULT_MISSING_AFTER, ge=1)
+
+    def policy(self) -> DetectPolicy:
+        """Return the `DetectPolicy` for `judge`."""
+        return DetectPolicy(missing_after=self.missing_after)
+
+
+class _File(_Section):
+    """The whole file. Targets are checked by hand below: they mix forms and files."""
+
+    storage: StorageConfig = StorageConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    fetch: FetchConfig = FetchConfig()
+    detect: DetectConfig = DetectConfig()
+    targets: list[Any] = Field(default_factory=list)
+    targets_file: str | None = None
+
+
+class _TargetTable(_Section):
+    url: str
+    interval: PositiveDuration | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The parsed config file. `path` is the file it came from, as given."""
+
+    path: str
+    storage: StorageConfig
+    schedule: ScheduleConfig
+    fetch: FetchConfig
+    detect: DetectConfig
+    targets: tuple[Target, ...]
+
+
+def config_path(cli_value: str | None, env: Mapping[str, str]) -> str:
+    """Return the config file to read: `--config`, else `$MIRROR_CONFIG`, else `config/mirror.toml`."""
+    return cli_value or env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Return the config read from `path`, `$MIRROR_DATABASE_URL` from `env` (default `os.environ`) applied.
+
+    Raises:
+        ConfigError: the file or its targets file is missing, unreadable, not TOML,
+            or holds a bad key or value. The message is one line naming file, key and value.
+    """
+    name = os.fspath(path)
+    env = os.environ if env is None else env
+    raw = _read_toml(name)
+    try:
+        parsed = _File.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(name, exc, _File) from None
+    storage = parsed.storage
+    override = env.get(DATABASE_ENV)
+    if override:
+        try:
+            storage = StorageConfig(database=override)
+        except ValidationError as exc:
+            problem = _problem(exc.errors(include_url=False)[0], StorageConfig)
+            raise ConfigError(name, "storage.database", f"${DATABASE_ENV}: {problem}") from None
+    targets = _Targets(name, parsed.schedule.interval)
+    targets.add_entries(parsed.targets)
+    if parsed.targets_file is not None:
+        targets.add_file(parsed.targets_file)
+    return Config(name, storage, parsed.schedule, parsed.fetch, parsed.detect, tuple(targets.found))
+
+
+def _read_toml(name: str) -> dict[str, Any]:
+    try:
+        with open(name, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(name, "", "no such file (give one with --config FILE or $MIRROR_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(name, "", f"cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(name, "", f"invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(name, "", f"not UTF-8 text (byte {exc.start})") from None
+
+
+class _Targets:
+    """Targets in the order found, refusing duplicates, naming where each came from."""
+
+    def __init__(self, config_name: str, interval: timedelta) -> None:
+        self.config_name = config_name
+        self.interval = interval
+        self.found: list[Target] = []
+        self.where: dict[str, str] = {}  # normalised URL → "file: key" or "file:line"
+
+    def add_entries(self, entries: list[Any]) -> None:
+        for index, entry in enumerate(entries):
+            key = f"targets[{index}]"
+            if isinstance(entry, str):
+                self._add(entry, None, self.config_name, key)
+            elif isinstance(entry, dict):
+                try:
+                    table = _TargetTable.model_validate(entry)
+                except ValidationError as exc:
+                    raise _config_error(self.config_name, exc, _TargetTable, ("targets", index)) from None
+                self._add(table.url, table.interval, self.config_name, f"{key}.url")
+            else:
+                problem = f"expected a URL or a table with url = ..., got {entry!r}"
+                raise ConfigError(self.config_name, key, problem)
+
+    def add_file(self, relative: str) -> None:
+        name = os.path.join(os.path.dirname(self.config_name), relative)
+        try:
+            with open(name, encoding="utf-8-sig") as file:
+                lines = file.read().splitlines()
+        except FileNotFoundError:
+            raise ConfigError(self.config_name, "targets_file", f"no such file: {name!r}") from None
+        except OSError as exc:
+            raise ConfigError(
+                self.config_name, "targets_file", f"cannot read {name!r}: {exc.strerror}"
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(name, "", f"not UTF-8 text (byte {exc.start})") from None
+        for number, line in enumerate(lines, start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            # A URL holds no spaces, so "URL  # note" is a URL and a comment.
+            first, _, rest = text.partition(" ")
+            url = first if rest.strip().startswith("#") else text
+            self._add(url, None, f"{name}:{number}", "")
+
+    def _add(self, url: str, interval: timedelta | None, file: str, key: str) -> None:
+        try:
+            normal = normalize_url(url)
+        except BadURL as exc:
+            raise ConfigError(file, key, str(exc)) from None
+        here = f"{file}: {key}" if key else file
+        if normal in self.where:
+            raise ConfigError(file, key, f"duplicate target {normal} (also {self.where[normal]})")
+        self.where[normal] = here
+        self.found.append(Target(normal, interval or self.interval, source="config"))
+
+
+def _config_error(
+    file: str, exc: ValidationError, model: type[BaseModel], prefix: tuple[str | int, ...] = ()
+) -> ConfigError:
+    """Return the first pydantic error as one ConfigError line, its location dotted."""
+    error = exc.errors(include_url=False)[0]
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (*prefix, *error["loc"])).lstrip(".")
+    return ConfigError(file, key, _problem(error, model))
+
+
+def _problem(error: Any, model: type[BaseModel]) -> str:
+    """Return one pydantic error in our words, always quoting the bad value."""
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key" + _did_you_mean(error["loc"], model)
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":
+        return str(ctx["error"])
+    if kind == "byte_size":
+        return f"expected a size like 104857600, '100MB' or '1 GiB', got {value!r}"
+    if kind in ("greater_than_equal", "greater_than"):
+        bound = ctx.get("ge", ctx.get("gt"))
+        return f"must be {'at least' if kind == 'greater_than_equal' else 'more than'} {bound}, got {value!r}"
+    expected = {
+        "int_type": "an integer",
+        "string_type": "a string",
+        "list_type": "a list",
+        "model_type": "a table",
+        "string_too_short": "a non-empty string",
+    }.get(kind)
+    if expected:
+        return f"expected {expected}, got {value!r}"
+    message = str(error["msg"])
+    return f"{message[:1].lower()}{message[1:]}, got {value!r}"
+
+
+def _did_you_mean(loc: tuple[str | int, ...], model: type[BaseModel]) -> str:
+    """Return " (did you mean 'timeout'?)" for a misspelt key, or ""."""
+    if len(loc) > 1 and loc[-1] in _File.model_fields:
+        # TOML puts every key after `[fetch]` into fetch: a classic slip for `targets = [...]`.
+        return " (a top-level key: move it above the first [section])"
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        inner = field.annotation if field else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return ""
+        model = inner
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

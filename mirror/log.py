@@ -25,6 +25,7 @@ CHECK_DONE = "check.done"  # debug: every check, with its outcome
 ROUND_STARTED = "round.started"
 ROUND_FINISHED = "round.finished"
 STORE_RETRY = "store.retry"
+FETCH_RETRY = "fetch.retry"
 STORE_MIGRATED = "store.migrated"
 CONFIG_LOADED = "config.loaded"
 CONFIG_REJECTED = "config.rejected"

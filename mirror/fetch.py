@@ -1,0 +1,436 @@
+"""One HTTP GET of a URL into a `FetchResult`: conditional, deadline-bound, capped, hashed.
+
+`fetch()` never raises for a network problem: every failure comes back as a
+`FetchResult` whose `error` names its kind. The rules:
+
+- Redirects are followed by hand so the chain is recorded (`redirects`, `final_url`).
+  A loop, or more than `max_redirects` hops, is `too_many_redirects`.
+- `limits.timeout` is one deadline for the whole fetch, over every hop and retry,
+  connect to last byte. The body is read with `read1` (at most one socket read per
+  chunk) and the remaining time is checked between chunks, so a server that drips
+  one byte at a time cannot hold a worker past the deadline.
+- The body is hashed while it streams and refused the moment it passes `max_bytes`
+  (decoded bytes: a gzip bomb fails as `too_large` without inflating in memory).
+- Transient failures (connection refused or reset; 429, 500, 502, 503, 504) are
+  retried `limits.retries` times, waiting `backoff * 2**n` seconds or Retry-After,
+  never past the deadline. Nothing else is retried.
+- Conditional headers (If-None-Match, If-Modified-Since) go to every hop of a
+  redirect chain: the validators were taken from the final URL of the last good
+  fetch, so only then does a redirected target ever get its 304.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3.exceptions
+import urllib3.util
+from requests.adapters import HTTPAdapter
+from urllib3.response import HTTPResponse
+from urllib3.util.retry import Retry
+
+from mirror.domain import Conditional, FetchFailure, FetchLimits, FetchResult
+from mirror.errors import (
+    BadContent,
+    ConnectFailed,
+    DnsFailed,
+    FetchError,
+    Timeout,
+    TooLarge,
+    TooManyRedirects,
+)
+from mirror.urls import BadURL, normalize_url
+
+CHUNK_SIZE = 64 * 1024
+MAX_RETRY_WAIT = 60.0  # seconds: a Retry-After of a day must not park a worker
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Stored with every snapshot: enough to explain a version, small enough to keep.
+KEPT_HEADERS = (
+    "content-type", "etag", "last-modified", "content-length", "content-encoding", "content-language",
+    "content-disposition", "date", "server", "retry-after", "location",
+)  # fmt: skip
+# Raised while reading a body. Before the body, requests wraps a reset in ConnectionError instead.
+_BODY_ERRORS = (
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.DecodeError,
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_session(limits: FetchLimits) -> requests.Session:
+    """Return a session for one worker thread: our User-Agent, no retries or redirects below us."""
+    session = requests.Session()
+    session.headers["User-Agent"] = limits.user_agent
+    session.max_redirects = limits.max_redirects
+    # Retries and redirects are fetch()'s job: it records the chain and keeps the deadline.
+    adapter = HTTPAdapter(max_retries=Retry(total=0, read=False, redirect=False, raise_on_status=False))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def fetch(
+    url: str,
+    session: requests.Session,
+    limits: FetchLimits,
+    conditional: Conditional = Conditional(),  # noqa: B008 - frozen value, safe as a default
+    clock: Callable[[], datetime] = _utcnow,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchResult:
+    """Return what one GET of `url` found: the body and its sha256, a 304, or a failure.
+
+    Network and HTTP failures are in `result.error` (`FetchFailure(kind, message)`);
+    `status` is set whenever a response came. `sleep` is how retries wait (tests count it).
+    """
+    started_at = clock()
+    start = time.monotonic()
+    trail = _Trail(url)
+    body: bytes | None = None
+    sha256: str | None = None
+    failure: FetchFailure | None = None
+    try:
+        body, sha256, failure = _follow(trail, session, limits, conditional, _Deadline(limits.timeout), sleep)
+    except FetchError as exc:
+        failure = FetchFailure(exc.kind, str(exc))
+    return FetchResult(
+        url=url,
+        final_url=trail.url,
+        status=trail.status,
+        headers=trail.headers,
+        body=body,
+        body_sha256=sha256,
+        error=failure,
+        started_at=started_at,
+        elapsed=time.monotonic() - start,
+        redirects=tuple(trail.redirects),
+    )
+
+
+@dataclass
+class _Trail:
+    """What the fetch has learned so far; read at the edge when an error stops it."""
+
+    url: str  # the URL asked last
+    redirects: list[str] = field(default_factory=list)
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def check(self, url: str) -> float:
+        """Return the seconds left.
+
+        Raises:
+            Timeout: none are left.
+        """
+        left = self.remaining()
+        if left <= 0:
+            raise Timeout(url, f"no complete answer within the {self.seconds:g}s deadline")
+        return left
+
+
+def _follow(
+    trail: _Trail,
+    session: requests.Session,
+    limits: FetchLimits,
+    conditional: Conditional,
+    deadline: _Deadline,
+    sleep: Callable[[float], None],
+) -> tuple[bytes | None, str | None, FetchFailure | None]:
+    """Return (body, sha256, failure) of the last hop, following redirects.
+
+    Raises:
+        FetchError: a network failure, a bad redirect, or a bad body.
+    """
+    headers = _conditional_headers(conditional)
+    seen = {_normalized(trail.url)}
+    last_location: str | None = None
+    while True:
+        resp = _send(trail.url, session, limits, headers, deadline, sleep)
+        try:
+            trail.status = resp.status_code
+            trail.headers = _kept_headers(resp, last_location)
+            location = resp.headers.get("location")
+            if resp.status_code in REDIRECT_STATUSES and location:
+                trail.url = _next_hop(trail, location, limits.max_redirects, seen)
+                last_location = location
+                continue
+            if resp.status_code == 304:
+                return None, None, None
+            if not 200 <= resp.status_code < 300:
+                return None, None, FetchFailure("http", _status_line(resp))
+            body, sha256 = _read_body(resp, trail.url, limits.max_bytes, deadline)
+            return body, sha256, None
+        finally:
+            resp.close()
+
+
+def _next_hop(trail: _Trail, location: str, max_redirects: int, seen: set[str]) -> str:
+    """Return the normalised URL a redirect points to, and record the hop.
+
+    Raises:
+        BadContent: the Location is not an http(s) URL.
+        TooManyRedirects: a loop, or more than `max_redirects` hops.
+    """
+    target = urljoin(trail.url, location.strip())
+    if urlsplit(target).scheme.lower() not in ("http", "https"):
+        raise BadContent(trail.url, f"redirect to a non-http(s) URL: {location!r}")
+    try:
+        target = normalize_url(target)
+    except BadURL as exc:
+        raise BadContent(trail.url, f"redirect to a bad URL: {exc}") from None
+    trail.redirects.append(trail.url)
+    if target in seen:
+        raise TooManyRedirects(trail.url, f"redirect loop back to {target}")
+    if len(trail.redirects) > max_redirects:
+        raise TooManyRedirects(trail.url, f"more than {max_redirects} redirects")
+    seen.add(target)
+    return target
+
+
+def _send(
+    url: str,
+    session: requests.Session,
+    limits: FetchLimits,
+    headers: dict[str, str],
+    deadline: _Deadline,
+    sleep: Callable[[float], None],
+) -> requests.Response:
+    """Return the response (headers read, body not yet) to a GET of `url`, after retries.
+
+    Raises:
+        FetchError: the last attempt failed, or the deadline passed.
+    """
+    attempt = 0
+    while True:
+        left = deadline.check(url)
+        try:
+            # `total` caps connect + wait for the headers together. requests' adapter takes a
+            # urllib3 Timeout as it is (adapters.py `isinstance(timeout, TimeoutSauce)`); its stubs
+            # only list floats and tuples.
+            timeout: Any = urllib3.util.Timeout(
+                connect=min(limits.connect_timeout, left), read=left, total=left
+            )
+            with _map_requests_errors(url):
+                resp = session.get(url, headers=headers, allow_redirects=False, stream=True, timeout=timeout)
+        except ConnectFailed as exc:
+            if not _transient(exc) or not _wait_to_retry(attempt, limits, None, deadline, sleep):
+                raise
+        else:
+            if resp.status_code not in TRANSIENT_STATUSES:
+                return resp
+            retry_after = _retry_after(resp.headers.get("retry-after"))
+            if not _wait_to_retry(attempt, limits, retry_after, deadline, sleep, before=resp.close):
+                return resp
+        attempt += 1
+
+
+def _transient(exc: ConnectFailed) -> bool:
+    # Refused and reset connections may come back; a failed TLS handshake will not.
+    return not isinstance(exc.__cause__, requests.exceptions.SSLError)
+
+
+def _wait_to_retry(
+    attempt: int,
+    limits: FetchLimits,
+    retry_after: float | None,
+    deadline: _Deadline,
+    sleep: Callable[[float], None],
+    before: Callable[[], None] | None = None,
+) -> bool:
+    """Return True after waiting for the next attempt; False when none is due or time is short."""
+    if attempt >= limits.retries:
+        return False
+    wait = min(retry_after if retry_after is not None else limits.backoff * 2**attempt, MAX_RETRY_WAIT)
+    if wait >= deadline.remaining():
+        return False
+    if before is not None:
+        before()
+    sleep(wait)
+    return True
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Return the seconds a Retry-After header asks for (delta or HTTP date), or None."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _read_body(resp: requests.Response, url: str, max_bytes: int, deadline: _Deadline) -> tuple[bytes, str]:
+    """Return the decoded body and its sha256, read against the deadline and the size cap.
+
+    Raises:
+        TooLarge: Content-Length or the decoded bytes passed `max_bytes`.
+        Timeout: the deadline passed while reading.
+        BadContent: truncated body or broken encoding.
+    """
+    declared = resp.headers.get("content-length", "")
+    encoded = resp.headers.get("content-encoding", "identity").strip().lower() != "identity"
+    if declared.isdigit() and not encoded and int(declared) > max_bytes:
+        raise TooLarge(url, f"Content-Length {declared} is over the limit of {max_bytes} bytes")
+    digest = hashlib.sha256()
+    parts: list[bytes] = []
+    size = 0
+    for chunk in _chunks(resp.raw, url, deadline):
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(url, f"body passed the limit of {max_bytes} bytes")
+        digest.update(chunk)
+        parts.append(chunk)
+    return b"".join(parts), digest.hexdigest()
+
+
+def _chunks(raw: HTTPResponse, url: str, deadline: _Deadline) -> Iterator[bytes]:
+    """Yield decoded chunks of at most CHUNK_SIZE bytes until the body ends.
+
+    Not `iter_content`: it blocks until a whole chunk has arrived, so a dripping
+    server would hold us for as long as it likes. `read1` returns after one socket
+    read, and each read may wait only for the time left.
+
+    Raises:
+        Timeout, BadContent: see `_read_body`.
+    """
+    while True:
+        left = deadline.check(url)
+        conn = raw.connection
+        if conn is not None and conn.sock is not None:
+            conn.sock.settimeout(left)
+        with _map_requests_errors(url):
+            chunk = raw.read1(CHUNK_SIZE, decode_content=True)
+        if not chunk:
+            return
+        yield chunk
+
+
+@contextmanager
+def _map_requests_errors(url: str) -> Iterator[None]:
+    """Translate requests and urllib3 exceptions into `mirror.errors` (httpx's map_httpcore_exceptions).
+
+    Raises:
+        FetchError: the translated failure, with the original as its cause.
+    """
+    try:
+        yield
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        raise _translate(url, exc) from exc
+
+
+def _translate(url: str, exc: BaseException) -> FetchError:
+    """Return the `FetchError` for a requests/urllib3/socket exception. The order matters."""
+    causes = list(_causes(exc))
+
+    def wraps(*kinds: type[BaseException]) -> bool:
+        return any(isinstance(c, kinds) for c in causes)
+
+    reason = _reason(exc)
+    if wraps(urllib3.exceptions.NameResolutionError):
+        return DnsFailed(url, f"host name does not resolve ({reason})")
+    # urllib3's NewConnectionError subclasses ConnectTimeoutError for old callers: a refusal is no timeout.
+    if wraps(requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError) or (
+        wraps(urllib3.exceptions.ConnectTimeoutError) and not wraps(urllib3.exceptions.NewConnectionError)
+    ):
+        connecting = wraps(requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)
+        return Timeout(url, "timed out connecting" if connecting else "timed out waiting for the answer")
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return TooManyRedirects(url, str(exc))
+    if isinstance(exc, _BODY_ERRORS):
+        return BadContent(url, f"broken body ({reason})")
+    bad_request = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, ValueError)
+    if isinstance(exc, bad_request) and not isinstance(exc, requests.exceptions.ConnectionError):
+        return BadContent(url, f"cannot request this URL ({exc})")
+    return ConnectFailed(url, reason)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """Yield `exc`, then what it wraps, outermost first.
+
+    requests puts urllib3's error in `args`, urllib3 its cause in `.reason` or `__cause__`.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        inner = [*current.args, getattr(current, "reason", None), current.__cause__]
+        todo.extend(e for e in inner if isinstance(e, BaseException))
+
+
+def _reason(exc: BaseException) -> str:
+    """Return the innermost message: requests nests urllib3's, which nests the socket's."""
+    text = ""
+    for cause in _causes(exc):
+        message = cause.args[0] if cause.args and isinstance(cause.args[0], str) else str(cause)
+        if message:
+            text = message
+    text = text or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _conditional_headers(conditional: Conditional) -> dict[str, str]:
+    headers = {}
+    if conditional.etag:
+        headers["If-None-Match"] = conditional.etag
+    if conditional.last_modified:
+        headers["If-Modified-Since"] = conditional.last_modified
+    return headers
+
+
+def _kept_headers(resp: requests.Response, last_location: str | None) -> dict[str, str]:
+    kept = {name: resp.headers[name] for name in KEPT_HEADERS if name in resp.headers}
+    if last_location is not None:
+        kept.setdefault("location", last_location)  # where the last redirect pointed
+    return kept
+
+
+def _status_line(resp: requests.Response) -> str:
+    reason = resp.reason
+    if not reason:
+        try:
+            reason = HTTPStatus(resp.status_code).phrase
+        except ValueError:
+            reason = ""
+    return f"HTTP {resp.status_code} {reason}".rstrip()
+
+
+def _normalized(url: str) -> str:
+    try:
+        return normalize_url(url)
+    except BadURL:
+        return url

@@ -1,0 +1,405 @@
+"""fetch() against a real loopback archive site: what a user of `mirror` would check after one fetch."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import time
+import tracemalloc
+from datetime import UTC, datetime
+
+import pytest
+
+from mirror.domain import Conditional, FetchFailure, FetchLimits
+from mirror.fetch import fetch, make_session
+from tests.fixtures_http import GZIP_PAGE, MAC_ROMAN_PAGE, PDF_BYTES, WINDOWS_1252_PAGE, etag_of
+
+MB = 1024 * 1024
+FAST = FetchLimits(timeout=5.0, connect_timeout=2.0, retries=0, backoff=0.01, user_agent="mirror-test/1")
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def kind(result) -> str | None:
+    """Return the failure kind of a result, None when it has none."""
+    return result.error.kind if result.error else None
+
+
+def message(result) -> str:
+    return result.error.message if result.error else ""
+
+
+def limits(**changes) -> FetchLimits:
+    settings = {name: getattr(FAST, name) for name in FetchLimits.__slots__}
+    return FetchLimits(**{**settings, **changes})
+
+
+@pytest.fixture
+def session():
+    s = make_session(FAST)
+    yield s
+    s.close()
+
+
+def raw_get(site, path: str) -> tuple[dict[str, str], bytes]:
+    """Return the headers and undecoded body of a GET by the standard library's client."""
+    conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+class Sleeps(list[float]):
+    """A sleep that records how long it was asked to wait, and does not wait."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def test_page_fetched_has_its_sha256_and_etag(site, session):
+    body = b"<html><body><p>Note from the chair, 22 September 2007.</p></body></html>"
+    site.put("/etext/note.html", body)
+
+    result = fetch(site.url("/etext/note.html"), session, FAST)
+
+    assert result.error is None
+    assert (result.status, result.body, result.body_sha256) == (200, body, sha(body))
+    assert result.headers["etag"] == etag_of(body)
+    assert result.content_type == "text/html; charset=utf-8"
+    assert result.final_url == result.url == site.url("/etext/note.html")
+    assert result.redirects == ()
+
+
+def test_second_fetch_with_the_etag_gets_304_and_sent_if_none_match(site, session):
+    site.put("/etext/stable.html", "<p>Unchanged for years.</p>")
+    url = site.url("/etext/stable.html")
+    first = fetch(url, session, FAST)
+
+    second = fetch(url, session, FAST, Conditional(etag=first.headers["etag"]))
+
+    assert (second.status, second.not_modified, second.body, second.error) == (304, True, None, None)
+    assert site.requests[-1].headers["if-none-match"] == first.headers["etag"]
+    assert "if-none-match" not in site.requests[0].headers
+
+
+def test_second_fetch_with_last_modified_gets_304_and_sent_if_modified_since(site, session):
+    site.put("/etext/dated.html", "<p>Dated page.</p>")
+    url = site.url("/etext/dated.html")
+    first = fetch(url, session, FAST)
+
+    second = fetch(url, session, FAST, Conditional(last_modified=first.headers["last-modified"]))
+
+    assert (second.status, second.body, second.error) == (304, None, None)
+    assert site.requests[-1].headers["if-modified-since"] == first.headers["last-modified"]
+
+
+def test_changed_page_comes_back_whole_despite_the_old_validators(site, session):
+    site.put("/etext/essay.html", "<p>First draft.</p>")
+    url = site.url("/etext/essay.html")
+    first = fetch(url, session, FAST)
+    site.put("/etext/essay.html", "<p>Second draft.</p>")
+
+    validators = Conditional(first.headers["etag"], first.headers["last-modified"])
+    second = fetch(url, session, FAST, validators)
+
+    assert (second.status, second.body) == (200, b"<p>Second draft.</p>")
+    assert second.headers["etag"] != first.headers["etag"]
+
+
+@pytest.mark.parametrize(("status", "message"), [(404, "HTTP 404 Not Found"), (410, "HTTP 410 Gone")])
+def test_missing_page_is_a_result_with_its_status_and_an_http_failure(site, session, status, message):
+    site.put("/etext/censored.html", "<p>Soon gone.</p>")
+    if status == 404:
+        site.delete("/etext/censored.html")
+    else:
+        site.gone("/etext/censored.html")
+
+    result = fetch(site.url("/etext/censored.html"), session, limits(retries=2))
+
+    assert (result.status, result.body, result.body_sha256) == (status, None, None)
+    assert result.error == FetchFailure("http", message)
+    assert site.hits("/etext/censored.html") == 1  # a 4xx is an answer, not retried
+
+
+def test_redirect_chain_is_recorded_with_its_final_url(site, session):
+    result = fetch(site.url("/redirect-chain/3"), session, FAST)
+
+    assert (result.status, result.error) == (200, None)
+    assert result.redirects == tuple(site.url(f"/redirect-chain/{n}") for n in (3, 2, 1))
+    assert result.final_url == site.url("/redirect-chain/0")
+    assert result.headers["location"] == "/redirect-chain/0"  # where the last redirect pointed
+
+
+def test_moved_page_is_followed_to_another_path_by_absolute_location(site, session):
+    site.put("/etext/new-place.html", "<p>Same words, new address.</p>")
+    site.redirect("/etext/old-place.html", site.url("/etext/new-place.html"), status=308)
+
+    result = fetch(site.url("/etext/old-place.html"), session, FAST)
+
+    assert result.body == b"<p>Same words, new address.</p>"
+    assert result.redirects == (site.url("/etext/old-place.html"),)
+    assert result.final_url == site.url("/etext/new-place.html")
+
+
+def test_validators_go_along_the_redirect_chain_so_a_moved_page_can_answer_304(site, session):
+    site.put("/etext/new-place.html", "<p>Moved once, long ago.</p>")
+    site.redirect("/etext/old-place.html", "/etext/new-place.html")
+    first = fetch(site.url("/etext/old-place.html"), session, FAST)
+
+    second = fetch(site.url("/etext/old-place.html"), session, FAST, Conditional(etag=first.headers["etag"]))
+
+    assert (second.status, second.final_url) == (304, site.url("/etext/new-place.html"))
+    assert [r.headers.get("if-none-match") for r in site.requests[-2:]] == [first.headers["etag"]] * 2
+
+
+def test_redirect_loop_fails_as_too_many_redirects(site, session):
+    result = fetch(site.url("/loop"), session, FAST)
+
+    assert kind(result) == "too_many_redirects"
+    assert "loop" in message(result)
+    assert (result.status, result.body) == (302, None)
+    assert site.hits("/loop") == 1
+
+
+def test_chain_longer_than_max_redirects_fails(site, session):
+    result = fetch(site.url("/redirect-chain/5"), session, limits(max_redirects=3))
+
+    assert kind(result) == "too_many_redirects"
+    assert len(result.redirects) == 4
+    assert site.hits("/redirect-chain/1") == 0
+
+
+def test_redirect_to_a_non_http_url_is_bad_content(site, session):
+    site.redirect("/etext/ftp.html", "ftp://ftp.example.org/etext/ftp.html", status=302)
+
+    result = fetch(site.url("/etext/ftp.html"), session, FAST)
+
+    assert kind(result) == "bad_content"
+    assert "ftp://" in message(result)
+
+
+@pytest.mark.parametrize("route", ["/slow?seconds=4", "/drip?seconds=4"])
+def test_slow_or_dripping_server_times_out_at_the_deadline(site, session, route):
+    result = fetch(site.url(route), session, limits(timeout=1.0, retries=2))
+
+    assert kind(result) == "timeout"
+    assert result.body is None
+    assert 0.9 <= result.elapsed < 2.0  # the drip must not hold a worker until it stops
+    assert site.hits(route) == 1  # a passed deadline is not retried
+
+
+def test_deadline_covers_the_whole_redirect_chain(site, session):
+    site.redirect("/etext/flaky.html", "/slow?seconds=4", status=302)
+
+    result = fetch(site.url("/etext/flaky.html"), session, limits(timeout=1.0))
+
+    assert kind(result) == "timeout"
+    assert result.final_url == site.url("/slow?seconds=4")
+    assert result.elapsed < 2.0
+
+
+def test_connection_refused_fails_as_connect_after_the_retries(refused_url, session):
+    sleeps = Sleeps()
+
+    result = fetch(refused_url, session, limits(retries=2, backoff=0.25), sleep=sleeps)
+
+    assert kind(result) == "connect"
+    assert "refused" in message(result).lower()
+    assert (result.status, result.body) == (None, None)
+    assert sleeps == [0.25, 0.5]  # two retries, doubling back-off
+
+
+def test_server_that_hangs_up_is_retried_then_fails_as_connect(site, session):
+    sleeps = Sleeps()
+
+    result = fetch(site.url("/hang-up"), session, limits(retries=2), sleep=sleeps)
+
+    assert kind(result) == "connect"
+    assert site.hits("/hang-up") == 3
+    assert len(sleeps) == 2
+
+
+def test_unresolvable_host_fails_as_dns(session):
+    # `.invalid` never resolves (RFC 6761); the local resolver answers at once here.
+    result = fetch("http://archive.no-such-host.invalid/etext/", session, limits(retries=2))
+
+    assert kind(result) == "dns"
+    assert result.elapsed < 5.0
+
+
+def test_body_declared_over_max_bytes_is_refused_before_reading(site, session):
+    result = fetch(site.url("/big?bytes=200000000"), session, limits(max_bytes=MB))
+
+    assert kind(result) == "too_large"
+    assert "Content-Length" in message(result)
+    assert (result.status, result.body) == (200, None)
+    assert result.elapsed < 1.0
+
+
+def test_streamed_body_over_max_bytes_fails_fast_without_holding_it_in_memory(site, session):
+    tracemalloc.start()
+    try:
+        result = fetch(site.url("/big?bytes=200000000&chunked=1"), session, limits(max_bytes=MB))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert kind(result) == "too_large"
+    assert result.elapsed < 2.0
+    assert peak < 16 * MB  # the 200 MB body was never held
+
+
+def test_gzip_bomb_fails_as_too_large_without_inflating_in_memory(site, session):
+    tracemalloc.start()
+    try:
+        result = fetch(site.url("/gzip-bomb"), session, limits(max_bytes=MB))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert kind(result) == "too_large"
+    assert peak < 16 * MB  # it inflates to 64 MB
+
+
+def test_gzip_page_comes_back_decoded_and_hashed_decoded(site, session):
+    result = fetch(site.url("/gzip"), session, FAST)
+
+    assert result.error is None
+    assert result.body == GZIP_PAGE
+    assert result.body_sha256 == sha(GZIP_PAGE)
+    assert result.headers["content-encoding"] == "gzip"
+
+
+@pytest.mark.parametrize("route", ["/bad-gzip", "/truncated"])
+def test_broken_gzip_and_truncated_bodies_are_bad_content(site, session, route):
+    result = fetch(site.url(route), session, limits(retries=2))
+
+    assert kind(result) == "bad_content"
+    assert (result.status, result.body) == (200, None)
+    assert site.hits(route) == 1
+
+
+@pytest.mark.parametrize(
+    ("route", "served"),
+    [("/pdf", PDF_BYTES), ("/windows-1252", WINDOWS_1252_PAGE), ("/mac-roman", MAC_ROMAN_PAGE)],
+)
+def test_bodies_come_back_as_the_exact_bytes_served(site, session, route, served):
+    assert raw_get(site, route)[1] == served  # another client's view of the same bytes
+
+    result = fetch(site.url(route), session, FAST)
+
+    assert result.body == served
+    assert result.body_sha256 == sha(served)
+
+
+def test_retry_after_is_honoured_and_the_second_attempt_succeeds(site, session):
+    result = fetch(site.url("/retry-after"), session, limits(retries=2, backoff=0.01))
+
+    assert (result.status, result.error) == (200, None)
+    assert site.hits("/retry-after") == 2
+    assert 0.9 <= result.elapsed < 2.5  # waited Retry-After: 1, not the 0.01 s back-off
+
+
+def test_retry_after_beyond_the_deadline_is_not_waited_for(site, session):
+    sleeps = Sleeps()
+
+    result = fetch(site.url("/retry-after"), session, limits(timeout=0.5, retries=2), sleep=sleeps)
+
+    assert (result.status, result.error) == (503, FetchFailure("http", "HTTP 503 Service Unavailable"))
+    assert result.headers["retry-after"] == "1"
+    assert sleeps == []
+
+
+def test_server_error_twice_then_recovered_is_retried_to_success(site, session):
+    site.put("/etext/flaky.html", "<p>Hosted on a tired machine.</p>")
+    site.fail("/etext/flaky.html", status=500, times=2)
+    sleeps = Sleeps()
+
+    result = fetch(site.url("/etext/flaky.html"), session, limits(retries=2, backoff=0.5), sleep=sleeps)
+
+    assert (result.status, result.error, result.body) == (200, None, b"<p>Hosted on a tired machine.</p>")
+    assert site.hits("/etext/flaky.html") == 3
+    assert sleeps == [0.5, 1.0]
+
+
+def test_server_error_that_persists_is_reported_after_the_retries(site, session):
+    site.fail("/etext/down.html", status=502)
+
+    result = fetch(site.url("/etext/down.html"), session, limits(retries=2), sleep=Sleeps())
+
+    assert (result.status, result.error) == (502, FetchFailure("http", "HTTP 502 Bad Gateway"))
+    assert site.hits("/etext/down.html") == 3
+
+
+def test_back_off_never_sleeps_past_the_deadline(site, session):
+    site.fail("/etext/down.html", status=503)
+    sleeps = Sleeps()
+
+    slow_backoff = limits(timeout=1.0, retries=3, backoff=5.0)
+
+    result = fetch(site.url("/etext/down.html"), session, slow_backoff, sleep=sleeps)
+
+    assert result.status == 503
+    assert sleeps == []
+
+
+def test_requests_carry_our_user_agent(site):
+    with make_session(limits(user_agent="mirror/0.1 (+https://example.org/mirror)")) as own:
+        fetch(site.url("/status/204"), own, FAST)
+
+    assert site.requests[-1].headers["user-agent"] == "mirror/0.1 (+https://example.org/mirror)"
+
+
+def test_only_selected_headers_are_kept(site, session):
+    site.put(
+        "/etext/de.html",
+        "<p>Deutsch.</p>",
+        headers={"Content-Language": "de", "Set-Cookie": "session=secret", "X-Powered-By": "PHP/4"},
+    )
+
+    result = fetch(site.url("/etext/de.html"), session, FAST)
+
+    assert result.headers["content-language"] == "de"
+    assert set(result.headers) <= {
+        "content-type", "etag", "last-modified", "content-length", "content-encoding", "content-language",
+        "content-disposition", "date", "server", "retry-after", "location",
+    }  # fmt: skip
+    assert "set-cookie" not in result.headers
+
+
+def test_start_time_comes_from_the_given_clock(site, session):
+    at = datetime(2007, 9, 22, 12, 0, tzinfo=UTC)
+
+    result = fetch(site.url("/status/200"), session, FAST, clock=lambda: at)
+
+    assert result.started_at == at
+    assert 0 < result.elapsed < 1
+
+
+def test_many_fetches_reuse_one_session_without_leaking(site, session):
+    # filterwarnings=error turns an unclosed socket (ResourceWarning) into a failure.
+    site.put("/etext/a.html", "<p>A</p>")
+    started = time.monotonic()
+    paths = ["/etext/a.html", "/status/404", "/loop"] * 5
+    statuses = [fetch(site.url(p), session, FAST).status for p in paths]
+
+    assert statuses == [200, 404, 302] * 5
+    assert time.monotonic() - started < 3
+
+
+def test_a_bug_in_the_caller_is_not_reported_as_a_network_failure(site):
+    with pytest.raises(AttributeError):
+        fetch(site.url("/status/200"), None, FAST)  # type: ignore[arg-type]
+
+
+def test_gzip_fixture_is_really_gzip_on_the_wire(site):
+    headers, body = raw_get(site, "/gzip")
+
+    assert headers["content-encoding"] == "gzip"
+    assert gzip.decompress(body) == GZIP_PAGE

@@ -1,0 +1,187 @@
+"""Unified diffs between the texts of two versions, and their line counts. Pure.
+
+`difflib` aligns lines with `SequenceMatcher`, whose worst case is quadratic: two texts of
+10,000 interleaved lines take 2.5 s, twice that 10 s. A worker must never
+stall on one page, so the alignment runs under a work budget counted in the steps of
+`find_longest_match`'s inner loop. Past the budget, the diff falls back to comparing the
+two texts as multisets of lines (which is linear) and says so in a `#` line.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+
+from mirror.domain import ChangeDiff
+from mirror.text import to_text
+
+# About 0.1 µs a step: the check's budget caps an alignment near 0.3 s, the
+# budget of `mirror diff` (a person is waiting, and wants the real diff) near five.
+CHECK_BUDGET = 3_000_000
+FULL_BUDGET = 50_000_000
+MAX_LINE_CHARS = 1000  # per line of the short diff: one minified 1 MB line must not fill an event
+
+
+class _OverBudget(Exception):
+    """The alignment would cost more steps than allowed."""
+
+
+class _BudgetedMatcher(difflib.SequenceMatcher[str]):
+    """A SequenceMatcher that gives up, raising `_OverBudget`, once it has spent `budget` steps."""
+
+    def __init__(self, a: Sequence[str], b: Sequence[str], budget: int) -> None:
+        super().__init__(None, a, b)
+        counts = Counter(b)
+        # difflib's autojunk rule: in a b of 200 lines or more, a line found more than 1% of
+        # the time (blank lines, mostly) is "popular" and never visited by the inner loop.
+        limit = len(b) // 100 + 1 if len(b) >= 200 else len(b)
+        # One find_longest_match call visits, for each line of a in its range, the positions
+        # of that line in b: prefix sums bound the steps of any call in O(1).
+        weights = (1 + (counts[x] if counts[x] <= limit else 0) for x in a)
+        self._steps = list(accumulate(weights, initial=0))
+        self._left = budget
+
+    def find_longest_match(
+        self, alo: int = 0, ahi: int | None = None, blo: int = 0, bhi: int | None = None
+    ) -> difflib.Match:
+        high = len(self._steps) - 1 if ahi is None else ahi
+        self._left -= self._steps[high] - self._steps[alo]
+        if self._left < 0:
+            raise _OverBudget
+        return super().find_longest_match(alo, high, blo, bhi)
+
+
+@dataclass(frozen=True, slots=True)
+class _Diff:
+    lines: list[str]  # the unified diff, headers included; empty when the texts are equal
+    added: int  # lines with text: blank lines are layout (paragraph margins), not content
+    removed: int
+
+
+def _count(lines: Sequence[str]) -> int:
+    return sum(1 for line in lines if line and not line.isspace())
+
+
+def _range(start: int, stop: int) -> str:
+    # The "ed" range of a hunk header, as difflib writes it.
+    length = stop - start
+    if length == 1:
+        return str(start + 1)
+    return f"{start if length == 0 else start + 1},{length}"
+
+
+def _aligned(a: Sequence[str], b: Sequence[str], labels: tuple[str, str], context: int, budget: int) -> _Diff:
+    if len(a) > budget:
+        raise _OverBudget
+    lines: list[str] = []
+    added = removed = 0
+    for group in _BudgetedMatcher(a, b, budget).get_grouped_opcodes(context):
+        if not lines:
+            lines += [f"--- {labels[0]}", f"+++ {labels[1]}"]
+        first, last = group[0], group[-1]
+        lines.append(f"@@ -{_range(first[1], last[2])} +{_range(first[3], last[4])} @@")
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                lines += [" " + line for line in a[i1:i2]]
+                continue
+            if tag in {"replace", "delete"}:
+                lines += ["-" + line for line in a[i1:i2]]
+                removed += _count(a[i1:i2])
+            if tag in {"replace", "insert"}:
+                lines += ["+" + line for line in b[j1:j2]]
+                added += _count(b[j1:j2])
+    return _Diff(lines, added, removed)
+
+
+def _only_in(lines: Sequence[str], extra: Counter[str]) -> list[str]:
+    """Return the lines counted in `extra`, in the order they appear in `lines`."""
+    left = extra.copy()
+    found = []
+    for line in lines:
+        if left[line] > 0:
+            left[line] -= 1
+            found.append(line)
+    return found
+
+
+def _unaligned(a: Sequence[str], b: Sequence[str], labels: tuple[str, str]) -> _Diff:
+    if a == b:
+        return _Diff([], 0, 0)
+    old, new = Counter(a), Counter(b)
+    removed, added = _only_in(a, old - new), _only_in(b, new - old)
+    note = (
+        f"# {len(a)} -> {len(b)} lines: too costly to align line by line; what follows are the lines "
+        "found in only one version (lines that only moved are not shown or counted)"
+    )
+    lines = [f"--- {labels[0]}", f"+++ {labels[1]}", note]
+    lines += ["-" + line for line in removed]
+    lines += ["+" + line for line in added]
+    return _Diff(lines, _count(added), _count(removed))
+
+
+def _diff(old_text: str, new_text: str, labels: tuple[str, str], context: int, budget: int) -> _Diff:
+    a, b = _lines(old_text), _lines(new_text)
+    try:
+        return _aligned(a, b, labels, context, budget)
+    except _OverBudget:
+        return _unaligned(a, b, labels)
+
+
+def _lines(text: str) -> list[str]:
+    # Split on "\n" only: str.splitlines() also breaks at form feeds and U+2028, which
+    # would make the diff disagree with what `mirror show` and a text editor count.
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _shorten(lines: list[str], max_lines: int) -> str:
+    cut = MAX_LINE_CHARS
+    shown = [line if len(line) <= cut else line[:cut] + "…" for line in lines[:max_lines]]
+    if len(lines) > max_lines:
+        shown.append(f"... {len(lines) - max_lines} more lines")
+    return "\n".join(shown)
+
+
+def unified(old_text: str, new_text: str, from_label: str, to_label: str, *, context: int = 3) -> str:
+    """Return the full unified diff of two texts ("" when they are equal), without a final newline.
+
+    For `mirror diff`. Texts too costly to align within a few seconds get the lines found
+    in only one version instead, after a `#` note saying so.
+    """
+    return "\n".join(_diff(old_text, new_text, (from_label, to_label), context, FULL_BUDGET).lines)
+
+
+def compare(
+    old: bytes,
+    old_content_type: str | None,
+    new: bytes,
+    new_content_type: str | None,
+    *,
+    context: int = 3,
+    max_lines: int = 60,
+) -> ChangeDiff:
+    """Return how two versions differ: sizes, and for two texts the line counts and a short diff.
+
+    The counts cover the whole diff and leave out blank lines, which are layout (one
+    paragraph added is one line added); `unified` holds the diff's first `max_lines` lines
+    and then `... N more lines`. When either side is binary (PDF, zip, image) the result has
+    `text=False` and sizes only. Fast enough for a worker: an alignment that would take
+    more than about 0.3 s falls back to a line multiset comparison.
+    """
+    old_text, new_text = to_text(old, old_content_type), to_text(new, new_content_type)
+    if old_text is None or new_text is None:
+        return ChangeDiff(old_size=len(old), new_size=len(new), text=False)
+    diff = _diff(old_text, new_text, ("old", "new"), context, CHECK_BUDGET)
+    return ChangeDiff(
+        old_size=len(old),
+        new_size=len(new),
+        text=True,
+        lines_added=diff.added,
+        lines_removed=diff.removed,
+        unified=_shorten(diff.lines, max_lines),
+    )

@@ -98,12 +98,12 @@ def test_check_history_show_diff_and_restore_from_the_command_line(site, mirror,
 
 
 def test_a_broken_config_is_one_line_naming_the_key_and_exit_2(site, mirror):
-    m = mirror([site.url("/x.html")], extra='timeout = "soon"')
+    m = mirror([site.url("/x.html")], extra='connect_timeout = "soon"')
     proc = m("check", check=False)
     assert proc.returncode == 2
     err = proc.stderr.decode().strip()
     assert len(err.splitlines()) == 1
-    assert "fetch.timeout" in err and "soon" in err and "mirror.toml" in err
+    assert "fetch.connect_timeout" in err and "soon" in err and "mirror.toml" in err
 
 
 def test_an_unknown_url_or_version_is_exit_2(site, mirror):

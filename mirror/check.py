@@ -118,7 +118,9 @@ class Checker:
             outcome = judge(state, result, self.policy, self.clock())
             if outcome.diff_from is not None and result.body is not None:
                 old = self.archive.read(outcome.diff_from)
-                outcome = with_diff(outcome, compare(old, state.content_type, result.body, result.content_type))
+                outcome = with_diff(
+                    outcome, compare(old, state.content_type, result.body, result.content_type)
+                )
             self.archive.record(target.url, result, outcome, self.clock(), worker=self.worker)
             _log_check(result, outcome)
             return _report(result, outcome)
@@ -168,8 +170,13 @@ class Checker:
                 bar.close()
         counts = dict(Counter(r.outcome for r in reports))
         elapsed = time.monotonic() - started
-        logger.info(log.ROUND_FINISHED, checked=len(reports), crashed=len(crashed), seconds=round(elapsed, 3),
-                    **counts)
+        logger.info(
+            log.ROUND_FINISHED,
+            checked=len(reports),
+            crashed=len(crashed),
+            seconds=round(elapsed, 3),
+            **counts,
+        )
         return RoundReport(tuple(reports), elapsed, tuple(crashed), counts)
 
     def _guarded(self, target: Target, stop: threading.Event | None) -> CheckReport | None:
@@ -209,7 +216,8 @@ def _log_check(result: FetchResult, outcome: Outcome) -> None:
             consecutive_failures=outcome.state.consecutive_failures,
         )
     for event in outcome.events:
-        getattr(logger, _LEVELS.get(event.kind, "info"))(event.kind, **_event_fields(event, outcome))
+        level = "warning" if event.details.get("suspicious") else _LEVELS.get(event.kind, "info")
+        getattr(logger, level)(event.kind, **_event_fields(event, outcome))
     logger.debug(log.CHECK_DONE, outcome=str(outcome.kind), seconds=round(result.elapsed, 3))
 
 

@@ -156,6 +156,9 @@ def unified(old_text: str, new_text: str, from_label: str, to_label: str, *, con
     return "\n".join(_diff(old_text, new_text, (from_label, to_label), context, FULL_BUDGET).lines)
 
 
+HEAD_CHARS = 2000  # of the new text, kept for placeholder detection in judge
+
+
 def compare(
     old: bytes,
     old_content_type: str | None,
@@ -184,4 +187,7 @@ def compare(
         lines_added=diff.added,
         lines_removed=diff.removed,
         unified=_shorten(diff.lines, max_lines),
+        old_chars=len(old_text),
+        new_chars=len(new_text),
+        new_head=new_text[:HEAD_CHARS],
     )

@@ -36,6 +36,7 @@ class OutcomeKind(enum.StrEnum):
     DISAPPEARED = "disappeared"
     REAPPEARED = "reappeared"
     MOVED = "moved"
+    SKIPPED = "skipped"  # not fetched: robots.txt disallows it
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,7 @@ class TargetState:
     etag: str | None = None
     last_modified: str | None = None
     moved_to: str | None = None  # the redirect destination last reported as a move
+    suspicious: str | None = None  # why the last change looked like tampering; None when it did not
 
     def conditional(self) -> Conditional:
         return Conditional(self.etag, self.last_modified)
@@ -128,6 +130,9 @@ class DetectPolicy:
     """Rules of `judge`, from `[detect]` in the config."""
 
     missing_after: int = 3
+    shrink_share: float = 0.5  # a change that loses more than this share of the text is suspicious
+    shrink_min_chars: int = 200  # ... when the old text had at least this many characters
+    placeholder_max_chars: int = 1500  # a 200 page this short with "not found"-like words is suspicious
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,9 @@ class ChangeDiff:
     lines_added: int = 0
     lines_removed: int = 0
     unified: str = ""  # a short unified diff (truncated), empty for binaries
+    old_chars: int = 0  # length of the old text (0 for binaries)
+    new_chars: int = 0  # length of the new text (0 for binaries)
+    new_head: str = ""  # the first characters of the new text, for placeholder detection
 
 
 @dataclass(frozen=True, slots=True)

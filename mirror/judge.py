@@ -12,11 +12,18 @@ to record. Rules:
 - a body (or 304) after `gone` is `document.reappeared`, saying whether the content
   is the same as the last good version (if not, a `document.changed` follows);
 - an answer that came through redirects to another URL is `document.moved`, once
-  per new destination, with `cross_host` when the host differs.
+  per new destination, with `cross_host` when the host differs;
+- a fetch that robots.txt forbids is `skipped`: nothing about the document changes.
+
+A change is flagged `suspicious` (the target keeps the reason until a later,
+unsuspicious version) when its text shrinks by more than `policy.shrink_share`,
+when the page turns into a short "not found" or placeholder page served with 200,
+or when a redirect leaves the host.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -34,10 +41,24 @@ from mirror.domain import (
 )
 
 HARD_GONE_STATUSES = frozenset({404, 410})
+ROBOTS_ERROR = "robots"  # FetchFailure.kind of a fetch that robots.txt forbids
+
+# Words of the pages that replace a document when it is taken down or a site is lost.
+PLACEHOLDER_WORDS = re.compile(
+    r"\b(?:not found|404|page (?:has been |was )?(?:removed|deleted)|no longer (?:available|exists)|"
+    r"does not exist|doesn't exist|coming soon|under construction|(?:account|site|website) "
+    r"(?:has been |is )?suspended|domain (?:is )?(?:for sale|parked|expired)|parked (?:free|domain)|"
+    r"access denied|forbidden|unavailable for legal reasons|removed (?:at|by|due)|temporarily unavailable|"
+    r"maintenance)\b",
+    re.IGNORECASE,
+)
+CROSS_HOST_REASON = "redirect leaves the host"
 
 
 def judge(state: TargetState, result: FetchResult, policy: DetectPolicy, now: datetime) -> Outcome:
     """Return the Outcome of one fetch of a target in `state`."""
+    if result.error is not None and result.error.kind == ROBOTS_ERROR:
+        return Outcome(OutcomeKind.SKIPPED, state)
     if result.error is None and result.not_modified:
         return _not_modified(state, result, now)
     if result.error is None and result.body is not None:
@@ -45,21 +66,35 @@ def judge(state: TargetState, result: FetchResult, policy: DetectPolicy, now: da
     return _failed(state, result, policy, now)
 
 
-def with_diff(outcome: Outcome, diff: ChangeDiff) -> Outcome:
-    """Return `outcome` with `diff` attached and its change event's line counts filled in."""
-    events = tuple(
-        e.with_details(
-            old_size=diff.old_size,
-            new_size=diff.new_size,
-            text=diff.text,
-            lines_added=diff.lines_added,
-            lines_removed=diff.lines_removed,
-        )
-        if e.kind == log.DOCUMENT_CHANGED
-        else e
-        for e in outcome.events
-    )
-    return replace(outcome, events=events, diff=diff)
+def with_diff(outcome: Outcome, diff: ChangeDiff, policy: DetectPolicy) -> Outcome:
+    """Return `outcome` with `diff` attached, its change event's line counts filled in,
+    and the change flagged `suspicious` when it looks like a takedown or tampering."""
+    reasons = suspicious_reasons(diff, policy)
+    moved_reason = outcome.state.suspicious if outcome.state.suspicious == CROSS_HOST_REASON else None
+    state = replace(outcome.state, suspicious="; ".join(reasons) if reasons else moved_reason)
+    fields: dict[str, object] = {
+        "old_size": diff.old_size,
+        "new_size": diff.new_size,
+        "text": diff.text,
+        "lines_added": diff.lines_added,
+        "lines_removed": diff.lines_removed,
+    }
+    if reasons:
+        fields.update(suspicious=True, reasons=reasons)
+    events = tuple(e.with_details(**fields) if e.kind == log.DOCUMENT_CHANGED else e for e in outcome.events)
+    return replace(outcome, events=events, diff=diff, state=state)
+
+
+def suspicious_reasons(diff: ChangeDiff, policy: DetectPolicy) -> list[str]:
+    """Return why a change looks like a takedown or tampering (empty when it does not)."""
+    reasons = []
+    old_len, new_len = (diff.old_chars, diff.new_chars) if diff.text else (diff.old_size, diff.new_size)
+    unit = "text" if diff.text else "bytes"
+    if old_len >= policy.shrink_min_chars and new_len < old_len * (1 - policy.shrink_share):
+        reasons.append(f"{unit} shrank by {100 - 100 * new_len // max(old_len, 1)}%")
+    if diff.text and new_len <= policy.placeholder_max_chars and PLACEHOLDER_WORDS.search(diff.new_head):
+        reasons.append("short placeholder or not-found page served as a document")
+    return reasons
 
 
 def _not_modified(state: TargetState, result: FetchResult, now: datetime) -> Outcome:
@@ -74,6 +109,7 @@ def _not_modified(state: TargetState, result: FetchResult, now: datetime) -> Out
         status=Status.MOVED if moved_to else Status.OK,
         consecutive_failures=0,
         moved_to=moved_to,
+        suspicious=_moved_suspicion(state, moved_to, moved_events, new_version=False),
         etag=result.headers.get("etag", state.etag),
         last_modified=result.headers.get("last-modified", state.last_modified),
     )
@@ -128,6 +164,7 @@ def _got_body(state: TargetState, result: FetchResult, now: datetime) -> Outcome
         etag=result.headers.get("etag"),
         last_modified=result.headers.get("last-modified"),
         moved_to=moved_to,
+        suspicious=_moved_suspicion(state, moved_to, moved_events, new_version=new_version),
     )
     return Outcome(
         kind,
@@ -165,6 +202,17 @@ def _failed(state: TargetState, result: FetchResult, policy: DetectPolicy, now: 
     return Outcome(OutcomeKind.DISAPPEARED, new_state, (event,))
 
 
+def _moved_suspicion(
+    state: TargetState, moved_to: str | None, moved_events: tuple[Event, ...], *, new_version: bool
+) -> str | None:
+    """Return the suspicion a body carries before its diff is known (`with_diff` adds the rest)."""
+    if any(e.details.get("cross_host") for e in moved_events):
+        return CROSS_HOST_REASON
+    if moved_to is None and state.suspicious == CROSS_HOST_REASON:
+        return None  # served in place again
+    return None if new_version else state.suspicious
+
+
 def _reappeared(state: TargetState, result: FetchResult, now: datetime, *, same: bool) -> Event:
     return Event(
         log.DOCUMENT_REAPPEARED,
@@ -183,6 +231,7 @@ def _moved(state: TargetState, result: FetchResult, now: datetime) -> tuple[str 
         return None, ()
     if result.final_url == state.moved_to:
         return state.moved_to, ()
+    cross_host = urlsplit(result.url).netloc != urlsplit(result.final_url).netloc
     event = Event(
         log.DOCUMENT_MOVED,
         result.url,
@@ -193,8 +242,9 @@ def _moved(state: TargetState, result: FetchResult, now: datetime) -> tuple[str 
         details={
             "to": result.final_url,
             "previous_to": state.moved_to,
-            "cross_host": urlsplit(result.url).netloc != urlsplit(result.final_url).netloc,
+            "cross_host": cross_host,
             "redirects": list(result.redirects),
+            **({"suspicious": True, "reasons": [CROSS_HOST_REASON]} if cross_host else {}),
         },
     )
     return result.final_url, (event,)

@@ -179,7 +179,68 @@ def test_a_moved_target_served_in_place_again_is_ok():
 def test_with_diff_fills_line_counts_of_the_change_event():
     outcome = judge(HAS_A, ok(B), POLICY, NOW)
     diff = ChangeDiff(old_size=len(A), new_size=len(B), text=True, lines_added=3, lines_removed=1, unified="-a\n+b")
-    (event,) = with_diff(outcome, diff).events
+    (event,) = with_diff(outcome, diff, POLICY).events
     assert event.details["lines_added"] == 3
     assert event.details["lines_removed"] == 1
     assert event.details["version"] == 2
+
+
+def _change(old_chars: int, new_chars: int, head: str = "", *, text: bool = True) -> ChangeDiff:
+    return ChangeDiff(old_size=old_chars, new_size=new_chars, text=text, lines_added=1, lines_removed=5,
+                      old_chars=old_chars, new_chars=new_chars, new_head=head)
+
+
+@pytest.mark.parametrize(
+    ("diff", "reason"),
+    [
+        (_change(10_000, 3_000, "Most of the essay is gone"), "text shrank by 70%"),
+        (_change(10_000, 200, "404 Not Found. The page you requested does not exist."), "placeholder"),
+        (_change(1_000, 900, "Account suspended. Contact your hosting provider."), "placeholder"),
+        (_change(900_000, 100_000, text=False), "bytes shrank by 89%"),
+    ],
+)
+def test_a_change_that_looks_like_a_takedown_is_suspicious(diff, reason):
+    outcome = with_diff(judge(HAS_A, ok(B), POLICY, NOW), diff, POLICY)
+    (event,) = outcome.events
+    assert event.details["suspicious"] is True
+    assert any(reason in r for r in event.details["reasons"])
+    assert outcome.state.suspicious is not None and reason.split()[0] in outcome.state.suspicious
+
+
+@pytest.mark.parametrize(
+    "diff",
+    [
+        _change(10_000, 9_000, "An essay, lightly edited."),
+        _change(100, 10, "tiny page"),  # too small to judge a shrink
+        _change(10_000, 8_000, "A long essay that mentions a 404 page in passing. " * 100),  # long: not a placeholder
+    ],
+)
+def test_an_ordinary_edit_is_not_suspicious(diff):
+    outcome = with_diff(judge(HAS_A, ok(B), POLICY, NOW), diff, POLICY)
+    assert "suspicious" not in outcome.events[0].details
+    assert outcome.state.suspicious is None
+
+
+def test_the_suspicion_stays_until_a_later_unsuspicious_version():
+    flagged = with_diff(judge(HAS_A, ok(B), POLICY, NOW), _change(10_000, 100, "Not Found"), POLICY).state
+    assert flagged.suspicious
+    assert judge(flagged, ok(B), POLICY, NOW).state.suspicious == flagged.suspicious  # unchanged: kept
+    later = with_diff(judge(flagged, ok(A), POLICY, NOW), _change(100, 10_000, "The essay is back."), POLICY)
+    assert later.state.suspicious is None
+
+
+def test_a_redirect_to_another_host_is_suspicious_and_within_the_host_is_not():
+    away = judge(HAS_A, ok(A, final_url="https://elsewhere.example/x", redirects=(URL,)), POLICY, NOW)
+    assert away.events[0].details["suspicious"] is True
+    assert away.state.suspicious == "redirect leaves the host"
+    inside = judge(HAS_A, ok(A, final_url="https://archive.example/y", redirects=(URL,)), POLICY, NOW)
+    assert "suspicious" not in inside.events[0].details
+    assert inside.state.suspicious is None
+
+
+def test_a_fetch_forbidden_by_robots_changes_nothing():
+    robots = FetchResult(URL, URL, None, {}, None, None, FetchFailure("robots", "disallowed"), NOW, 0.0)
+    outcome = judge(FAILING_ONCE, robots, POLICY, NOW)
+    assert outcome.kind is OutcomeKind.SKIPPED
+    assert outcome.state == FAILING_ONCE
+    assert outcome.events == ()

@@ -118,9 +118,8 @@ class Checker:
             outcome = judge(state, result, self.policy, self.clock())
             if outcome.diff_from is not None and result.body is not None:
                 old = self.archive.read(outcome.diff_from)
-                outcome = with_diff(
-                    outcome, compare(old, state.content_type, result.body, result.content_type)
-                )
+                diff = compare(old, state.content_type, result.body, result.content_type)
+                outcome = with_diff(outcome, diff, self.policy)
             self.archive.record(target.url, result, outcome, self.clock(), worker=self.worker)
             _log_check(result, outcome)
             return _report(result, outcome)

@@ -113,11 +113,22 @@ def _fmt_size(size: int) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mirror")
-@click.option("--config", "config_option", metavar="FILE", help="Config file (else $MIRROR_CONFIG, else config/mirror.toml).")
-@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True,
-              help="Log lines on stderr: JSON unless stderr is a terminal.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              show_default=True)
+@click.option(
+    "--config",
+    "config_option",
+    metavar="FILE",
+    help="Config file (else $MIRROR_CONFIG, else config/mirror.toml).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    show_default=True,
+    help="Log lines on stderr: JSON unless stderr is a terminal.",
+)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
+)
 @click.pass_context
 def cli(ctx: click.Context, config_option: str | None, log_format: str, log_level: str) -> None:
     """mirror: watch archive pages and keep a verifiable, versioned record of them."""
@@ -159,10 +170,19 @@ def check(app: AppContext, urls: tuple[str, ...], as_json: bool) -> None:
     """
     from mirror.service import check_round
 
-    report = check_round(app.config(), app.archive(), list(urls), progress=sys.stderr.isatty() and not as_json)
+    report = check_round(
+        app.config(), app.archive(), list(urls), progress=sys.stderr.isatty() and not as_json
+    )
     if as_json:
-        emit_json({"checked": len(report.checks), "elapsed_seconds": round(report.elapsed, 3),
-                   "outcomes": report.counts, "crashed": list(report.crashed), "targets": report.checks})
+        emit_json(
+            {
+                "checked": len(report.checks),
+                "elapsed_seconds": round(report.elapsed, 3),
+                "outcomes": report.counts,
+                "crashed": list(report.crashed),
+                "targets": report.checks,
+            }
+        )
     else:
         for r in sorted(report.checks, key=lambda r: r.url):
             extra = f" ({r.error})" if r.error else ""
@@ -190,7 +210,9 @@ def status(app: AppContext, as_json: bool) -> None:
     states = ", ".join(f"{n} {s}" for s, n in sorted(report.targets_by_status.items())) or "none"
     click.echo(f"targets:         {report.targets} ({states})")
     click.echo(f"versions:        {report.versions} in {report.blobs} blobs")
-    click.echo(f"content:         {_fmt_size(report.content_bytes)} stored as {_fmt_size(report.stored_bytes)}")
+    click.echo(
+        f"content:         {_fmt_size(report.content_bytes)} stored as {_fmt_size(report.stored_bytes)}"
+    )
     click.echo(f"last check:      {_fmt_time(report.last_check_at)}")
     click.echo(f"next due:        {_fmt_time(report.next_check_at)}")
     click.echo(f"checks, 1 hour:  {report.checks_last_hour}")
@@ -198,8 +220,12 @@ def status(app: AppContext, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--state", "state", type=click.Choice(["new", "ok", "failing", "gone", "moved"]),
-              help="Only targets in this state.")
+@click.option(
+    "--state",
+    "state",
+    type=click.Choice(["new", "ok", "failing", "gone", "moved"]),
+    help="Only targets in this state.",
+)
 @json_option
 @pass_app
 def targets(app: AppContext, state: str | None, as_json: bool) -> None:
@@ -229,13 +255,21 @@ def history(app: AppContext, url: str, as_json: bool) -> None:
     """
     h = app.archive().history(_url(url))
     if as_json:
-        emit_json({"url": h.url, "status": h.status, "versions": h.versions,
-                   "events": [{k: v for k, v in asdict(e).items() if k != "diff"} for e in h.events]})
+        emit_json(
+            {
+                "url": h.url,
+                "status": h.status,
+                "versions": h.versions,
+                "events": [{k: v for k, v in asdict(e).items() if k != "diff"} for e in h.events],
+            }
+        )
         return
     click.echo(f"{h.url}  ({h.status})")
     for v in h.versions:
-        click.echo(f"  v{v.number:<4} {v.sha256[:12]}  {_fmt_size(v.size):>10}  {_fmt_time(v.first_seen)} .. "
-                   f"{_fmt_time(v.last_seen)}  HTTP {v.status or '-'}")
+        click.echo(
+            f"  v{v.number:<4} {v.sha256[:12]}  {_fmt_size(v.size):>10}  {_fmt_time(v.first_seen)} .. "
+            f"{_fmt_time(v.last_seen)}  HTTP {v.status or '-'}"
+        )
     for e in h.events:
         click.echo(f"  #{e.seq:<5} {_fmt_time(e.at)}  {e.kind}" + _event_summary(e.details))
 
@@ -248,7 +282,9 @@ def _event_summary(details: Mapping[str, Any]) -> str:
 
 @cli.command()
 @click.argument("url")
-@click.option("--from", "from_spec", metavar="V", help="Version number, -N from the latest, or sha256 prefix.")
+@click.option(
+    "--from", "from_spec", metavar="V", help="Version number, -N from the latest, or sha256 prefix."
+)
 @click.option("--to", "to_spec", metavar="V", help="Version number, -N from the latest, or sha256 prefix.")
 @pass_app
 def diff(app: AppContext, url: str, from_spec: str | None, to_spec: str | None) -> None:
@@ -263,8 +299,12 @@ def diff(app: AppContext, url: str, from_spec: str | None, to_spec: str | None) 
 
 
 def _version_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--at", "at", metavar="TIME", help="The version current at this ISO 8601 time (UTC if no zone).")(f)
-    return click.option("--version", "spec", metavar="V", help="Version number, -1 latest, or sha256 prefix.")(f)
+    f = click.option(
+        "--at", "at", metavar="TIME", help="The version current at this ISO 8601 time (UTC if no zone)."
+    )(f)
+    return click.option(
+        "--version", "spec", metavar="V", help="Version number, -1 latest, or sha256 prefix."
+    )(f)
 
 
 @cli.command()
@@ -286,12 +326,15 @@ def show(app: AppContext, url: str, spec: str | None, at: str | None) -> None:
 @cli.command()
 @click.argument("url")
 @_version_options
-@click.option("--to", "dest", required=True, type=click.Path(path_type=Path), help="File (or existing folder).")
+@click.option(
+    "--to", "dest", required=True, type=click.Path(path_type=Path), help="File (or existing folder)."
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @json_option
 @pass_app
-def restore(app: AppContext, url: str, spec: str | None, at: str | None, dest: Path, force: bool,
-            as_json: bool) -> None:
+def restore(
+    app: AppContext, url: str, spec: str | None, at: str | None, dest: Path, force: bool, as_json: bool
+) -> None:
     """Write a stored version of a URL to a file, atomically, and check its SHA-256 on disk.
 
     Example:
@@ -299,16 +342,25 @@ def restore(app: AppContext, url: str, spec: str | None, at: str | None, dest: P
     """
     from mirror.restore import restore_version
 
-    done = restore_version(app.archive(), _url(url), dest, spec=_one_of(spec, at),
-                           at=parse_time(at) if at else None, force=force)
+    done = restore_version(
+        app.archive(), _url(url), dest, spec=_one_of(spec, at), at=parse_time(at) if at else None, force=force
+    )
     if as_json:
         emit_json(done)
     else:
-        click.echo(f"restored {done.url} v{done.version} ({_fmt_size(done.size)}, sha256 {done.sha256}) to {done.path}")
+        click.echo(
+            f"restored {done.url} v{done.version} ({_fmt_size(done.size)}, sha256 {done.sha256}) "
+            f"to {done.path}"
+        )
 
 
 @cli.command()
-@click.option("--head", "head_only", is_flag=True, help="Only print the chain head (seq and hash), to publish elsewhere.")
+@click.option(
+    "--head",
+    "head_only",
+    is_flag=True,
+    help="Only print the chain head (seq and hash), to publish elsewhere.",
+)
 @json_option
 @pass_app
 def verify(app: AppContext, head_only: bool, as_json: bool) -> None:
@@ -335,7 +387,9 @@ def verify(app: AppContext, head_only: bool, as_json: bool) -> None:
     if sys.stderr.isatty() and not as_json:
         from tqdm import tqdm
 
-        bar = tqdm(total=fixity.total_blob_bytes(engine), unit="B", unit_scale=True, desc="verifying", leave=False)
+        bar = tqdm(
+            total=fixity.total_blob_bytes(engine), unit="B", unit_scale=True, desc="verifying", leave=False
+        )
     try:
         report = fixity.run(engine, progress=bar.update if bar is not None else None)
     finally:
@@ -345,9 +399,18 @@ def verify(app: AppContext, head_only: bool, as_json: bool) -> None:
     for p in report.problems:
         logger.error(INTEGRITY_DAMAGED, item=p.item, key=p.key, problem=p.problem, url=p.url)
     if as_json:
-        emit_json({"ok": report.ok, "blobs": report.blobs, "blob_bytes": report.blob_bytes,
-                   "snapshots": report.snapshots, "events": report.events, "head_seq": report.head_seq,
-                   "head_hash": report.head_hash, "problems": report.problems})
+        emit_json(
+            {
+                "ok": report.ok,
+                "blobs": report.blobs,
+                "blob_bytes": report.blob_bytes,
+                "snapshots": report.snapshots,
+                "events": report.events,
+                "head_seq": report.head_seq,
+                "head_hash": report.head_hash,
+                "problems": report.problems,
+            }
+        )
     else:
         click.echo(f"blobs:      {report.blobs} ({_fmt_size(report.blob_bytes)}) re-hashed")
         click.echo(f"snapshots:  {report.snapshots} checked against blobs and the event log")

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, Row
 
 from mirror.db import run_in_transaction
 from mirror.domain import Target
-from mirror.tables import TargetRow
+from mirror.tables import Base, TargetRow
 
-T = TargetRow.__table__
+T = Base.metadata.tables[TargetRow.__tablename__]
 
 
 def claim_due(engine: Engine, owner: str, now: datetime, limit: int, lease: timedelta) -> list[Target]:
@@ -51,11 +52,10 @@ def claim_due(engine: Engine, owner: str, now: datetime, limit: int, lease: time
         .returning(T.c.url, T.c.interval_seconds, T.c.source, T.c.next_check_at)
     )
 
-    def claim(conn):  # type: ignore[no-untyped-def]
-        return conn.execute(stmt).all()
+    def claim(conn: Connection) -> list[Row[Any]]:
+        return list(conn.execute(stmt).all())
 
-    rows = run_in_transaction(engine, claim)
-    rows = sorted(rows, key=lambda r: r.next_check_at)
+    rows = sorted(run_in_transaction(engine, claim), key=lambda r: r.next_check_at)
     return [Target(r.url, timedelta(seconds=r.interval_seconds), r.source) for r in rows]
 
 

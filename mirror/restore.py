@@ -110,7 +110,7 @@ def restore_version(
     at: datetime | None = None,
     force: bool = False,
 ) -> Restored:
-    """Write one stored version of `url` to `dest` (a file, or an existing folder) and return what was written.
+    """Write one stored version of `url` to `dest` (a file, or an existing folder); return what was written.
 
     Raises:
         TargetNotFound, VersionNotFound: the URL or version is not in the store.

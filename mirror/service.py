@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import signal
 import socket
@@ -33,6 +34,7 @@ from mirror.archive import Archive
 from mirror.check import Checker, RoundReport
 from mirror.config import Config, config_path, load_config
 from mirror.db import open_engine
+from mirror.domain import Target
 from mirror.errors import ConfigError, StoreLocked
 from mirror.politeness import HostGate
 
@@ -142,20 +144,19 @@ class Daemon:
             return
         with self.lock:
             free = self.running.config.fetch.concurrency * 2 - len(self.in_flight)
-        claimed = leases.claim_due(self.archive.engine, self.owner, datetime.now(UTC), free, self.lease_length())
+        claimed = leases.claim_due(
+            self.archive.engine, self.owner, datetime.now(UTC), free, self.lease_length()
+        )
         checker = self.running.checker
         for target in claimed:
             future: Future[object] = self.pool.submit(self._check, checker, target)
             with self.lock:
                 self.in_flight[target.url] = future
-            future.add_done_callback(lambda _f, url=target.url: self._done(url))
+            future.add_done_callback(functools.partial(self._done, target.url))
         if claimed:
             logger.debug("dispatch.claimed", count=len(claimed))
 
-    def _check(self, checker: Checker, target: object) -> object:
-        from mirror.domain import Target
-
-        assert isinstance(target, Target)
+    def _check(self, checker: Checker, target: Target) -> object:
         if self.stop.is_set():
             return None
         try:
@@ -164,7 +165,7 @@ class Daemon:
             logger.exception("check.crashed", url=target.url)
             return None
 
-    def _done(self, url: str) -> None:
+    def _done(self, url: str, _future: Future[object]) -> None:
         with self.lock:
             self.in_flight.pop(url, None)
 
@@ -200,8 +201,15 @@ class Daemon:
         leases.reap_abandoned(self.archive.engine, datetime.now(UTC))
         self.sync()
         tick = self.running.config.schedule.tick.total_seconds()
-        self.scheduler.add_job(self.dispatch, "interval", seconds=tick, id="dispatch", max_instances=1,
-                               coalesce=True, next_run_time=datetime.now(UTC))
+        self.scheduler.add_job(
+            self.dispatch,
+            "interval",
+            seconds=tick,
+            id="dispatch",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
         self.scheduler.start()
         logger.info("service.started", owner=self.owner, targets=len(self.running.config.targets), tick=tick)
         sd_notify("READY=1\nSTATUS=checking targets")

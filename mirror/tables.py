@@ -7,7 +7,7 @@ classes must match the latest migration (`tests/test_migrations.py` checks it).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -48,7 +48,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
 
 
 class TargetRow(Base):
@@ -131,8 +131,9 @@ class EventRow(Base):
 
     __tablename__ = "events"
 
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                     autoincrement=False)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
     target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"), index=True)
     url: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime]

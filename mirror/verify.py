@@ -21,9 +21,9 @@ from sqlalchemy.engine import Connection, Engine
 from mirror import blobs, ledger
 from mirror.db import read
 from mirror.errors import StoreError
-from mirror.tables import BlobRow, EventRow, LedgerHeadRow, SnapshotRow, TargetRow
+from mirror.tables import Base, BlobRow, EventRow, SnapshotRow, TargetRow
 
-B, S, E, T, H = (t.__table__ for t in (BlobRow, SnapshotRow, EventRow, TargetRow, LedgerHeadRow))
+B, S, E, T = (Base.metadata.tables[t.__tablename__] for t in (BlobRow, SnapshotRow, EventRow, TargetRow))
 
 # Events that announce the content of a new version, in the order versions were made.
 _VERSION_EVENTS = ("document.new", "document.changed")
@@ -56,7 +56,7 @@ class VerifyReport:
         return not self.problems
 
 
-Progress = Callable[[int], None]
+Progress = Callable[[int], object]
 
 
 def run(engine: Engine, *, batch: int = 200, progress: Progress | None = None) -> VerifyReport:
@@ -83,16 +83,22 @@ def total_blob_bytes(engine: Engine) -> int:
     """Return the content bytes verify will re-hash (for a progress bar)."""
     from sqlalchemy import func
 
-    return int(read(engine, lambda conn: conn.execute(select(func.coalesce(func.sum(B.c.size), 0))).scalar_one()))
+    return int(
+        read(engine, lambda conn: conn.execute(select(func.coalesce(func.sum(B.c.size), 0))).scalar_one())
+    )
 
 
 def _check_blobs(engine: Engine, report: VerifyReport, batch: int, progress: Progress | None) -> None:
     # Keyset pagination by sha256: each batch is its own short read transaction.
     last = ""
     while True:
+
         def page(conn: Connection, after: str = last) -> list[str]:
-            return list(conn.execute(select(B.c.sha256).where(B.c.sha256 > after).order_by(B.c.sha256)
-                                     .limit(batch)).scalars())
+            return list(
+                conn.execute(
+                    select(B.c.sha256).where(B.c.sha256 > after).order_by(B.c.sha256).limit(batch)
+                ).scalars()
+            )
 
         keys = read(engine, page)
         if not keys:
@@ -101,7 +107,9 @@ def _check_blobs(engine: Engine, report: VerifyReport, batch: int, progress: Pro
         last = keys[-1]
 
 
-def _check_blob_batch(conn: Connection, keys: list[str], report: VerifyReport, progress: Progress | None) -> None:
+def _check_blob_batch(
+    conn: Connection, keys: list[str], report: VerifyReport, progress: Progress | None
+) -> None:
     for key in keys:
         size = conn.execute(select(B.c.size).where(B.c.sha256 == key)).scalar_one()
         report.blobs += 1
@@ -144,19 +152,26 @@ def _check_snapshots(conn: Connection, report: VerifyReport) -> None:
             report.snapshots += 1
             where = f"{row.url} v{row.version}"
             if row.blob is None:
-                report.problems.append(Problem("snapshot", where, f"names blob {row.sha256}, which is missing",
-                                               row.url))
+                report.problems.append(
+                    Problem("snapshot", where, f"names blob {row.sha256}, which is missing", row.url)
+                )
             if row.version > len(shas):
                 report.problems.append(Problem("snapshot", where, "no event announced this version", row.url))
             elif shas[row.version - 1] != row.sha256:
-                report.problems.append(Problem(
-                    "snapshot", where,
-                    f"is {row.sha256} but the event log announced {shas[row.version - 1]}", row.url))
+                report.problems.append(
+                    Problem(
+                        "snapshot",
+                        where,
+                        f"is {row.sha256} but the event log announced {shas[row.version - 1]}",
+                        row.url,
+                    )
+                )
         del target_id
 
 
-def _merge(left: Iterator[tuple[int, Iterator[Any]]],
-           right: Iterator[tuple[int, Iterator[Any]]]) -> Iterator[tuple[int, list[Any], list[Any]]]:
+def _merge(
+    left: Iterator[tuple[int, Iterator[Any]]], right: Iterator[tuple[int, Iterator[Any]]]
+) -> Iterator[tuple[int, list[Any], list[Any]]]:
     """Join two streams grouped by ascending target id; a side with no group gives []."""
     lk, lv = next(left, (None, None))
     rk, rv = next(right, (None, None))
@@ -180,19 +195,38 @@ def _check_chain(conn: Connection, report: VerifyReport, batch: int) -> None:
         report.events += 1
         where = f"#{event.seq}"
         if event.seq != expected_seq:
-            report.problems.append(Problem("event", where, f"expected seq {expected_seq}: events missing or "
-                                           "inserted", event.url))
+            report.problems.append(
+                Problem("event", where, f"expected seq {expected_seq}: events missing or inserted", event.url)
+            )
         if entry.prev_hash != prev:
-            report.problems.append(Problem("event", where, "does not follow the previous event (prev_hash "
-                                           "mismatch: deleted, inserted or reordered)", event.url))
+            report.problems.append(
+                Problem(
+                    "event",
+                    where,
+                    "does not follow the previous event (prev_hash mismatch: deleted, inserted or reordered)",
+                    event.url,
+                )
+            )
         recomputed = ledger.chain_hash(entry.prev_hash, event)
         if recomputed != event.hash:
-            report.problems.append(Problem("event", where, f"{event.kind} was edited: its content no longer "
-                                           "matches its hash", event.url))
+            report.problems.append(
+                Problem(
+                    "event",
+                    where,
+                    f"{event.kind} was edited: its content no longer matches its hash",
+                    event.url,
+                )
+            )
         prev = event.hash
         expected_seq = event.seq + 1
     seq, digest = ledger.head(conn)
     report.head_seq, report.head_hash = seq, digest
     if seq != expected_seq - 1 or digest != prev:
-        report.problems.append(Problem("head", f"#{seq}", f"the head row ({seq}, {digest[:12]}) does not match the "
-                                       f"last event ({expected_seq - 1}, {prev[:12]})"))
+        report.problems.append(
+            Problem(
+                "head",
+                f"#{seq}",
+                f"the head row ({seq}, {digest[:12]}) does not match the "
+                f"last event ({expected_seq - 1}, {prev[:12]})",
+            )
+        )

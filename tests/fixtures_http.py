@@ -49,7 +49,7 @@ from requests.structures import CaseInsensitiveDict
 
 GZIP_PAGE = b"<html><head><title>Compressed</title></head><body><p>Sent gzip-encoded.</p></body></html>"
 BOMB_SIZE = 64 * 1024 * 1024
-WINDOWS_1252_TEXT = "Straße, Grüße: 5 € – „Zitat“ — « café à l’été »"  # noqa: RUF001 - the typography is the point
+WINDOWS_1252_TEXT = "Straße, Grüße: 5 € – „Zitat“ — « café à l’été »"
 WINDOWS_1252_PAGE = (
     '<html><head><meta http-equiv="Content-Type" content="text/html; charset=windows-1252">'
     f"<title>Archiv</title></head><body><p>{WINDOWS_1252_TEXT}</p></body></html>"

@@ -6,7 +6,6 @@ import hashlib
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from structlog.testing import capture_logs
 
 from mirror import log
@@ -36,7 +35,9 @@ def watch(archive, *urls: str) -> list[Target]:
 
 def page(title: str, *paragraphs: str) -> bytes:
     body = "".join(f"<p>{p}</p>\n" for p in paragraphs)
-    return f"<html><head><title>{title}</title></head><body><nav>Archive menu</nav>{body}</body></html>".encode()
+    return (
+        f"<html><head><title>{title}</title></head><body><nav>Archive menu</nav>{body}</body></html>".encode()
+    )
 
 
 def test_page_changed_twice_has_three_versions_and_two_change_events(site, archive):

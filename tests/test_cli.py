@@ -27,7 +27,10 @@ class Mirror:
         env.pop("MIRROR_CONFIG", None)
         proc = subprocess.run(
             [sys.executable, "-m", "mirror", "--config", str(self.config), *args],
-            capture_output=True, env=env, cwd=self.cwd, timeout=60,
+            capture_output=True,
+            env=env,
+            cwd=self.cwd,
+            timeout=60,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"mirror {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()}")
@@ -121,8 +124,12 @@ def test_an_unknown_url_or_version_is_exit_2(site, mirror):
 def test_an_unreachable_database_is_exit_3_with_one_line(tmp_path):
     config = write_config(tmp_path / "mirror.toml", ["http://127.0.0.1:9/x"])
     env = {**os.environ, "MIRROR_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
-    proc = subprocess.run([sys.executable, "-m", "mirror", "--config", str(config), "status"],
-                          capture_output=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mirror", "--config", str(config), "status"],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 3
     assert len(proc.stderr.decode().strip().splitlines()) == 1
     assert "127.0.0.1:1" in proc.stderr.decode()

@@ -69,7 +69,13 @@ NEVER_SEEN_FAILING = TargetState(Status.FAILING, None, 0, None, consecutive_fail
         (HAS_A, http_error(500), OutcomeKind.FAILED, [], Status.FAILING),
         (HAS_A, net_error("timeout"), OutcomeKind.FAILED, [], Status.FAILING),
         (FAILING_ONCE, net_error("dns"), OutcomeKind.FAILED, [], Status.FAILING),
-        (FAILING_TWICE, net_error("connect"), OutcomeKind.DISAPPEARED, [log.DOCUMENT_DISAPPEARED], Status.GONE),
+        (
+            FAILING_TWICE,
+            net_error("connect"),
+            OutcomeKind.DISAPPEARED,
+            [log.DOCUMENT_DISAPPEARED],
+            Status.GONE,
+        ),
         (FAILING_TWICE, ok(A), OutcomeKind.UNCHANGED, [], Status.OK),
         (GONE, http_error(404), OutcomeKind.FAILED, [], Status.GONE),
         (GONE, net_error(), OutcomeKind.FAILED, [], Status.GONE),
@@ -178,7 +184,9 @@ def test_a_moved_target_served_in_place_again_is_ok():
 
 def test_with_diff_fills_line_counts_of_the_change_event():
     outcome = judge(HAS_A, ok(B), POLICY, NOW)
-    diff = ChangeDiff(old_size=len(A), new_size=len(B), text=True, lines_added=3, lines_removed=1, unified="-a\n+b")
+    diff = ChangeDiff(
+        old_size=len(A), new_size=len(B), text=True, lines_added=3, lines_removed=1, unified="-a\n+b"
+    )
     (event,) = with_diff(outcome, diff, POLICY).events
     assert event.details["lines_added"] == 3
     assert event.details["lines_removed"] == 1
@@ -186,8 +194,16 @@ def test_with_diff_fills_line_counts_of_the_change_event():
 
 
 def _change(old_chars: int, new_chars: int, head: str = "", *, text: bool = True) -> ChangeDiff:
-    return ChangeDiff(old_size=old_chars, new_size=new_chars, text=text, lines_added=1, lines_removed=5,
-                      old_chars=old_chars, new_chars=new_chars, new_head=head)
+    return ChangeDiff(
+        old_size=old_chars,
+        new_size=new_chars,
+        text=text,
+        lines_added=1,
+        lines_removed=5,
+        old_chars=old_chars,
+        new_chars=new_chars,
+        new_head=head,
+    )
 
 
 @pytest.mark.parametrize(
@@ -212,7 +228,9 @@ def test_a_change_that_looks_like_a_takedown_is_suspicious(diff, reason):
     [
         _change(10_000, 9_000, "An essay, lightly edited."),
         _change(100, 10, "tiny page"),  # too small to judge a shrink
-        _change(10_000, 8_000, "A long essay that mentions a 404 page in passing. " * 100),  # long: not a placeholder
+        _change(
+            10_000, 8_000, "A long essay that mentions a 404 page in passing. " * 100
+        ),  # long: not a placeholder
     ],
 )
 def test_an_ordinary_edit_is_not_suspicious(diff):

@@ -1,0 +1,194 @@
+"""Opening a store: the schema Alembic builds, migrating once, and clear errors when it cannot open."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import IntegrityError
+from structlog.testing import capture_logs
+
+from mirror import ledger
+from mirror.db import alembic_config, open_engine, run_in_transaction
+from mirror.errors import DatabaseUnavailable, StoreError
+from mirror.log import STORE_MIGRATED
+from mirror.tables import Base
+from tests.fixtures_store import T0, save_version, watch
+
+HEAD = "0001"
+URL = "https://www.prisoncensorship.info/archive/etext/wim/"
+
+
+def schema_differences(engine) -> list:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
+        return compare_metadata(context, Base.metadata)
+
+
+def revision(engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def test_the_migration_creates_exactly_the_schema_of_tables_py(engine):
+    assert schema_differences(engine) == []
+    assert revision(engine) == HEAD
+
+
+def test_a_new_store_starts_its_event_chain_at_the_genesis_head(engine):
+    with engine.connect() as conn:
+        assert ledger.head(conn) == (0, ledger.GENESIS)
+
+
+def test_opening_a_new_store_migrates_it_and_reopening_it_changes_nothing(database_url):
+    from mirror.archive import Archive
+
+    with capture_logs() as first_logs:
+        engine = open_engine(database_url)
+    try:
+        watch(Archive(engine), URL)
+        save_version(Archive(engine), URL, b"kept across upgrades", T0)
+    finally:
+        engine.dispose()
+
+    with capture_logs() as second_logs:
+        engine = open_engine(database_url)
+    try:
+        assert Archive(engine).version(URL).size == len(b"kept across upgrades")
+        assert revision(engine) == HEAD
+    finally:
+        engine.dispose()
+
+    migrated = [e for e in first_logs if e["event"] == STORE_MIGRATED]
+    assert [(e["from_revision"], e["to_revision"]) for e in migrated] == [(None, HEAD)]
+    assert [e for e in second_logs if e["event"] == STORE_MIGRATED] == []
+
+
+OPEN_AND_CLOSE = "import sys; from mirror.db import open_engine; open_engine(sys.argv[1]).dispose()"
+
+
+def test_three_processes_opening_a_new_store_at_once_migrate_it_once(database_url):
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AND_CLOSE, database_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = []
+    for p in processes:
+        out, _ = p.communicate(timeout=60)
+        outputs.append((p.returncode, out))
+
+    assert [code for code, _ in outputs] == [0, 0, 0], outputs
+    assert sum(out.count(STORE_MIGRATED) for _, out in outputs) == 1
+    engine = open_engine(database_url, migrate=False)
+    try:
+        assert schema_differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_a_store_migrated_by_a_newer_mirror_is_refused_in_one_line(engine, database_url):
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+
+    with pytest.raises(DatabaseUnavailable, match="cannot migrate the schema") as caught:
+        open_engine(database_url)
+    assert "9999" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_downgrade_to_nothing_and_upgrade_again_rebuilds_the_schema(engine):
+    with engine.connect() as conn, conn.begin():
+        command.downgrade(alembic_config(conn), "base")
+    assert sorted(inspect(engine).get_table_names()) == ["alembic_version"]
+
+    with engine.connect() as conn, conn.begin():
+        command.upgrade(alembic_config(conn), "head")
+    assert schema_differences(engine) == []
+
+
+def test_a_snapshot_cannot_name_a_blob_that_is_not_stored(engine):
+    snapshots = Base.metadata.tables["snapshots"]
+    targets = Base.metadata.tables["targets"]
+
+    def orphan(conn):
+        target_id = conn.execute(
+            targets.insert()
+            .values(url=URL, host="x", interval_seconds=60, next_check_at=T0, created_at=T0)
+            .returning(targets.c.id)
+        ).scalar_one()
+        conn.execute(
+            snapshots.insert().values(
+                target_id=target_id, version=1, sha256="0" * 64, size=1, first_seen=T0, last_seen=T0
+            )
+        )
+
+    with pytest.raises(StoreError) as caught:
+        run_in_transaction(engine, orphan)
+    assert isinstance(caught.value.__cause__, IntegrityError)
+    with engine.connect() as conn:
+        assert conn.execute(select(targets.c.id)).all() == []
+
+
+def test_the_engine_has_the_settings_of_its_backend(engine):
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            settings = [
+                conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("journal_mode", "foreign_keys")
+            ]
+            assert settings == ["wal", 1]
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        else:
+            assert engine.dialect.driver == "psycopg"
+            assert engine.pool._pre_ping
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+
+
+def _unreachable(kind: str, tmp_path) -> str:
+    if kind == "sqlite: folder is a file":
+        (tmp_path / "plain-file").write_text("not a folder")
+        return f"sqlite:///{tmp_path / 'plain-file' / 'mirror.db'}"
+    if kind == "sqlite: database is a folder":
+        (tmp_path / "a-folder").mkdir()
+        return f"sqlite:///{tmp_path / 'a-folder'}"
+    if kind == "postgresql: nothing listening":
+        return "postgresql://mirror:s3cret-pass@127.0.0.1:1/archive"
+    if kind == "not a URL":
+        return "just some words"
+    return "mysql://mirror:s3cret-pass@127.0.0.1/archive"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "sqlite: folder is a file",
+        "sqlite: database is a folder",
+        "postgresql: nothing listening",
+        "not a URL",
+        "unsupported backend",
+    ],
+)
+def test_a_database_that_cannot_be_opened_is_database_unavailable_in_one_line(kind, tmp_path):
+    url = _unreachable(kind, tmp_path)
+
+    with pytest.raises(DatabaseUnavailable) as caught:
+        open_engine(url)
+
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "s3cret-pass" not in message
+    assert message.startswith("database ")
+    assert len(message) < 400
+    assert caught.value.__cause__ is None  # no SQLAlchemy traceback chained for the user

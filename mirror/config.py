@@ -13,6 +13,11 @@ Targets come in three forms, which may be combined:
   a line, `#` comments and blank lines ignored.
 
 A URL listed twice (after normalisation) is an error naming both places.
+
+`[[sources]]` tables find more targets (see `Source`): `start = URL` crawls the pages
+linked from it under a `scope` prefix, `sitemap = URL` reads a sitemap. Their pages are
+discovered targets, not configured ones: `Config.targets` never lists them, and
+`Config.discovery_seeds()` gives the crawl start pages to add as discovered targets.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, ValidationError
 
 from mirror import PROJECT_URL, __version__
+from mirror.discover import canonical_url, folder_of, in_scope
 from mirror.domain import DetectPolicy, FetchLimits, Target
 from mirror.errors import ConfigError
 from mirror.urls import BadURL, normalize_url
@@ -53,6 +59,7 @@ DEFAULT_MAX_REDIRECTS = 10
 DEFAULT_RETRIES = 2
 DEFAULT_USER_AGENT = f"mirror/{__version__} (+{PROJECT_URL})"
 DEFAULT_MISSING_AFTER = 3
+DEFAULT_MAX_PAGES = 10_000
 
 _UNITS = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 # "ms" comes before "m" so that "500ms" is not read as 500 minutes and a stray "s".
@@ -172,11 +179,43 @@ class _File(_Section):
     detect: DetectConfig = DetectConfig()
     targets: list[Any] = Field(default_factory=list)
     targets_file: str | None = None
+    sources: list[Any] = Field(default_factory=list)
 
 
 class _TargetTable(_Section):
     url: str
     interval: PositiveDuration | None = None
+
+
+class _SourceTable(_Section):
+    start: str | None = None
+    sitemap: str | None = None
+    scope: str | None = None
+    max_pages: int = Field(default=DEFAULT_MAX_PAGES, ge=1)
+    interval: PositiveDuration | None = None
+    robots: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One `[[sources]]` table: where more targets are found, and the bounds of that search.
+
+    - `kind` "crawl": `url` is the start page; pages it links to under `scope` become
+      targets (source "crawl"), and so do the pages they link to, and so on.
+    - `kind` "sitemap": `url` is a sitemap (or sitemap index); its pages under `scope`
+      become targets (source "sitemap").
+    - `scope`: a canonical URL prefix; by default the folder of `url`.
+    - `max_pages`: at most this many targets under `scope` in the store.
+    - `interval`: how often the pages found are checked (default `[schedule] interval`).
+    - `robots`: honour robots.txt (false for archives one maintains oneself).
+    """
+
+    kind: Literal["crawl", "sitemap"]
+    url: str
+    scope: str
+    max_pages: int
+    interval: timedelta
+    robots: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +228,16 @@ class Config:
     fetch: FetchConfig
     detect: DetectConfig
     targets: tuple[Target, ...]
+    sources: tuple[Source, ...] = ()
+
+    def discovery_seeds(self) -> tuple[Target, ...]:
+        """Return the start pages of the crawl sources, as discovered targets (source "crawl").
+
+        Add them with `Archive.add_discovered` (not `sync_targets`, which keeps configured
+        targets only): a crawl begins when its start page is first checked.
+        """
+        seeds = {s.url: Target(s.url, s.interval, "crawl") for s in self.sources if s.kind == "crawl"}
+        return tuple(seeds.values())
 
 
 def config_path(cli_value: str | None, env: Mapping[str, str]) -> str:
@@ -222,7 +271,10 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     targets.add_entries(parsed.targets)
     if parsed.targets_file is not None:
         targets.add_file(parsed.targets_file)
-    return Config(name, storage, parsed.schedule, parsed.fetch, parsed.detect, tuple(targets.found))
+    sources = tuple(
+        _source(name, index, entry, parsed.schedule.interval) for index, entry in enumerate(parsed.sources)
+    )
+    return Config(name, storage, parsed.schedule, parsed.fetch, parsed.detect, tuple(targets.found), sources)
 
 
 def _read_toml(name: str) -> dict[str, Any]:
@@ -297,6 +349,47 @@ class _Targets:
         self.found.append(Target(normal, interval or self.interval, source="config"))
 
 
+def _source(file: str, index: int, entry: Any, interval: timedelta) -> Source:
+    """Return the `Source` of the `index`th `[[sources]]` table.
+
+    Raises:
+        ConfigError: not a table, neither or both of start/sitemap, a bad URL or value,
+            or a start page outside its scope.
+    """
+    key = f"sources[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(file, key, f"expected a table with start = URL or sitemap = URL, got {entry!r}")
+    try:
+        table = _SourceTable.model_validate(entry)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        name = error["loc"][-1] if error["loc"] else ""
+        if error["type"] == "extra_forbidden" and name in _File.model_fields:
+            # TOML puts every key after `[[sources]]` into the last source table.
+            problem = "unknown key (a top-level key: move it above the first [[sources]] table)"
+            raise ConfigError(file, f"{key}.{name}", problem) from None
+        raise _config_error(file, exc, _SourceTable, ("sources", index)) from None
+    if (table.start is None) == (table.sitemap is None):
+        which = "both start and sitemap" if table.start else "neither start nor sitemap"
+        raise ConfigError(
+            file, key, f"has {which}: give exactly one (start = URL crawls, sitemap = URL reads)"
+        )
+    kind: Literal["crawl", "sitemap"] = "crawl" if table.start is not None else "sitemap"
+    field = "start" if kind == "crawl" else "sitemap"
+    url = _canonical(file, f"{key}.{field}", table.start or table.sitemap or "")
+    scope = folder_of(url) if table.scope is None else _canonical(file, f"{key}.scope", table.scope)
+    if kind == "crawl" and not in_scope(url, scope):
+        raise ConfigError(file, f"{key}.start", f"the start page {url} is not under scope {scope}")
+    return Source(kind, url, scope, table.max_pages, table.interval or interval, table.robots)
+
+
+def _canonical(file: str, key: str, url: str) -> str:
+    try:
+        return canonical_url(url)
+    except BadURL as exc:
+        raise ConfigError(file, key, str(exc)) from None
+
+
 def _config_error(
     file: str, exc: ValidationError, model: type[BaseModel], prefix: tuple[str | int, ...] = ()
 ) -> ConfigError:
@@ -326,6 +419,7 @@ def _problem(error: Any, model: type[BaseModel]) -> str:
         "list_type": "a list",
         "model_type": "a table",
         "string_too_short": "a non-empty string",
+        "bool_type": "true or false",
     }.get(kind)
     if expected:
         return f"expected {expected}, got {value!r}"

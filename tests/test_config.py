@@ -13,7 +13,9 @@ import pytest
 from mirror import PROJECT_URL, __version__
 from mirror.config import (
     DEFAULT_CONFIG_PATH,
+    DEFAULT_MAX_PAGES,
     Config,
+    Source,
     config_path,
     load_config,
     parse_duration,
@@ -427,3 +429,137 @@ def test_a_config_error_carries_file_and_key_for_the_program(write):
     with pytest.raises(ConfigError) as caught:
         load_config("config/mirror.toml", {})
     assert (caught.value.file, caught.value.key) == ("config/mirror.toml", "fetch.timeout")
+
+
+# --- [[sources]]: where more targets are found -----------------------------------------------
+
+ETEXT = "https://www.prisoncensorship.info/archive/etext/"
+
+
+def test_a_crawl_source_and_a_sitemap_source_load_with_their_bounds_and_defaults(write):
+    config = load(
+        write,
+        f"""
+        [schedule]
+        interval = "12h"
+
+        [[sources]]
+        start = "{ETEXT}index.html"
+        scope = "{ETEXT}"
+        max_pages = 5000
+        interval = "1d"
+        robots = false
+
+        [[sources]]
+        sitemap = "HTTPS://Example.org/archive/sitemap.xml"
+        """,
+    )
+
+    crawl, sitemap = config.sources
+    assert crawl == Source("crawl", f"{ETEXT}index.html", ETEXT, 5000, timedelta(days=1), robots=False)
+    assert sitemap == Source(
+        "sitemap", "https://example.org/archive/sitemap.xml", "https://example.org/archive/",
+        DEFAULT_MAX_PAGES, timedelta(hours=12), robots=True,
+    )  # fmt: skip
+    assert config.targets == ()  # what sources find is discovered, never configured
+
+
+def test_a_crawl_without_a_scope_stays_in_its_start_pages_folder_and_honours_robots(write):
+    config = load(write, f"[[sources]]\nstart = '{ETEXT}wim/../mt/index.html'\n")
+
+    (source,) = config.sources
+    assert (source.url, source.scope) == (f"{ETEXT}mt/index.html", f"{ETEXT}mt/")
+    assert source.robots is True
+    assert source.max_pages == DEFAULT_MAX_PAGES == 10_000
+
+
+def test_the_start_pages_of_crawls_are_the_seeds_of_discovery(write):
+    config = load(
+        write,
+        f"""
+        targets = ["{A}"]
+        [[sources]]
+        start = "{ETEXT}"
+        interval = "2h"
+        [[sources]]
+        sitemap = "https://example.org/sitemap.xml"
+        """,
+    )
+
+    assert config.discovery_seeds() == (Target(ETEXT, timedelta(hours=2), source="crawl"),)
+    assert config.targets == (Target(A, timedelta(hours=6), source="config"),)
+
+
+def test_a_config_without_sources_has_none(write):
+    assert load(write, f"targets = ['{A}']\n").sources == ()
+    assert load(write, "").discovery_seeds() == ()
+
+
+BROKEN_SOURCES = [
+    pytest.param(
+        "[[sources]]\nscope = 'https://x.org/'\n",
+        "config/mirror.toml: sources[0]: has neither start nor sitemap: give exactly one "
+        "(start = URL crawls, sitemap = URL reads)",
+        id="neither-start-nor-sitemap",
+    ),
+    pytest.param(
+        f"[[sources]]\nstart = '{ETEXT}'\n[[sources]]\nstart = '{ETEXT}'\nsitemap = '{ETEXT}sitemap.xml'\n",
+        "config/mirror.toml: sources[1]: has both start and sitemap: give exactly one "
+        "(start = URL crawls, sitemap = URL reads)",
+        id="both-start-and-sitemap",
+    ),
+    pytest.param(
+        "[[sources]]\nstart = 'ftp://x.org/pub/'\n",
+        "config/mirror.toml: sources[0].start: not an http(s) URL: 'ftp://x.org/pub/'",
+        id="start-not-http",
+    ),
+    pytest.param(
+        "[[sources]]\nsitemap = 'example.org/sitemap.xml'\n",
+        "config/mirror.toml: sources[0].sitemap: not an http(s) URL: 'example.org/sitemap.xml'",
+        id="sitemap-not-a-url",
+    ),
+    pytest.param(
+        f"[[sources]]\nstart = '{ETEXT}'\nscope = 'https://www.prisoncensorship.info/archive/etext/wim/'\n",
+        f"config/mirror.toml: sources[0].start: the start page {ETEXT} is not under scope {ETEXT}wim/",
+        id="start-outside-its-scope",
+    ),
+    pytest.param(
+        f"[[sources]]\nstart = '{ETEXT}'\nmax_pages = 0\n",
+        "config/mirror.toml: sources[0].max_pages: must be at least 1, got 0",
+        id="zero-max-pages",
+    ),
+    pytest.param(
+        f"[[sources]]\nstart = '{ETEXT}'\nrobots = 'no'\n",
+        "config/mirror.toml: sources[0].robots: expected true or false, got 'no'",
+        id="robots-not-a-boolean",
+    ),
+    pytest.param(
+        f"[[sources]]\nstart = '{ETEXT}'\ninterval = '0s'\n",
+        "config/mirror.toml: sources[0].interval: expected a duration longer than 0, got '0s'",
+        id="zero-interval",
+    ),
+    pytest.param(
+        f"[[sources]]\nstart = '{ETEXT}'\nmax_page = 10\n",
+        "config/mirror.toml: sources[0].max_page: unknown key (did you mean 'max_pages'?)",
+        id="misspelt-key",
+    ),
+    pytest.param(
+        f"[[sources]]\nstart = '{ETEXT}'\ntargets_file = 'targets.txt'\n",
+        "config/mirror.toml: sources[0].targets_file: unknown key "
+        "(a top-level key: move it above the first [[sources]] table)",
+        id="top-level-key-below-sources",
+    ),
+    pytest.param(
+        f"sources = ['{ETEXT}']\n",
+        f"config/mirror.toml: sources[0]: expected a table with start = URL or sitemap = URL, got '{ETEXT}'",
+        id="source-not-a-table",
+    ),
+]
+
+
+@pytest.mark.parametrize(("toml", "message"), BROKEN_SOURCES)
+def test_a_broken_source_is_refused_in_one_line_naming_its_key(write, toml, message):
+    write({"config/mirror.toml": toml})
+    with pytest.raises(ConfigError) as caught:
+        load_config("config/mirror.toml", {})
+    assert str(caught.value) == message

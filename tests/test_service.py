@@ -1,0 +1,241 @@
+"""The daemon as systemd runs it: a real `mirror run` process, real signals, a real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from mirror.archive import Archive
+from mirror.db import open_engine
+from mirror.verify import run as verify_store
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def write_config(path: Path, urls: list[str], *, interval: str = "1h", extra: str = "") -> Path:
+    lines = ["targets = [", *(f'  "{u}",' for u in urls), "]", ""]
+    lines += ["[schedule]", f'interval = "{interval}"', 'tick = "200ms"', ""]
+    lines += [
+        "[fetch]",
+        'timeout = "5s"',
+        'per_host_delay = "0"',
+        "per_host_concurrency = 8",
+        "retries = 0",
+        extra,
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Daemon:
+    """A `mirror run` subprocess whose JSON log lines are kept in a file."""
+
+    def __init__(self, config: Path, database_url: str, log_path: Path) -> None:
+        self.log_path = log_path
+        env = {**os.environ, "MIRROR_DATABASE_URL": database_url}
+        env.pop("NOTIFY_SOCKET", None)
+        self.log_file = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mirror", "--config", str(config), "--log-level", "debug", "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log_file,
+            env=env,
+            cwd=config.parent,
+        )
+
+    def events(self) -> list[dict]:
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def named(self, name: str) -> list[dict]:
+        return [e for e in self.events() if e["event"] == name]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log_file.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log_file.close()
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    started: list[Daemon] = []
+
+    def start(config: Path, database_url: str) -> Daemon:
+        daemon = Daemon(config, database_url, tmp_path / f"daemon-{len(started)}.log")
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture
+def store(database_url):
+    engine = open_engine(database_url)
+    yield Archive(engine)
+    engine.dispose()
+
+
+def all_due_now(archive: Archive, config: Path) -> None:
+    """Store the config's targets and make every one due now (new targets are otherwise spread
+    over their interval), so that a test sees one whole round at once."""
+    from mirror.config import load_config
+
+    archive.sync_targets(load_config(config, {}).targets, datetime.now(UTC))
+    with archive.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE targets SET next_check_at = :now"),
+            {
+                "now": datetime.now(UTC).replace(tzinfo=None)
+                if archive.engine.dialect.name == "sqlite"
+                else datetime.now(UTC)
+            },
+        )
+
+
+def checks_of(archive: Archive) -> dict[str, int]:
+    with archive.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT t.url, count(c.id) FROM targets t LEFT JOIN checks c ON c.target_id = t.id GROUP BY t.url"
+            )
+        ).all()
+    return {url: n for url, n in rows}
+
+
+def test_the_daemon_checks_when_due_reloads_on_sighup_and_stops_cleanly_on_sigterm(
+    site, tmp_path, database_url, daemons, store
+):
+    for name in ("a", "b", "c"):
+        site.put(f"/{name}.html", f"<p>page {name}</p>".encode())
+    config = write_config(tmp_path / "mirror.toml", [site.url("/a.html"), site.url("/b.html")], interval="1s")
+    daemon = daemons(config, database_url)
+
+    wait_for(
+        lambda: all(n >= 2 for n in checks_of(store).values()) and len(checks_of(store)) == 2,
+        what="each target checked twice",
+    )
+    assert {e["url"] for e in daemon.named("document.new")} == {site.url("/a.html"), site.url("/b.html")}
+
+    # A new target in the config, then SIGHUP: checked without a restart.
+    write_config(config, [site.url("/a.html"), site.url("/b.html"), site.url("/c.html")], interval="1s")
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: checks_of(store).get(site.url("/c.html"), 0) >= 1, what="the new target checked")
+    assert daemon.named("config.loaded")
+
+    # A broken config on SIGHUP is refused; the daemon goes on with the old one.
+    config.write_text("[fetch]\ntimeout = 'soon'\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    (rejected,) = wait_for(lambda: daemon.named("config.rejected"), what="config.rejected")
+    assert rejected["key"] == "fetch.timeout"
+    before = checks_of(store)[site.url("/c.html")]
+    wait_for(
+        lambda: checks_of(store)[site.url("/c.html")] > before, what="checks going on after a bad reload"
+    )
+
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert daemon.named("service.stopped")
+    report = verify_store(store.engine)
+    assert report.ok, report.problems
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM targets WHERE lease_owner IS NOT NULL")).scalar() == 0
+
+
+def test_sigterm_mid_round_lets_checks_finish_and_leaves_a_consistent_store(
+    site, tmp_path, database_url, daemons, store
+):
+    urls = [site.url(f"/slow?seconds=1&page={i}") for i in range(12)]
+    config = write_config(tmp_path / "mirror.toml", urls, extra="concurrency = 4")
+    all_due_now(store, config)
+    daemon = daemons(config, database_url)
+    wait_for(lambda: sum(checks_of(store).values()) >= 1, what="the first checks")
+    started = time.monotonic()
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 10
+    stopped = daemon.named("service.stopped")[0]
+    assert stopped["unfinished"] == 0
+
+    report = verify_store(store.engine)
+    assert report.ok, report.problems
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM targets WHERE lease_owner IS NOT NULL")).scalar() == 0
+        versions = conn.execute(text("SELECT count(*) FROM snapshots")).scalar()
+        checked = conn.execute(
+            text("SELECT count(*) FROM targets WHERE last_checked_at IS NOT NULL")
+        ).scalar()
+    assert 1 <= checked < len(urls)  # stopped mid-round
+    assert versions == checked  # every recorded check of a new page has its version, no more
+
+
+def test_a_second_daemon_on_the_same_sqlite_file_is_refused(site, tmp_path, daemons):
+    database_url = f"sqlite:///{tmp_path / 'mirror.db'}"
+    site.put("/one.html", b"<p>one</p>")
+    config = write_config(tmp_path / "mirror.toml", [site.url("/one.html")])
+    first = daemons(config, database_url)
+    wait_for(lambda: first.named("service.started"), what="the first daemon")
+    second = daemons(config, database_url)
+    assert second.proc.wait(30) == 3
+    err = second.log_path.read_text().strip().splitlines()
+    assert "another `mirror run`" in err[-1]
+    assert first.proc.poll() is None
+    assert first.stop() == 0
+
+
+@pytest.mark.postgres
+def test_two_daemons_on_postgresql_check_each_target_exactly_once(site, tmp_path, daemons, postgres_database):
+    postgres_database.reset()
+    database_url = postgres_database.url
+    urls = [site.url(f"/status/200?n={i}") for i in range(500)]
+    config = write_config(tmp_path / "mirror.toml", urls, extra="concurrency = 8")
+    engine = open_engine(database_url)
+    try:
+        store = Archive(engine)
+        all_due_now(store, config)
+        first, second = daemons(config, database_url), daemons(config, database_url)
+        started = time.monotonic()
+        wait_for(
+            lambda: len(checks_of(store)) == 500 and min(checks_of(store).values()) >= 1,
+            timeout=120,
+            what="all 500 targets checked",
+        )
+        elapsed = time.monotonic() - started
+        time.sleep(1.0)  # a double check would show up now
+        counts = checks_of(store)
+        assert set(counts.values()) == {1}, {u: n for u, n in counts.items() if n != 1}
+        workers = [e for d in (first, second) for e in d.named("check.done")]
+        assert len(workers) == 500
+        assert first.stop() == 0
+        assert second.stop() == 0
+        print(f"500 targets, two daemons: {elapsed:.1f}s")
+    finally:
+        engine.dispose()

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import requests
 import structlog
 
+from mirror import log
 from mirror.config import Source
 from mirror.discover import SitemapError, canonical_url, in_scope, links, sitemap_urls
 from mirror.domain import FetchLimits, FetchResult, Target
@@ -32,8 +33,6 @@ from mirror.urls import BadURL, host_of
 
 logger = structlog.get_logger("mirror.crawl")
 
-SITEMAP_READ = "sitemap.read"  # info: one sitemap source read, how many pages it lists
-SITEMAP_FAILED = "sitemap.failed"  # warning: a sitemap could not be fetched or parsed
 MAX_SITEMAPS = 50  # sitemap files fetched per source and run, the index included
 
 KnownCount = Callable[[str], int]  # scope prefix → targets in the store under it
@@ -114,7 +113,9 @@ class Discovery:
             kept = _within_budget(under, source, known_count, known)
             for url in kept:
                 chosen[url] = Target(url, source.interval, "sitemap")
-            logger.info(SITEMAP_READ, url=source.url, listed=len(listed), in_scope=len(under), kept=len(kept))
+            logger.info(
+                log.SITEMAP_READ, url=source.url, listed=len(listed), in_scope=len(under), kept=len(kept)
+            )
         return list(chosen.values())
 
     def _read_sitemaps(
@@ -132,7 +133,9 @@ class Discovery:
         while queue and fetched < self.max_sitemaps:
             url = queue.pop(0)
             if robots is not None and source.robots and not robots.allowed(url, session, limits):
-                logger.warning(SITEMAP_FAILED, url=url, error="robots", message="disallowed by robots.txt")
+                logger.warning(
+                    log.SITEMAP_FAILED, url=url, error="robots", message="disallowed by robots.txt"
+                )
                 continue
             fetched += 1
             with gate(host_of(url)) if gate is not None else nullcontext():
@@ -140,13 +143,15 @@ class Discovery:
             if result.body is None or result.error is not None:
                 error = result.error.kind if result.error else f"http {result.status}"
                 message = result.error.message if result.error else "no body"
-                logger.warning(SITEMAP_FAILED, url=url, status=result.status, error=error, message=message)
+                logger.warning(
+                    log.SITEMAP_FAILED, url=url, status=result.status, error=error, message=message
+                )
                 continue
             try:
                 found, nested = sitemap_urls(result.body)
             except SitemapError as exc:
                 logger.warning(
-                    SITEMAP_FAILED, url=url, status=result.status, error="bad_sitemap", message=str(exc)
+                    log.SITEMAP_FAILED, url=url, status=result.status, error="bad_sitemap", message=str(exc)
                 )
                 continue
             pages.update(dict.fromkeys(found))
@@ -157,7 +162,7 @@ class Discovery:
                     queue.append(child)
         if queue:
             logger.warning(
-                SITEMAP_FAILED,
+                log.SITEMAP_FAILED,
                 url=source.url,
                 error="too_many_sitemaps",
                 message=f"read {fetched} sitemaps, {len(queue)} more left unread",

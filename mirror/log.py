@@ -30,6 +30,13 @@ STORE_MIGRATED = "store.migrated"
 CONFIG_LOADED = "config.loaded"
 CONFIG_REJECTED = "config.rejected"
 TARGETS_SYNCED = "targets.synced"
+TARGETS_DISCOVERED = "targets.discovered"
+SITEMAP_READ = "sitemap.read"  # info: one sitemap source read, how many pages it lists
+SITEMAP_FAILED = "sitemap.failed"  # warning: a sitemap could not be fetched or parsed
+ROBOTS_FETCHED = "robots.fetched"  # debug: one robots.txt fetched and what it means
+ROBOTS_UNREACHABLE = "robots.unreachable"  # warning: a site's robots.txt failed, its pages wait
+CHECK_SKIPPED = "check.skipped"  # robots.txt forbids the fetch
+CHECKS_PRUNED = "checks.pruned"
 
 DOCUMENT_EVENTS = (
     DOCUMENT_NEW,

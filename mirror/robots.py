@@ -25,14 +25,13 @@ import requests
 import structlog
 from protego import Protego
 
+from mirror import log
 from mirror.domain import FetchLimits, FetchResult
 from mirror.fetch import fetch
 from mirror.urls import BadURL, normalize_url
 
 logger = structlog.get_logger("mirror.robots")
 
-ROBOTS_FETCHED = "robots.fetched"  # debug: one robots.txt fetched and what it means
-ROBOTS_UNREACHABLE = "robots.unreachable"  # warning: a site's robots.txt failed, its pages wait
 MAX_ROBOTS_BYTES = 512 * 1024  # RFC 9309 2.5: parse at least 500 KiB
 DEFAULT_TTL = 24 * 3600.0
 DEFAULT_RETRY_TTL = 15 * 60.0
@@ -153,7 +152,7 @@ class RobotsCache:
         capped = replace(limits, max_bytes=min(limits.max_bytes, MAX_ROBOTS_BYTES), retries=0)
         result = fetch(key, session, capped)
         entry = self._interpret(result)
-        logger.debug(ROBOTS_FETCHED, url=key, status=result.status, rules=entry.rules is not None)
+        logger.debug(log.ROBOTS_FETCHED, url=key, status=result.status, rules=entry.rules is not None)
         return entry
 
     def _interpret(self, result: FetchResult) -> _Entry:
@@ -168,7 +167,7 @@ class RobotsCache:
             return _Entry(None, now + self.ttl)  # RFC 9309 2.3.1.3: unavailable, crawl freely
         too_large = error is not None and error.kind == "too_large"
         logger.warning(
-            ROBOTS_UNREACHABLE,
+            log.ROBOTS_UNREACHABLE,
             url=result.url,
             status=status,
             error=error.kind if error else None,

@@ -127,7 +127,8 @@ def checks_of(archive: Archive) -> dict[str, int]:
     with archive.engine.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT t.url, count(c.id) FROM targets t LEFT JOIN checks c ON c.target_id = t.id GROUP BY t.url"
+                "SELECT t.url, count(c.id) FROM targets t"
+                " LEFT JOIN checks c ON c.target_id = t.id GROUP BY t.url"
             )
         ).all()
     return {url: n for url, n in rows}

@@ -49,6 +49,7 @@ DEFAULT_DATABASE = "sqlite:///state/mirror.db"
 DEFAULT_INTERVAL = timedelta(hours=6)
 DEFAULT_CHECK_RETENTION = timedelta(days=90)
 DEFAULT_TICK = timedelta(seconds=5)
+DEFAULT_LEASE = timedelta(minutes=5)  # a killed daemon's claimed targets wait this long for another
 DEFAULT_CONCURRENCY = 8
 DEFAULT_PER_HOST_CONCURRENCY = 2
 DEFAULT_PER_HOST_DELAY = timedelta(seconds=1)
@@ -133,6 +134,7 @@ class ScheduleConfig(_Section):
     interval: PositiveDuration = DEFAULT_INTERVAL
     check_retention: PositiveDuration = DEFAULT_CHECK_RETENTION
     tick: PositiveDuration = DEFAULT_TICK
+    lease: PositiveDuration = DEFAULT_LEASE
 
 
 class FetchConfig(_Section):

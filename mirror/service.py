@@ -131,19 +131,26 @@ class Daemon:
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
         self.scheduler = BackgroundScheduler(timezone=UTC)
+        self.extended_at = datetime.now(UTC)
 
     # -- jobs -------------------------------------------------------------
     def lease_length(self) -> timedelta:
-        limits = self.running.config.fetch.limits()
-        # A claimed target waits for politeness and retries before its fetch: be generous.
-        return timedelta(seconds=max(300.0, 4 * limits.timeout * (limits.retries + 1)))
+        """Return how long claimed targets are held; `dispatch` extends the leases of checks in flight."""
+        return max(self.running.config.schedule.lease, 3 * self.running.config.schedule.tick)
 
     def dispatch(self) -> None:
         """Claim as many due targets as there are free workers and submit them."""
         if self.stop.is_set():
             return
+        now = datetime.now(UTC)
         with self.lock:
             free = self.running.config.fetch.concurrency * 2 - len(self.in_flight)
+            held = list(self.in_flight)
+        lease = self.lease_length()
+        if held and now - self.extended_at > lease / 3:
+            # Keep what we still work on: an expired lease would let another daemon check it too.
+            leases.extend(self.archive.engine, self.owner, held, now + lease)
+            self.extended_at = now
         claimed = leases.claim_due(
             self.archive.engine, self.owner, datetime.now(UTC), free, self.lease_length()
         )

@@ -240,3 +240,52 @@ def test_two_daemons_on_postgresql_check_each_target_exactly_once(site, tmp_path
         print(f"500 targets, two daemons: {elapsed:.1f}s")
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_killed_daemons_targets_are_taken_over_after_its_lease_expires(
+    site, tmp_path, daemons, postgres_database
+):
+    postgres_database.reset()
+    database_url = postgres_database.url
+    urls = [site.url(f"/slow?seconds=1&n={i}") for i in range(40)]
+    config = write_config(tmp_path / "mirror.toml", urls, extra="concurrency = 4")
+    config.write_text(config.read_text().replace('tick = "200ms"', 'tick = "200ms"\nlease = "3s"'))
+    engine = open_engine(database_url)
+    try:
+        store = Archive(engine)
+        all_due_now(store, config)
+        doomed, survivor = daemons(config, database_url), daemons(config, database_url)
+        wait_for(lambda: doomed.named("check.done"), what="the first daemon's first check")
+        with engine.connect() as conn:
+            held = set(
+                conn.execute(
+                    text(
+                        "SELECT url FROM targets WHERE lease_owner IS NOT NULL AND last_checked_at IS NULL"
+                        " AND lease_owner LIKE :pid"
+                    ),
+                    {"pid": f"%:{doomed.proc.pid}:%"},
+                ).scalars()
+            )
+        doomed.proc.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        doomed.kill()
+        assert held, "the killed daemon held no leases"
+        wait_for(
+            lambda: all(checks_of(store).get(u, 0) >= 1 for u in held),
+            timeout=60,
+            what="the killed daemon's targets checked by the other",
+        )
+        takeover = time.monotonic() - killed_at
+        wait_for(
+            lambda: all(checks_of(store).get(u, 0) >= 1 for u in urls),
+            timeout=90,
+            what="every target checked after the kill",
+        )
+        takeover = time.monotonic() - killed_at
+        counts = checks_of(store)
+        assert set(counts.values()) == {1}, {u: n for u, n in counts.items() if n != 1}
+        assert survivor.stop() == 0
+        print(f"takeover after kill -9: {takeover:.1f}s for {len(held)} leased targets (lease 3s)")
+    finally:
+        engine.dispose()

@@ -289,3 +289,36 @@ def test_a_killed_daemons_targets_are_taken_over_after_its_lease_expires(
         print(f"takeover after kill -9: {takeover:.1f}s for {len(held)} leased targets (lease 3s)")
     finally:
         engine.dispose()
+
+
+def test_the_daemon_tells_systemd_it_is_ready_alive_and_stopping(site, tmp_path, database_url):
+    import socket
+
+    notify_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(notify_path))
+        listener.settimeout(20)
+        site.put("/n.html", b"<p>n</p>")
+        config = write_config(tmp_path / "mirror.toml", [site.url("/n.html")])
+        env = {**os.environ, "MIRROR_DATABASE_URL": database_url, "NOTIFY_SOCKET": str(notify_path)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mirror", "--config", str(config), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        try:
+            messages = [listener.recv(4096).decode()]
+            while "WATCHDOG=1" not in messages[-1]:
+                messages.append(listener.recv(4096).decode())
+            proc.send_signal(signal.SIGTERM)
+            while "STOPPING=1" not in messages[-1]:
+                messages.append(listener.recv(4096).decode())
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert messages[0].startswith("READY=1")
+    assert any("WATCHDOG=1" in m for m in messages)
+    assert "STOPPING=1" in messages[-1]

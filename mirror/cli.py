@@ -324,24 +324,64 @@ def show(app: AppContext, url: str, spec: str | None, at: str | None) -> None:
 
 
 @cli.command()
-@click.argument("url")
+@click.argument("url", required=False)
 @_version_options
 @click.option(
-    "--to", "dest", required=True, type=click.Path(path_type=Path), help="File (or existing folder)."
+    "--all", "whole_site", is_flag=True, help="Every document as it was at --at, under DIR/<host>/<path>."
 )
-@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.option(
+    "--to", "dest", required=True, type=click.Path(path_type=Path), help="File, or folder for --all."
+)
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
 @json_option
 @pass_app
 def restore(
-    app: AppContext, url: str, spec: str | None, at: str | None, dest: Path, force: bool, as_json: bool
+    app: AppContext,
+    url: str | None,
+    spec: str | None,
+    at: str | None,
+    whole_site: bool,
+    dest: Path,
+    force: bool,
+    as_json: bool,
 ) -> None:
-    """Write a stored version of a URL to a file, atomically, and check its SHA-256 on disk.
+    """Write a stored version of a URL to a file, or a whole site as it was at a time to a folder.
+
+    Files are written atomically and their SHA-256 checked on disk; --all also writes
+    manifest-sha256.txt, restore-index.tsv and left-out.tsv (documents gone at that time).
 
     Example:
         mirror restore https://www.prisoncensorship.info/archive/etext/wim/ --version -1 --to wim.html
+        mirror restore --all --at 2026-11-01T00:00:00Z --to site-2026-11-01
     """
-    from mirror.restore import restore_version
+    from mirror.restore import restore_site, restore_version
 
+    if whole_site:
+        if url is not None or spec is not None or at is None:
+            raise UsageError("restore --all takes --at TIME and --to DIR, and no URL or --version")
+        when = parse_time(at)
+        bar = None
+        if sys.stderr.isatty() and not as_json:
+            from tqdm import tqdm
+
+            bar = tqdm(unit="file", desc="restoring", leave=False)
+        try:
+            site = restore_site(app.archive(), when, dest, force=force, progress=bar.update if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        if as_json:
+            emit_json(site)
+        else:
+            click.echo(
+                f"restored {site.files} documents ({_fmt_size(site.bytes)}) as of {when.isoformat()} "
+                f"to {site.folder}; manifest {site.manifest}"
+            )
+            for gone_url, since in site.left_out:
+                click.echo(f"left out (gone since {_fmt_time(since)}): {gone_url}")
+        return
+    if url is None:
+        raise UsageError("restore needs a URL, or --all --at TIME")
     done = restore_version(
         app.archive(), _url(url), dest, spec=_one_of(spec, at), at=parse_time(at) if at else None, force=force
     )

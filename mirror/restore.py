@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from mirror.errors import FileExists, RestoreError
+from mirror.errors import FileExists, RestoreError, UnsafePath
 
 if TYPE_CHECKING:
     from mirror.archive import Archive
@@ -125,3 +126,104 @@ def restore_version(
     if digest != version.sha256:
         raise RestoreError(str(path), f"written bytes hash to {digest}, expected {version.sha256}")
     return Restored(url, str(path), version.number, digest, len(data))
+
+
+MANIFEST = "manifest-sha256.txt"
+INDEX = "restore-index.tsv"
+LEFT_OUT = "left-out.tsv"
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRestore:
+    """A whole site written as it was at a time."""
+
+    at: datetime
+    folder: str
+    files: int
+    bytes: int
+    left_out: tuple[tuple[str, datetime], ...]  # (url, gone since) of documents gone at that time
+    manifest: str
+
+
+def plan_site(entries: list[tuple[str, PurePosixPath]]) -> dict[str, PurePosixPath]:
+    """Return url → relative path; a file whose path is a folder of another URL goes in it as index.html."""
+    folders = {str(parent) for _, path in entries for parent in path.parents}
+    taken = {str(path) for _, path in entries}
+    plan: dict[str, PurePosixPath] = {}
+    for url, path in entries:
+        if str(path) in folders:
+            inside = path / "index.html"
+            path = inside if str(inside) not in taken else path / "%3Ffile"
+            taken.add(str(path))
+        plan[url] = path
+    return plan
+
+
+def _inside(folder: Path, path: Path) -> Path:
+    """Return `path` if, with every link resolved, it stays inside `folder`.
+
+    Raises:
+        UnsafePath: it would land outside (a crafted URL, or a planted symbolic link).
+    """
+    real_folder = folder.resolve()
+    real = path.parent.resolve() / path.name
+    if not real.is_relative_to(real_folder) or real == real_folder:
+        raise UnsafePath(str(path), f"outside {folder}; refusing to write")
+    return real
+
+
+def restore_site(
+    archive: Archive,
+    at: datetime,
+    dest: Path,
+    *,
+    force: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> SiteRestore:
+    """Write every document as it was at `at` under `dest/<host>/<path>`, with a SHA-256 manifest.
+
+    Documents that had disappeared by `at` are left out and listed in `left-out.tsv`.
+    Nothing is written when any target file exists and `force` is false.
+
+    Raises:
+        FileExists: a file would be overwritten and `force` is false.
+        UnsafePath: a path would leave `dest`.
+        RestoreError: a file cannot be written or its bytes do not match.
+    """
+    present: list[tuple[str, PurePosixPath]] = []
+    versions = {}
+    left_out: list[tuple[str, datetime]] = []
+    for entry in archive.site_at(at):
+        if entry.version is None:
+            continue
+        if entry.gone_since is not None:
+            left_out.append((entry.url, entry.gone_since))
+            continue
+        present.append((entry.url, site_path(entry.url)))
+        versions[entry.url] = entry.version
+    plan = plan_site(present)
+    dest.mkdir(parents=True, exist_ok=True)
+    targets = {url: _inside(dest, dest.joinpath(*rel.parts)) for url, rel in plan.items()}
+    if not force:
+        clash = next((p for p in targets.values() if p.exists()), None)
+        if clash is not None:
+            raise FileExists(str(clash), "exists; use --force to overwrite (nothing was written)")
+    lines, index, total = [], [], 0
+    for url, path in sorted(targets.items(), key=lambda item: str(plan[item[0]])):
+        version = versions[url]
+        data = archive.read(version.sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(_inside(dest, path), data, force=True)
+        if hashlib.sha256(path.read_bytes()).hexdigest() != version.sha256:
+            raise RestoreError(str(path), f"written bytes do not hash to {version.sha256}")
+        rel = str(plan[url])
+        lines.append(f"{version.sha256}  {rel}\n")
+        index.append(f"{rel}\t{url}\t{version.number}\t{version.first_seen.isoformat()}\n")
+        total += len(data)
+        if progress is not None:
+            progress(1)
+    write_atomically(dest / INDEX, ("path\turl\tversion\tfirst_seen\n" + "".join(index)).encode(), force=True)
+    gone = "".join(f"{url}\t{since.isoformat()}\n" for url, since in left_out)
+    write_atomically(dest / LEFT_OUT, ("url\tgone_since\n" + gone).encode(), force=True)
+    write_atomically(dest / MANIFEST, "".join(lines).encode(), force=True)
+    return SiteRestore(at, str(dest), len(lines), total, tuple(left_out), str(dest / MANIFEST))

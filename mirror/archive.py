@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Row, and_, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Row, and_, delete, exists, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from mirror import blobs, db, ledger, log
+from mirror import targets as targets_table
 from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import FetchResult, Outcome, Status, StoredEvent, Target, TargetState, Version
-from mirror.errors import StoreError, TargetNotFound, UsageError, VersionNotFound
+from mirror.errors import StoreError, UsageError, VersionNotFound
 from mirror.tables import Base, BlobRow, CheckRow, EventRow, SnapshotRow, TargetRow
-from mirror.urls import BadURL, host_of, normalize_url
+from mirror.targets import SyncReport, TargetSummary, target_row
 
 T = Base.metadata.tables[TargetRow.__tablename__]
 S = Base.metadata.tables[SnapshotRow.__tablename__]
@@ -36,20 +37,13 @@ AnyRow = Row[*tuple[Any, ...]]
 
 R = TypeVar("R")
 
-CONFIG = "config"
 MIN_SHA_PREFIX = 4
-_CHUNK = 500  # URLs per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+SITE_BATCH = 500  # targets per read transaction of `site_at`
 _MAX_ERROR_MESSAGE = 2000
+# The events that say whether a document was there: the latest of them at a time decides.
+_PRESENCE_EVENTS = (log.DOCUMENT_NEW, log.DOCUMENT_CHANGED, log.DOCUMENT_REAPPEARED, log.DOCUMENT_DISAPPEARED)
 
-
-@dataclass(frozen=True, slots=True)
-class SyncReport:
-    """What `sync_targets` changed. A configured target that comes back counts as added."""
-
-    added: int
-    removed: int
-    updated: int
-    total: int  # active targets after the sync, configured and discovered
+__all__ = ["Archive", "History", "SiteEntry", "StoreStatus", "SyncReport", "TargetSummary"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,20 +71,20 @@ class StoreStatus:
     checks_last_hour: int
     overdue: int
     database: str
+    suspicious: int = 0  # active targets whose last change looked like tampering
 
 
 @dataclass(frozen=True, slots=True)
-class TargetSummary:
-    """One active target, for `mirror targets`."""
+class SiteEntry:
+    """One document of a site as it was at a time (see `Archive.site_at`).
+
+    `gone_since` is set when the document had disappeared by then; `version` is
+    still its last good version, which a restore leaves out and lists.
+    """
 
     url: str
-    status: str
-    source: str
-    last_checked_at: datetime | None
-    next_check_at: datetime | None
-    versions: int
-    current_sha256: str | None
-    consecutive_failures: int
+    version: Version | None
+    gone_since: datetime | None
 
 
 class Archive:
@@ -114,82 +108,26 @@ class Archive:
     ) -> SyncReport:
         """Make the configured targets in the store match `targets`; return what changed.
 
-        New targets get their first check spread uniformly over [now, now + interval).
-        A changed interval is saved (and a next check beyond the new interval is
-        brought forward). Configured targets no longer listed become inactive, their
-        history kept; one listed again is active again. Discovered targets are left
-        alone. A few bulk statements, whatever the number of targets.
+        See `mirror.targets.sync_targets`: new targets' first checks are spread over
+        their interval; unlisted configured targets become inactive, history kept.
         """
         rng = rng or random.Random()
-        wanted = {normalize_url(t.url): _seconds(t.interval) for t in targets}
-
-        def sync(conn: Connection) -> SyncReport:
-            cols = (T.c.id, T.c.url, T.c.source, T.c.active, T.c.interval_seconds, T.c.next_check_at)
-            existing = {row.url: row for row in conn.execute(select(*cols))}
-            inserts, changes, gone = [], [], []
-            reactivated = 0
-            for url, seconds in wanted.items():
-                row = existing.get(url)
-                if row is None:
-                    inserts.append(_new_target(url, CONFIG, seconds, now, rng))
-                elif not row.active:
-                    reactivated += 1
-                    changes.append(_change(row.id, seconds, _spread(now, seconds, rng)))
-                elif row.interval_seconds != seconds or row.source != CONFIG:
-                    changes.append(
-                        _change(row.id, seconds, min(row.next_check_at, now + timedelta(seconds=seconds)))
-                    )
-            for row in existing.values():
-                if row.active and row.source == CONFIG and row.url not in wanted:
-                    gone.append({"b_id": row.id})
-            if inserts:
-                conn.execute(T.insert(), inserts)
-            if changes:
-                conn.execute(
-                    update(T)
-                    .where(T.c.id == bindparam("b_id"))
-                    .values(
-                        active=True,
-                        source=CONFIG,
-                        interval_seconds=bindparam("b_interval"),
-                        next_check_at=bindparam("b_next"),
-                    ),
-                    changes,
-                )
-            if gone:
-                conn.execute(update(T).where(T.c.id == bindparam("b_id")).values(active=False), gone)
-            total = conn.execute(select(func.count()).select_from(T).where(T.c.active.is_(True))).scalar_one()
-            return SyncReport(len(inserts) + reactivated, len(gone), len(changes) - reactivated, int(total))
-
-        return self._write(sync)
+        return self._write(lambda conn: targets_table.sync_targets(conn, targets, now, rng))
 
     def add_discovered(
         self, targets: Sequence[Target], now: datetime, rng: random.Random | None = None
     ) -> int:
         """Add the targets not yet in the store (source "crawl" or "sitemap"); return how many were added."""
         rng = rng or random.Random()
-        wanted = {normalize_url(t.url): t for t in targets}
+        return self._write(lambda conn: targets_table.add_discovered(conn, targets, now, rng))
 
-        def add(conn: Connection) -> int:
-            present: set[str] = set()
-            urls = list(wanted)
-            for i in range(0, len(urls), _CHUNK):
-                present.update(
-                    conn.execute(select(T.c.url).where(T.c.url.in_(urls[i : i + _CHUNK]))).scalars()
-                )
-            rows = [
-                _new_target(url, t.source, _seconds(t.interval), now, rng)
-                for url, t in wanted.items()
-                if url not in present
-            ]
-            if not rows:
-                return 0
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            # DO NOTHING: another daemon may add the same URL between our SELECT and INSERT.
-            stmt = dialect.insert(T).on_conflict_do_nothing(index_elements=[T.c.url]).returning(T.c.id)
-            return len(conn.execute(stmt, rows).all())
+    def known_urls(self, urls: Sequence[str]) -> set[str]:
+        """Return those of `urls` that are targets in the store (crawl budgets count new URLs only)."""
+        return self._read(lambda conn: targets_table.known_urls(conn, list(urls)))
 
-        return self._write(add)
+    def count_under(self, prefix: str) -> int:
+        """Return how many targets have a URL under `prefix` (a crawl source's `max_pages` budget)."""
+        return self._read(lambda conn: targets_table.count_under(conn, prefix))
 
     def active_targets(self, urls: Sequence[str] | None = None) -> list[Target]:
         """Return every active target (by URL), or the targets with these URLs in the order given.
@@ -197,23 +135,7 @@ class Archive:
         Raises:
             TargetNotFound: one of `urls` is not in the store.
         """
-        cols = (T.c.url, T.c.interval_seconds, T.c.source)
-
-        def load(conn: Connection) -> list[Target]:
-            if urls is None:
-                rows = conn.execute(select(*cols).where(T.c.active.is_(True)).order_by(T.c.url)).all()
-                return [_target(r) for r in rows]
-            wanted = [_normal(u) for u in urls]
-            found: dict[str, Target] = {}
-            for i in range(0, len(wanted), _CHUNK):
-                for r in conn.execute(select(*cols).where(T.c.url.in_(wanted[i : i + _CHUNK]))):
-                    found[r.url] = _target(r)
-            for url in wanted:
-                if url not in found:
-                    raise TargetNotFound(url)
-            return [found[url] for url in dict.fromkeys(wanted)]
-
-        return self._read(load)
+        return self._read(lambda conn: targets_table.active_targets(conn, urls))
 
     def state_of(self, url: str) -> TargetState:
         """Return what the store knows about `url` before its next check.
@@ -223,7 +145,7 @@ class Archive:
         """
 
         def load(conn: Connection) -> TargetState:
-            row = _target_row(conn, url)
+            row = target_row(conn, url)
             content_type = conn.execute(
                 select(S.c.content_type).where(S.c.target_id == row.id, S.c.version == row.current_version)
             ).scalar()
@@ -236,6 +158,7 @@ class Archive:
                 etag=row.etag,
                 last_modified=row.last_modified,
                 moved_to=row.moved_to,
+                suspicious=row.suspicious,
             )
 
         return self._read(load)
@@ -257,12 +180,14 @@ class Archive:
         """
 
         def write(conn: Connection) -> list[StoredEvent]:
-            target = _target_row(conn, url)
+            target = target_row(conn, url)
             state = outcome.state
             if outcome.new_version:
                 if result.body is None or state.current_version < 1:
                     raise StoreError(f"{target.url}: a new version needs a body and a version number")
-                sha256 = blobs.put(conn, result.body, result.body_sha256, now=now)
+                # the previous version is the delta base: a changed page costs about its change
+                base = outcome.diff_from or target.current_sha256
+                sha256 = blobs.put(conn, result.body, result.body_sha256, base=base, now=now)
                 conn.execute(
                     S.insert().values(
                         target_id=target.id,
@@ -313,6 +238,8 @@ class Archive:
                     etag=state.etag,
                     last_modified=state.last_modified,
                     moved_to=state.moved_to,
+                    suspicious=state.suspicious,
+                    suspicious_since=_suspicious_since(target, state, now),
                     last_checked_at=now,
                     next_check_at=now + timedelta(seconds=target.interval_seconds),
                     lease_owner=None,
@@ -341,7 +268,7 @@ class Archive:
         """
 
         def load(conn: Connection) -> History:
-            target = _target_row(conn, url)
+            target = target_row(conn, url)
             versions = conn.execute(select(S).where(S.c.target_id == target.id).order_by(S.c.version)).all()
             events = conn.execute(select(E).where(E.c.target_id == target.id).order_by(E.c.seq)).all()
             return History(
@@ -369,7 +296,7 @@ class Archive:
             raise UsageError("give a version or a time, not both")
 
         def load(conn: Connection) -> Version:
-            target = _target_row(conn, url)
+            target = target_row(conn, url)
             by_target = select(S).where(S.c.target_id == target.id)
             if at is not None:
                 row = conn.execute(
@@ -415,9 +342,12 @@ class Archive:
             by_status: dict[str, int] = dict(
                 conn.execute(select(T.c.status, func.count()).where(active).group_by(T.c.status)).all()
             )
-            targets, next_at, overdue = conn.execute(
+            targets, next_at, overdue, suspicious = conn.execute(
                 select(
-                    func.count(), func.min(T.c.next_check_at), func.count().filter(T.c.next_check_at < now)
+                    func.count(),
+                    func.min(T.c.next_check_at),
+                    func.count().filter(T.c.next_check_at < now),
+                    func.count().filter(T.c.suspicious.is_not(None)),
                 )
                 .select_from(T)
                 .where(active)
@@ -446,52 +376,53 @@ class Archive:
                 checks_last_hour=int(recent),
                 overdue=int(overdue),
                 database=self.database,
+                suspicious=int(suspicious),
             )
 
         return self._read(load)
 
     def targets(self, status: str | None = None) -> list[TargetSummary]:
-        """Return the active targets (in one `status`, if given), by URL."""
+        """Return the active targets (in one `status`, if given), by URL.
 
-        def load(conn: Connection) -> list[TargetSummary]:
-            cond: ColumnElement[bool] = T.c.active.is_(True)
-            if status is not None:
-                cond = and_(cond, T.c.status == status)
-            rows = conn.execute(select(T).where(cond).order_by(T.c.url)).all()
-            return [
-                TargetSummary(
-                    url=r.url,
-                    status=r.status,
-                    source=r.source,
-                    last_checked_at=r.last_checked_at,
-                    next_check_at=r.next_check_at,
-                    versions=r.current_version,  # versions are numbered 1..n per target
-                    current_sha256=r.current_sha256,
-                    consecutive_failures=r.consecutive_failures,
-                )
-                for r in rows
-            ]
+        `status="suspicious"` lists the targets flagged suspicious, whatever their status.
+        """
+        return self._read(lambda conn: targets_table.summaries(conn, status))
 
-        return self._read(load)
+    def site_at(self, at: datetime, *, batch: int = SITE_BATCH) -> Iterator[SiteEntry]:
+        """Yield, by URL, every target (active or not) with a version first seen by `at`, as it was then.
 
+        Each entry carries the version current at `at` (the latest first seen by then)
+        and, when the document had disappeared by then (the latest of its new, changed,
+        reappeared and disappeared events at or before `at` is a disappearance), the
+        time it disappeared. Reads `batch` targets per short read transaction, so a
+        site of 100,000 documents never loads at once.
+        """
+        after = ""
+        while True:
+            entries = self._read(partial(_site_batch, at=at, after=after, limit=batch))
+            yield from entries
+            if len(entries) < batch:
+                return
+            after = entries[-1].url
 
-def _normal(url: str) -> str:
-    try:
-        return normalize_url(url)
-    except BadURL:
-        return url  # not found below, with the user's spelling in the message
+    # -- retention ---------------------------------------------------------------------------
 
+    def prune_checks(self, before: datetime, batch: int = 10_000) -> int:
+        """Delete the `checks` rows of fetches started before `before`; return how many went.
 
-def _target_row(conn: Connection, url: str) -> AnyRow:
-    normal = _normal(url)
-    row = conn.execute(select(T).where(T.c.url == normal)).first()
-    if row is None:
-        raise TargetNotFound(normal)
-    return row
+        Deletes `batch` rows per transaction, so writers wait for no long lock.
+        """
 
+        def prune(conn: Connection) -> int:
+            oldest = select(C.c.id).where(C.c.started_at < before).order_by(C.c.id).limit(batch)
+            return int(conn.execute(delete(C).where(C.c.id.in_(oldest))).rowcount)
 
-def _target(row: AnyRow) -> Target:
-    return Target(row.url, timedelta(seconds=row.interval_seconds), row.source)
+        total = 0
+        while True:
+            deleted = self._write(prune)
+            total += deleted
+            if deleted < batch:
+                return total
 
 
 def _version(row: AnyRow) -> Version:
@@ -507,29 +438,45 @@ def _version(row: AnyRow) -> Version:
     )
 
 
-def _seconds(interval: timedelta) -> int:
-    return max(0, round(interval.total_seconds()))
+def _suspicious_since(target: AnyRow, state: TargetState, now: datetime) -> datetime | None:
+    if state.suspicious is None:
+        return None
+    return target.suspicious_since if target.suspicious is not None else now
 
 
-def _spread(now: datetime, seconds: int, rng: random.Random) -> datetime:
-    # uniform over [now, now + interval): a fresh config does not check everything at start-up
-    return now + timedelta(seconds=rng.random() * seconds)
-
-
-def _change(target_id: int, seconds: int, next_check_at: datetime) -> dict[str, Any]:
-    return {"b_id": target_id, "b_interval": seconds, "b_next": next_check_at}
-
-
-def _new_target(url: str, source: str, seconds: int, now: datetime, rng: random.Random) -> dict[str, Any]:
-    return {
-        "url": url,
-        "host": host_of(url),
-        "source": source,
-        "active": True,
-        "interval_seconds": seconds,
-        "next_check_at": _spread(now, seconds, rng),
-        "status": Status.NEW.value,
-        "consecutive_failures": 0,
-        "current_version": 0,
-        "created_at": now,
+def _site_batch(conn: Connection, at: datetime, after: str, limit: int) -> list[SiteEntry]:
+    """Return up to `limit` entries of `site_at(at)` with URLs after `after`, by URL."""
+    seen_by_then = exists().where(S.c.target_id == T.c.id, S.c.first_seen <= at)
+    page = conn.execute(
+        select(T.c.id, T.c.url).where(T.c.url > after, seen_by_then).order_by(T.c.url).limit(limit)
+    ).all()
+    if not page:
+        return []
+    ids = [row.id for row in page]
+    # Versions are numbered in the order they were first seen: the highest by `at` is current then.
+    current = (
+        select(S.c.target_id, func.max(S.c.version).label("number"))
+        .where(S.c.target_id.in_(ids), S.c.first_seen <= at)
+        .group_by(S.c.target_id)
+        .subquery()
+    )
+    versions = {
+        row.target_id: _version(row)
+        for row in conn.execute(
+            select(S).join(
+                current, and_(S.c.target_id == current.c.target_id, S.c.version == current.c.number)
+            )
+        )
     }
+    latest = (
+        select(func.max(E.c.seq).label("seq"))
+        .where(E.c.target_id.in_(ids), E.c.kind.in_(_PRESENCE_EVENTS), E.c.at <= at)
+        .group_by(E.c.target_id)
+        .subquery()
+    )
+    gone = {
+        row.target_id: row.at
+        for row in conn.execute(select(E.c.target_id, E.c.kind, E.c.at).join(latest, E.c.seq == latest.c.seq))
+        if row.kind == log.DOCUMENT_DISAPPEARED
+    }
+    return [SiteEntry(row.url, versions.get(row.id), gone.get(row.id)) for row in page]

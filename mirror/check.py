@@ -22,12 +22,23 @@ from structlog.contextvars import bound_contextvars
 
 from mirror import log
 from mirror.archive import Archive
+from mirror.crawl import Discovery
 from mirror.diff import compare
-from mirror.domain import DetectPolicy, Event, FetchLimits, FetchResult, Outcome, Target
+from mirror.domain import (
+    Conditional,
+    DetectPolicy,
+    Event,
+    FetchFailure,
+    FetchLimits,
+    FetchResult,
+    Outcome,
+    Target,
+)
 from mirror.errors import StoreError
 from mirror.fetch import fetch, make_session
-from mirror.judge import judge, with_diff
+from mirror.judge import ROBOTS_ERROR, judge, with_diff
 from mirror.politeness import HostGate
+from mirror.robots import RobotsCache
 from mirror.urls import host_of
 
 logger = structlog.get_logger("mirror.check")
@@ -57,6 +68,7 @@ class CheckReport:
     http_status: int | None
     error: str | None
     events: tuple[str, ...]
+    discovered: int = 0  # new targets found in its links (crawl sources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +96,11 @@ class Checker:
         *,
         worker: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        discovery: Discovery | None = None,
+        robots: RobotsCache | None = None,
     ) -> None:
+        self.discovery = discovery
+        self.robots = robots
         self.archive = archive
         self.limits = limits
         self.policy = policy
@@ -113,8 +129,7 @@ class Checker:
         """Fetch, judge and record one target; log its events. Returns what happened."""
         with bound_contextvars(url=target.url, check_id=uuid.uuid4().hex[:12]):
             state = self.archive.state_of(target.url)
-            with self.gate.slot(host_of(target.url)):
-                result = fetch(target.url, self._session(), self.limits, state.conditional(), self.clock)
+            result = self._fetch(target.url, state.conditional())
             outcome = judge(state, result, self.policy, self.clock())
             if outcome.diff_from is not None and result.body is not None:
                 old = self.archive.read(outcome.diff_from)
@@ -122,7 +137,32 @@ class Checker:
                 outcome = with_diff(outcome, diff, self.policy)
             self.archive.record(target.url, result, outcome, self.clock(), worker=self.worker)
             _log_check(result, outcome)
-            return _report(result, outcome)
+            found = self._discover(target.url, result) if outcome.new_version else 0
+            return _report(result, outcome, found)
+
+    def _fetch(self, url: str, conditional: Conditional) -> FetchResult:
+        """Fetch `url` politely: one slot of its host, and robots.txt asked first where a source says so."""
+        host = host_of(url)
+        with self.gate.slot(host):
+            if self.robots is not None and self.discovery is not None and self.discovery.honours_robots(url):
+                if not self.robots.allowed(url, self._session(), self.limits):
+                    return _forbidden(url, self.clock())
+                delay = self.robots.crawl_delay(host)
+                if delay:
+                    self.gate.defer(host, delay)
+            return fetch(url, self._session(), self.limits, conditional, self.clock)
+
+    def _discover(self, url: str, result: FetchResult) -> int:
+        """Add the in-scope pages a new version links to; return how many were new."""
+        if self.discovery is None or not self.discovery.crawls:
+            return 0
+        targets = self.discovery.found(url, result, self.archive.count_under, self.archive.known_urls)
+        if not targets:
+            return 0
+        added = self.archive.add_discovered(targets, self.clock())
+        if added:
+            logger.info(log.TARGETS_DISCOVERED, url=url, added=added)
+        return added
 
     def run_round(
         self,
@@ -205,7 +245,9 @@ def _event_fields(event: Event, outcome: Outcome) -> dict[str, Any]:
 
 
 def _log_check(result: FetchResult, outcome: Outcome) -> None:
-    if result.error is not None:
+    if result.error is not None and result.error.kind == ROBOTS_ERROR:
+        logger.info(log.CHECK_SKIPPED, url=result.url, error=ROBOTS_ERROR, message=result.error.message)
+    elif result.error is not None:
         logger.warning(
             log.CHECK_FAILED,
             url=result.url,
@@ -220,7 +262,13 @@ def _log_check(result: FetchResult, outcome: Outcome) -> None:
     logger.debug(log.CHECK_DONE, outcome=str(outcome.kind), seconds=round(result.elapsed, 3))
 
 
-def _report(result: FetchResult, outcome: Outcome) -> CheckReport:
+def _forbidden(url: str, now: datetime) -> FetchResult:
+    """Return the result of a fetch that robots.txt forbids: nothing was sent."""
+    failure = FetchFailure(ROBOTS_ERROR, "robots.txt disallows this URL for our user agent")
+    return FetchResult(url, url, None, {}, None, None, failure, now, 0.0)
+
+
+def _report(result: FetchResult, outcome: Outcome, found: int = 0) -> CheckReport:
     return CheckReport(
         url=result.url,
         outcome=str(outcome.kind),
@@ -230,4 +278,5 @@ def _report(result: FetchResult, outcome: Outcome) -> CheckReport:
         http_status=result.status,
         error=result.error.kind if result.error else None,
         events=tuple(e.kind for e in outcome.events),
+        discovered=found,
     )

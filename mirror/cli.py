@@ -223,8 +223,8 @@ def status(app: AppContext, as_json: bool) -> None:
 @click.option(
     "--state",
     "state",
-    type=click.Choice(["new", "ok", "failing", "gone", "moved"]),
-    help="Only targets in this state.",
+    type=click.Choice(["new", "ok", "failing", "gone", "moved", "suspicious"]),
+    help="Only targets in this state; `suspicious`: flagged changes, whatever the state.",
 )
 @json_option
 @pass_app

@@ -33,10 +33,13 @@ from mirror import leases, log
 from mirror.archive import Archive
 from mirror.check import Checker, RoundReport
 from mirror.config import Config, config_path, load_config
+from mirror.crawl import Discovery
 from mirror.db import open_engine
 from mirror.domain import Target
 from mirror.errors import ConfigError, StoreLocked
+from mirror.fetch import make_session
 from mirror.politeness import HostGate
+from mirror.robots import RobotsCache
 
 logger = structlog.get_logger("mirror.service")
 
@@ -45,24 +48,84 @@ SHUTDOWN_GRACE = 30.0  # seconds in-flight checks get to finish after SIGTERM
 
 def _checker(config: Config, archive: Archive, worker: str | None = None) -> Checker:
     gate = HostGate(config.fetch.per_host_concurrency, config.fetch.per_host_delay.total_seconds())
-    return Checker(archive, config.fetch.limits(), config.detect.policy(), gate, worker=worker)
+    return Checker(
+        archive,
+        config.fetch.limits(),
+        config.detect.policy(),
+        gate,
+        worker=worker,
+        discovery=Discovery(config.sources),
+        robots=RobotsCache(),
+    )
+
+
+def sync_config(config: Config, archive: Archive, now: datetime) -> None:
+    """Store the config's targets (and the start pages of its crawl sources)."""
+    report = archive.sync_targets(config.targets, now)
+    seeds = archive.add_discovered(config.discovery_seeds(), now)
+    logger.info(
+        log.TARGETS_SYNCED, added=report.added + seeds, removed=report.removed, total=report.total + seeds
+    )
+
+
+def read_sitemaps(checker: Checker) -> int:
+    """Add the pages the sitemap sources list; return how many were new."""
+    discovery = checker.discovery
+    if discovery is None or not discovery.sitemaps:
+        return 0
+    session = make_session(checker.limits)
+    try:
+        found = discovery.sitemap_targets(
+            session,
+            checker.limits,
+            known_count=checker.archive.count_under,
+            known=checker.archive.known_urls,
+            robots=checker.robots,
+            gate=checker.gate.slot,
+        )
+    finally:
+        session.close()
+    added = checker.archive.add_discovered(found, datetime.now(UTC)) if found else 0
+    logger.info(log.TARGETS_DISCOVERED, source="sitemap", added=added)
+    return added
 
 
 def check_round(config: Config, archive: Archive, urls: list[str], *, progress: bool = False) -> RoundReport:
     """Sync the configured targets, then check all active targets (or `urls`) once; return the report.
 
+    With crawl or sitemap sources and no `urls`, pages found during the round are
+    checked in the same round, until nothing new turns up (`max_pages` bounds it).
+
     Raises:
         TargetNotFound: a URL in `urls` is not a target.
         StoreError: the database failed.
     """
-    report = archive.sync_targets(config.targets, datetime.now(UTC))
-    logger.info(log.TARGETS_SYNCED, added=report.added, removed=report.removed, total=report.total)
-    targets = archive.active_targets(urls or None)
+    sync_config(config, archive, datetime.now(UTC))
     checker = _checker(config, archive)
     try:
-        return checker.run_round(targets, config.fetch.concurrency, progress=progress)
+        if not urls:
+            read_sitemaps(checker)
+        targets = archive.active_targets(urls or None)
+        report = checker.run_round(targets, config.fetch.concurrency, progress=progress)
+        seen = {t.url for t in targets}
+        while not urls and any(r.discovered for r in report.checks):
+            more = [t for t in archive.active_targets() if t.url not in seen]
+            if not more:
+                break
+            seen.update(t.url for t in more)
+            report = _merge(report, checker.run_round(more, config.fetch.concurrency, progress=progress))
+        return report
     finally:
         checker.close()
+
+
+def _merge(first: RoundReport, then: RoundReport) -> RoundReport:
+    counts = dict(first.counts)
+    for kind, n in then.counts.items():
+        counts[kind] = counts.get(kind, 0) + n
+    return RoundReport(
+        first.checks + then.checks, first.elapsed + then.elapsed, first.crashed + then.crashed, counts
+    )
 
 
 def sd_notify(message: str) -> bool:
@@ -177,8 +240,18 @@ class Daemon:
             self.in_flight.pop(url, None)
 
     def sync(self) -> None:
-        report = self.archive.sync_targets(self.running.config.targets, datetime.now(UTC))
-        logger.info(log.TARGETS_SYNCED, added=report.added, removed=report.removed, total=report.total)
+        sync_config(self.running.config, self.archive, datetime.now(UTC))
+
+    def sitemaps(self) -> None:
+        """Maintenance job: read the sitemap sources (daily)."""
+        if not self.stop.is_set():
+            read_sitemaps(self.running.checker)
+
+    def prune(self) -> None:
+        """Maintenance job: delete `checks` rows older than the retention (daily)."""
+        before = datetime.now(UTC) - self.running.config.schedule.check_retention
+        pruned = self.archive.prune_checks(before)
+        logger.info(log.CHECKS_PRUNED, rows=pruned, before=before.isoformat())
 
     def reload(self) -> None:
         """Parse the config again; keep the old one if the new one is invalid."""
@@ -217,6 +290,11 @@ class Daemon:
             coalesce=True,
             next_run_time=datetime.now(UTC),
         )
+        now = datetime.now(UTC)
+        for job, first in ((self.sitemaps, now), (self.prune, now + timedelta(minutes=1))):
+            self.scheduler.add_job(
+                job, "interval", days=1, id=job.__name__, max_instances=1, coalesce=True, next_run_time=first
+            )
         self.scheduler.start()
         logger.info("service.started", owner=self.owner, targets=len(self.running.config.targets), tick=tick)
         sd_notify("READY=1\nSTATUS=checking targets")

@@ -72,6 +72,8 @@ class TargetRow(Base):
     current_version: Mapped[int] = mapped_column(Integer, default=0)
     current_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
+    suspicious: Mapped[str | None] = mapped_column(Text)  # why the last change looked like tampering
+    suspicious_since: Mapped[datetime | None]  # when `suspicious` was last set from empty
 
     __table_args__ = (Index("ix_targets_due", "active", "next_check_at"),)
 
@@ -87,6 +89,12 @@ class BlobRow(Base):
     chain_length: Mapped[int] = mapped_column(Integer, default=0)  # deltas between this and a whole blob
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
+    # The whole blob this one's chain starts from (itself when whole): verify walks blobs by
+    # (root, chain_length) so each base is decoded once. NULL-able only because SQLite cannot
+    # add a NOT NULL column without a default; `put` and migration 0002 always fill it.
+    root_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_blobs_chain_order", "root_sha256", "chain_length", "sha256"),)
 
 
 class SnapshotRow(Base):

@@ -143,3 +143,49 @@ def test_logs_are_json_lines_on_stderr_when_not_on_a_terminal(site, mirror):
     new = [e for e in events if e["event"] == "document.new"]
     assert new and new[0]["url"] == site.url("/log.html")
     assert all("timestamp" in e and "level" in e for e in events)
+
+
+def test_check_crawls_a_linked_site_within_its_scope_in_one_command(site, tmp_path, database_url):
+    site.put("/archive/", b'<a href="a.html">a</a> <a href="sub/">sub</a> <a href="/elsewhere.html">out</a>')
+    site.put("/archive/a.html", b'<a href="../archive/b.html">b</a> <a href="mailto:x@y">mail</a>')
+    site.put("/archive/b.html", b'<a href="a.html">back to a</a> <a href="/archive/">top</a>')
+    site.put("/archive/sub/", b'<frameset><frame src="deep.html"></frameset>')
+    site.put("/archive/sub/deep.html", b"<p>deep page</p>")
+    site.put("/elsewhere.html", b"<p>out of scope</p>")
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        f'[fetch]\nper_host_delay = "0"\nretries = 0\n\n[[sources]]\nstart = "{site.url("/archive/")}"\n'
+        "robots = false\n"
+    )
+    m = Mirror(config, database_url, tmp_path)
+    report = m.json("check")
+    found = sorted(t["url"] for t in m.json("targets")["targets"])
+    assert found == sorted(
+        site.url(p)
+        for p in (
+            "/archive/",
+            "/archive/a.html",
+            "/archive/b.html",
+            "/archive/sub/",
+            "/archive/sub/deep.html",
+        )
+    )
+    assert report["outcomes"] == {"new": 5}
+    assert site.hits("/elsewhere.html") == 0
+
+
+def test_robots_txt_disallow_is_honoured_and_the_check_is_skipped(site, tmp_path, database_url):
+    site.put("/robots.txt", b"User-agent: *\nDisallow: /archive/private/\n", content_type="text/plain")
+    site.put("/archive/", b'<a href="open.html">open</a> <a href="private/secret.html">secret</a>')
+    site.put("/archive/open.html", b"<p>open</p>")
+    site.put("/archive/private/secret.html", b"<p>secret</p>")
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        f'[fetch]\nper_host_delay = "0"\nretries = 0\n\n[[sources]]\nstart = "{site.url("/archive/")}"\n'
+    )
+    m = Mirror(config, database_url, tmp_path)
+    report = m.json("check")
+    by_url = {t["url"]: t for t in report["targets"]}
+    assert by_url[site.url("/archive/private/secret.html")]["outcome"] == "skipped"
+    assert by_url[site.url("/archive/open.html")]["outcome"] == "new"
+    assert site.hits("/archive/private/secret.html") == 0

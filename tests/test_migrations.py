@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from alembic import command
@@ -13,14 +15,16 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from structlog.testing import capture_logs
 
-from mirror import ledger
+from mirror import blobs, ledger, verify
+from mirror.archive import Archive
 from mirror.db import alembic_config, open_engine, run_in_transaction
+from mirror.domain import Event, Target
 from mirror.errors import DatabaseUnavailable, StoreError
-from mirror.log import STORE_MIGRATED
+from mirror.log import DOCUMENT_NEW, STORE_MIGRATED
 from mirror.tables import Base
 from tests.fixtures_store import T0, save_version, watch
 
-HEAD = "0001"
+HEAD = "0002"
 URL = "https://www.prisoncensorship.info/archive/etext/wim/"
 
 
@@ -116,6 +120,82 @@ def test_downgrade_to_nothing_and_upgrade_again_rebuilds_the_schema(engine):
     with engine.connect() as conn, conn.begin():
         command.upgrade(alembic_config(conn), "head")
     assert schema_differences(engine) == []
+
+
+def _store_at_0001(database_url):
+    """Return an engine on a store migrated to 0001 only, holding one version recorded the 0001 way."""
+    engine = open_engine(database_url, migrate=False)
+    with engine.connect() as conn, conn.begin():
+        command.upgrade(alembic_config(conn), "0001")
+    body = b"<html>stored before 0002</html>"
+    digest, packed = hashlib.sha256(body).hexdigest(), blobs.compress(body)
+    Archive(engine).sync_targets([Target(URL, timedelta(hours=1))], T0)
+
+    def record(conn):
+        conn.execute(
+            text(
+                "INSERT INTO blobs (sha256, size, stored_size, codec, chain_length, data, created_at) "
+                "VALUES (:sha, :size, :stored, 'zstd', 0, :data, :at)"
+            ),
+            {"sha": digest, "size": len(body), "stored": len(packed), "data": packed, "at": T0},
+        )
+        target_id = conn.execute(text("SELECT id FROM targets")).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO snapshots (target_id, version, sha256, size, first_seen, last_seen, headers) "
+                "VALUES (:t, 1, :sha, :size, :at, :at, '{}')"
+            ),
+            {"t": target_id, "sha": digest, "size": len(body), "at": T0},
+        )
+        conn.execute(
+            text("UPDATE targets SET current_version = 1, current_sha256 = :sha, status = 'ok'"),
+            {"sha": digest},
+        )
+        event = Event(DOCUMENT_NEW, URL, T0, new_sha256=digest, status=200)
+        ledger.append(conn, event, target_id, None)
+
+    run_in_transaction(engine, record)
+    return engine, body
+
+
+def test_upgrading_a_0001_store_keeps_its_data_and_new_versions_chain_onto_it(database_url):
+    engine, body = _store_at_0001(database_url)
+    try:
+        with capture_logs() as logs:
+            engine.dispose()
+            engine = open_engine(database_url)
+        assert [(e["from_revision"], e["to_revision"]) for e in logs if e["event"] == STORE_MIGRATED] == [
+            ("0001", HEAD)
+        ]
+        assert schema_differences(engine) == []
+        archive = Archive(engine)
+        assert archive.read(archive.version(URL).sha256) == body
+        assert archive.state_of(URL).suspicious is None
+        assert archive.targets("suspicious") == []
+
+        changed = body.replace(b"before", b"after")
+        save_version(archive, URL, changed, T0 + timedelta(hours=1))
+        with engine.connect() as conn:
+            root, chained = conn.execute(
+                text("SELECT root_sha256, base_sha256 FROM blobs ORDER BY chain_length")
+            ).all()
+        assert root == (hashlib.sha256(body).hexdigest(), None)  # the migration filled the root
+        assert chained == (root[0], root[0])  # the new version is a delta of the old one
+        assert verify.run(engine).ok
+    finally:
+        engine.dispose()
+
+
+def test_downgrading_to_0001_keeps_targets_and_versions(engine):
+    watch(Archive(engine), URL)
+    save_version(Archive(engine), URL, b"kept", T0)
+    with engine.connect() as conn, conn.begin():
+        command.downgrade(alembic_config(conn), "0001")
+    assert revision(engine) == "0001"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT url FROM targets")).scalars().all() == [URL]
+        assert conn.execute(text("SELECT count(*) FROM blobs")).scalar_one() == 1
+    assert "suspicious" not in {c["name"] for c in inspect(engine).get_columns("targets")}
 
 
 def test_a_snapshot_cannot_name_a_blob_that_is_not_stored(engine):

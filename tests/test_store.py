@@ -7,6 +7,7 @@ import random
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -18,7 +19,7 @@ from mirror import blobs, ledger
 from mirror.db import RetrySettings, run_in_transaction
 from mirror.domain import Event, Outcome, OutcomeKind, Status, Target, TargetState
 from mirror.errors import StoreError, TargetNotFound, UsageError, VersionNotFound
-from mirror.log import DOCUMENT_CHANGED, DOCUMENT_DISAPPEARED, DOCUMENT_NEW, STORE_RETRY
+from mirror.log import DOCUMENT_CHANGED, DOCUMENT_DISAPPEARED, DOCUMENT_NEW, DOCUMENT_REAPPEARED, STORE_RETRY
 from mirror.tables import Base
 from tests.fixtures_store import HOUR, T0, fetched, save_failure, save_unchanged, save_version, sha, watch
 
@@ -557,3 +558,130 @@ def test_a_postgresql_connection_killed_mid_transaction_is_retried_on_a_new_one(
         assert engine.pool.checkedout() == 0
     finally:
         engine.dispose()
+
+
+# -- the suspicious flag -----------------------------------------------------------------------
+
+
+def save_change(archive, url: str, body: bytes, at, *, suspicious: str | None = None):
+    """Record a new version of `url` that judge found suspicious (or not)."""
+    state = archive.state_of(url)
+    number = state.current_version + 1
+    kind = DOCUMENT_NEW if number == 1 else DOCUMENT_CHANGED
+    event = Event(kind, url, at, old_sha256=state.current_sha256, new_sha256=sha(body), status=200)
+    new_state = TargetState(Status.OK, sha(body), number, "text/html", suspicious=suspicious)
+    outcome = Outcome(
+        OutcomeKind.NEW if number == 1 else OutcomeKind.CHANGED,
+        new_state,
+        (event,),
+        new_version=True,
+        diff_from=state.current_sha256,
+    )
+    return archive.record(url, fetched(url, body, at), outcome, at)
+
+
+SHRANK = "text shrank by 91% (from 5200 to 460 characters)"
+
+
+def test_a_suspicious_change_flags_the_target_from_then_until_an_ordinary_change(archive):
+    watch(archive, URL, OTHER)
+    save_change(archive, URL, b"<p>the whole statement</p>" * 200, T0)
+    save_change(archive, OTHER, b"<p>another page</p>", T0)
+    save_change(archive, URL, b"<p>Page removed.</p>", T0 + HOUR, suspicious=SHRANK)
+
+    assert archive.state_of(URL).suspicious == SHRANK
+    (flagged,) = archive.targets("suspicious")
+    assert (flagged.url, flagged.suspicious, flagged.suspicious_since) == (URL, SHRANK, T0 + HOUR)
+    assert archive.status(T0 + HOUR).suspicious == 1
+
+    save_unchanged(archive, URL, T0 + 2 * HOUR)  # judge keeps the reason while nothing changes
+    save_failure(archive, URL, T0 + 3 * HOUR, status=404)  # still flagged once gone, from the same time
+    (flagged,) = archive.targets("suspicious")
+    assert (flagged.status, flagged.suspicious_since) == ("gone", T0 + HOUR)
+    assert archive.targets("gone") == [flagged]
+
+    save_change(archive, URL, b"<p>the whole statement, restored</p>" * 200, T0 + 4 * HOUR)
+    assert archive.state_of(URL).suspicious is None
+    assert archive.targets("suspicious") == []
+    assert {t.url: t.suspicious_since for t in archive.targets()} == {URL: None, OTHER: None}
+    assert archive.status(T0 + 4 * HOUR).suspicious == 0
+
+
+# -- a whole site at a time --------------------------------------------------------------------
+
+
+def save_reappeared(archive, url: str, at) -> None:
+    """Record a check that found a gone document back with the content it had."""
+    state = archive.state_of(url)
+    event = Event(DOCUMENT_REAPPEARED, url, at, new_sha256=state.current_sha256, status=200)
+    outcome = Outcome(
+        OutcomeKind.REAPPEARED,
+        replace(state, status=Status.OK, consecutive_failures=0),
+        (event,),
+        seen_again=True,
+    )
+    body = archive.read(state.current_sha256)
+    archive.record(url, fetched(url, body, at), outcome, at)
+
+
+def site(archive, at, **kw) -> dict[str, tuple[int | None, object]]:
+    return {e.url: (e.version.number if e.version else None, e.gone_since) for e in archive.site_at(at, **kw)}
+
+
+def test_a_site_at_a_time_has_each_document_as_it_was_and_those_gone_by_then(archive):
+    a, b, c, d, e = _urls(5)
+    watch(archive, a, b, c, d, e)
+    save_version(archive, a, b"a1", T0)
+    save_version(archive, b, b"b1", T0 + HOUR)
+    save_version(archive, d, b"d1", T0 + HOUR)
+    save_version(archive, a, b"a2", T0 + 2 * HOUR)
+    save_failure(archive, b, T0 + 3 * HOUR, status=404)  # disappeared
+    watch(archive, a, b, c, e, now=T0 + 4 * HOUR)  # d no longer configured: its history still counts
+    save_reappeared(archive, b, T0 + 5 * HOUR)
+    save_version(archive, e, b"e1", T0 + 10 * HOUR)
+    # c is never fetched: it has no version at any time
+
+    assert site(archive, T0 - MINUTE) == {}
+    assert site(archive, T0) == {a: (1, None)}
+    assert site(archive, T0 + HOUR) == {a: (1, None), b: (1, None), d: (1, None)}
+    assert site(archive, T0 + 3 * HOUR - MINUTE) == {a: (2, None), b: (1, None), d: (1, None)}
+    assert site(archive, T0 + 3 * HOUR) == {a: (2, None), b: (1, T0 + 3 * HOUR), d: (1, None)}
+    assert site(archive, T0 + 5 * HOUR) == {a: (2, None), b: (1, None), d: (1, None)}
+    assert site(archive, T0 + 10 * HOUR) == {a: (2, None), b: (1, None), d: (1, None), e: (1, None)}
+    (gone,) = [x for x in archive.site_at(T0 + 4 * HOUR) if x.gone_since is not None]
+    assert (gone.url, gone.version.sha256, gone.version.first_seen) == (b, sha(b"b1"), T0 + HOUR)
+
+
+def test_a_site_streams_in_batches_ordered_by_url(archive):
+    urls = _urls(7)
+    watch(archive, *urls)
+    for i, url in enumerate(urls):
+        save_version(archive, url, f"page {i}".encode(), T0)
+
+    entries = archive.site_at(T0 + HOUR, batch=3)
+
+    assert not isinstance(entries, list)
+    assert [x.url for x in entries] == sorted(urls)
+    assert [x.url for x in archive.site_at(T0, batch=7)] == sorted(urls)
+
+
+# -- check retention ---------------------------------------------------------------------------
+
+
+def test_pruning_checks_deletes_only_those_started_before_the_cut_in_batches(archive, engine):
+    watch(archive, URL, OTHER)
+    save_version(archive, URL, b"kept", T0)
+    for i in range(1, 12):
+        save_unchanged(archive, URL, T0 + i * MINUTE)
+        save_failure(archive, OTHER, T0 + i * MINUTE, status=None)
+
+    assert archive.prune_checks(T0 + 6 * MINUTE, batch=4) == 11  # T0, and minutes 1 to 5 of both
+
+    checks = Base.metadata.tables["checks"]
+    with engine.connect() as conn:
+        kept = conn.execute(select(checks.c.started_at)).scalars().all()
+    assert len(kept) == 12
+    assert min(kept) == T0 + 6 * MINUTE
+    assert archive.prune_checks(T0 + 6 * MINUTE) == 0
+    assert len(archive.history(URL).versions) == 1
+    assert count(engine, "events") == 1

@@ -1,0 +1,234 @@
+"""The `targets` table: kept in step with the config and with discovery, looked up and listed.
+
+`Archive` runs these inside its transactions (`sync_targets` and `add_discovered` in one
+write transaction each, a few bulk statements whatever the number of targets).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, and_, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from mirror.domain import Status, Target
+from mirror.errors import TargetNotFound
+from mirror.tables import Base, TargetRow
+from mirror.urls import BadURL, host_of, normalize_url
+
+T = Base.metadata.tables[TargetRow.__tablename__]
+AnyRow = Row[*tuple[Any, ...]]
+
+CONFIG = "config"
+SUSPICIOUS = "suspicious"  # `summaries(status=...)` of targets flagged suspicious, whatever their status
+CHUNK = 500  # URLs per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What `sync_targets` changed. A configured target that comes back counts as added."""
+
+    added: int
+    removed: int
+    updated: int
+    total: int  # active targets after the sync, configured and discovered
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSummary:
+    """One active target, for `mirror targets`."""
+
+    url: str
+    status: str
+    source: str
+    last_checked_at: datetime | None
+    next_check_at: datetime | None
+    versions: int
+    current_sha256: str | None
+    consecutive_failures: int
+    suspicious: str | None = None  # why the last change looked like tampering
+    suspicious_since: datetime | None = None
+
+
+def sync_targets(
+    conn: Connection, targets: Sequence[Target], now: datetime, rng: random.Random
+) -> SyncReport:
+    """Make the configured targets in the store match `targets`; return what changed.
+
+    New targets get their first check spread uniformly over [now, now + interval).
+    A changed interval is saved (and a next check beyond the new interval is
+    brought forward). Configured targets no longer listed become inactive, their
+    history kept; one listed again is active again. Discovered targets are left
+    alone. A few bulk statements, whatever the number of targets.
+    """
+    wanted = {normalize_url(t.url): seconds_of(t.interval) for t in targets}
+    cols = (T.c.id, T.c.url, T.c.source, T.c.active, T.c.interval_seconds, T.c.next_check_at)
+    existing = {row.url: row for row in conn.execute(select(*cols))}
+    inserts, changes, gone = [], [], []
+    reactivated = 0
+    for url, seconds in wanted.items():
+        row = existing.get(url)
+        if row is None:
+            inserts.append(_new_target(url, CONFIG, seconds, now, rng))
+        elif not row.active:
+            reactivated += 1
+            changes.append(_change(row.id, seconds, _spread(now, seconds, rng)))
+        elif row.interval_seconds != seconds or row.source != CONFIG:
+            changes.append(_change(row.id, seconds, min(row.next_check_at, now + timedelta(seconds=seconds))))
+    for row in existing.values():
+        if row.active and row.source == CONFIG and row.url not in wanted:
+            gone.append({"b_id": row.id})
+    if inserts:
+        conn.execute(T.insert(), inserts)
+    if changes:
+        conn.execute(
+            update(T)
+            .where(T.c.id == bindparam("b_id"))
+            .values(
+                active=True,
+                source=CONFIG,
+                interval_seconds=bindparam("b_interval"),
+                next_check_at=bindparam("b_next"),
+            ),
+            changes,
+        )
+    if gone:
+        conn.execute(update(T).where(T.c.id == bindparam("b_id")).values(active=False), gone)
+    total = conn.execute(select(func.count()).select_from(T).where(T.c.active.is_(True))).scalar_one()
+    return SyncReport(len(inserts) + reactivated, len(gone), len(changes) - reactivated, int(total))
+
+
+def add_discovered(conn: Connection, targets: Sequence[Target], now: datetime, rng: random.Random) -> int:
+    """Add the targets not yet in the store (source "crawl" or "sitemap"); return how many were added."""
+    wanted = {normalize_url(t.url): t for t in targets}
+    present = known_urls(conn, list(wanted))
+    rows = [
+        _new_target(url, t.source, seconds_of(t.interval), now, rng)
+        for url, t in wanted.items()
+        if url not in present
+    ]
+    if not rows:
+        return 0
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    # DO NOTHING: another daemon may add the same URL between our SELECT and INSERT.
+    stmt = dialect.insert(T).on_conflict_do_nothing(index_elements=[T.c.url]).returning(T.c.id)
+    return len(conn.execute(stmt, rows).all())
+
+
+def known_urls(conn: Connection, urls: Sequence[str]) -> set[str]:
+    """Return those of `urls` (normalised) that are targets in the store, active or not."""
+    present: set[str] = set()
+    for i in range(0, len(urls), CHUNK):
+        present.update(conn.execute(select(T.c.url).where(T.c.url.in_(urls[i : i + CHUNK]))).scalars())
+    return present
+
+
+def count_under(conn: Connection, prefix: str) -> int:
+    """Return how many targets (active or not) have a URL starting with `prefix`."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    stmt = select(func.count()).select_from(T).where(T.c.url.like(escaped + "%", escape="\\"))
+    return int(conn.execute(stmt).scalar_one())
+
+
+def active_targets(conn: Connection, urls: Sequence[str] | None = None) -> list[Target]:
+    """Return every active target (by URL), or the targets with these URLs in the order given.
+
+    Raises:
+        TargetNotFound: one of `urls` is not in the store.
+    """
+    cols = (T.c.url, T.c.interval_seconds, T.c.source)
+    if urls is None:
+        rows = conn.execute(select(*cols).where(T.c.active.is_(True)).order_by(T.c.url)).all()
+        return [_target(r) for r in rows]
+    wanted = [normal(u) for u in urls]
+    found: dict[str, Target] = {}
+    for i in range(0, len(wanted), CHUNK):
+        for r in conn.execute(select(*cols).where(T.c.url.in_(wanted[i : i + CHUNK]))):
+            found[r.url] = _target(r)
+    for url in wanted:
+        if url not in found:
+            raise TargetNotFound(url)
+    return [found[url] for url in dict.fromkeys(wanted)]
+
+
+def summaries(conn: Connection, status: str | None = None) -> list[TargetSummary]:
+    """Return the active targets (in one `status`, or flagged when it is `SUSPICIOUS`), by URL."""
+    cond: ColumnElement[bool] = T.c.active.is_(True)
+    if status == SUSPICIOUS:
+        cond = and_(cond, T.c.suspicious.is_not(None))
+    elif status is not None:
+        cond = and_(cond, T.c.status == status)
+    return [
+        TargetSummary(
+            url=r.url,
+            status=r.status,
+            source=r.source,
+            last_checked_at=r.last_checked_at,
+            next_check_at=r.next_check_at,
+            versions=r.current_version,  # versions are numbered 1..n per target
+            current_sha256=r.current_sha256,
+            consecutive_failures=r.consecutive_failures,
+            suspicious=r.suspicious,
+            suspicious_since=r.suspicious_since,
+        )
+        for r in conn.execute(select(T).where(cond).order_by(T.c.url))
+    ]
+
+
+def target_row(conn: Connection, url: str) -> AnyRow:
+    """Return the `targets` row of `url` (in any spelling that normalises to it).
+
+    Raises:
+        TargetNotFound: the URL is not in the store.
+    """
+    url = normal(url)
+    row = conn.execute(select(T).where(T.c.url == url)).first()
+    if row is None:
+        raise TargetNotFound(url)
+    return row
+
+
+def normal(url: str) -> str:
+    """Return `url` normalised, or as given when it is not a URL (so "not found" quotes the user)."""
+    try:
+        return normalize_url(url)
+    except BadURL:
+        return url
+
+
+def seconds_of(interval: timedelta) -> int:
+    """Return an interval in whole seconds (never negative), as `targets.interval_seconds` holds it."""
+    return max(0, round(interval.total_seconds()))
+
+
+def _target(row: AnyRow) -> Target:
+    return Target(row.url, timedelta(seconds=row.interval_seconds), row.source)
+
+
+def _spread(now: datetime, seconds: int, rng: random.Random) -> datetime:
+    # uniform over [now, now + interval): a fresh config does not check everything at start-up
+    return now + timedelta(seconds=rng.random() * seconds)
+
+
+def _change(target_id: int, seconds: int, next_check_at: datetime) -> dict[str, Any]:
+    return {"b_id": target_id, "b_interval": seconds, "b_next": next_check_at}
+
+
+def _new_target(url: str, source: str, seconds: int, now: datetime, rng: random.Random) -> dict[str, Any]:
+    return {
+        "url": url,
+        "host": host_of(url),
+        "source": source,
+        "active": True,
+        "interval_seconds": seconds,
+        "next_check_at": _spread(now, seconds, rng),
+        "status": Status.NEW.value,
+        "consecutive_failures": 0,
+        "current_version": 0,
+        "created_at": now,
+    }

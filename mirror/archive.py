@@ -72,6 +72,8 @@ class StoreStatus:
     overdue: int
     database: str
     suspicious: int = 0  # active targets whose last change looked like tampering
+    lag_seconds: float = 0.0  # how far the most overdue target is behind its schedule
+    checking: int = 0  # targets leased by a daemon right now (being checked or queued)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +168,20 @@ class Archive:
     # -- recording ---------------------------------------------------------------------------
 
     def record(
-        self, url: str, result: FetchResult, outcome: Outcome, now: datetime, *, worker: str | None = None
+        self,
+        url: str,
+        result: FetchResult,
+        outcome: Outcome,
+        now: datetime,
+        *,
+        worker: str | None = None,
+        next_check_in: timedelta | None = None,
     ) -> list[StoredEvent]:
         """Store one check of `url` in one transaction; return its events as chained.
 
         The blob and snapshot (for a new version), the check row, the events and the
-        target's new state (lease cleared, next check one interval from `now`) are
-        written together or not at all.
+        target's new state (lease cleared, next check `next_check_in` from `now`, by
+        default one interval) are written together or not at all.
 
         Raises:
             TargetNotFound: the URL is not in the store.
@@ -241,7 +250,7 @@ class Archive:
                     suspicious=state.suspicious,
                     suspicious_since=_suspicious_since(target, state, now),
                     last_checked_at=now,
-                    next_check_at=now + timedelta(seconds=target.interval_seconds),
+                    next_check_at=now + (next_check_in or timedelta(seconds=target.interval_seconds)),
                     lease_owner=None,
                     lease_until=None,
                 )
@@ -342,12 +351,13 @@ class Archive:
             by_status: dict[str, int] = dict(
                 conn.execute(select(T.c.status, func.count()).where(active).group_by(T.c.status)).all()
             )
-            targets, next_at, overdue, suspicious = conn.execute(
+            targets, next_at, overdue, suspicious, checking = conn.execute(
                 select(
                     func.count(),
                     func.min(T.c.next_check_at),
                     func.count().filter(T.c.next_check_at < now),
                     func.count().filter(T.c.suspicious.is_not(None)),
+                    func.count().filter(T.c.lease_until >= now),
                 )
                 .select_from(T)
                 .where(active)
@@ -375,6 +385,8 @@ class Archive:
                 next_check_at=next_at,
                 checks_last_hour=int(recent),
                 overdue=int(overdue),
+                lag_seconds=max(0.0, (now - next_at).total_seconds()) if next_at else 0.0,
+                checking=int(checking),
                 database=self.database,
                 suspicious=int(suspicious),
             )

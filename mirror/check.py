@@ -6,6 +6,7 @@ through `archive`. It decides nothing: `judge` does.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -13,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -52,8 +53,16 @@ _LEVELS = {
 }
 
 
+JITTER = 0.05  # next checks land within ±5% of the interval, so targets added together drift apart
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def jittered(interval: timedelta) -> timedelta:
+    """Return `interval` moved by up to ±JITTER of itself, at random."""
+    return interval * (1 + random.uniform(-JITTER, JITTER))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +144,14 @@ class Checker:
                 old = self.archive.read(outcome.diff_from)
                 diff = compare(old, state.content_type, result.body, result.content_type)
                 outcome = with_diff(outcome, diff, self.policy)
-            self.archive.record(target.url, result, outcome, self.clock(), worker=self.worker)
+            self.archive.record(
+                target.url,
+                result,
+                outcome,
+                self.clock(),
+                worker=self.worker,
+                next_check_in=jittered(target.interval),
+            )
             _log_check(result, outcome)
             found = self._discover(target.url, result) if outcome.new_version else 0
             return _report(result, outcome, found)

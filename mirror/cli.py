@@ -216,7 +216,9 @@ def status(app: AppContext, as_json: bool) -> None:
     click.echo(f"last check:      {_fmt_time(report.last_check_at)}")
     click.echo(f"next due:        {_fmt_time(report.next_check_at)}")
     click.echo(f"checks, 1 hour:  {report.checks_last_hour}")
-    click.echo(f"overdue:         {report.overdue}")
+    click.echo(f"overdue:         {report.overdue} (lag {report.lag_seconds:.0f}s)")
+    click.echo(f"checking now:    {report.checking}")
+    click.echo(f"suspicious:      {report.suspicious}")
 
 
 @cli.command()
@@ -401,14 +403,20 @@ def restore(
     is_flag=True,
     help="Only print the chain head (seq and hash), to publish elsewhere.",
 )
+@click.option(
+    "--published",
+    metavar="SEQ:HASH",
+    help="A head published earlier: also check that event SEQ still has HASH.",
+)
 @json_option
 @pass_app
-def verify(app: AppContext, head_only: bool, as_json: bool) -> None:
+def verify(app: AppContext, head_only: bool, published: str | None, as_json: bool) -> None:
     """Re-hash every blob, check every snapshot and recompute the event chain; exit 1 on damage.
 
     Example:
         mirror verify
         mirror verify --head
+        mirror verify --published 1234:9f2c0e...
     """
     import structlog
 
@@ -423,6 +431,7 @@ def verify(app: AppContext, head_only: bool, as_json: bool) -> None:
         else:
             click.echo(f"{seq} {digest}")
         return
+    expected = _published(published) if published else None
     bar = None
     if sys.stderr.isatty() and not as_json:
         from tqdm import tqdm
@@ -435,6 +444,8 @@ def verify(app: AppContext, head_only: bool, as_json: bool) -> None:
     finally:
         if bar is not None:
             bar.close()
+    if expected is not None:
+        fixity.check_published(engine, report, *expected)
     logger = structlog.get_logger("mirror.verify")
     for p in report.problems:
         logger.error(INTEGRITY_DAMAGED, item=p.item, key=p.key, problem=p.problem, url=p.url)
@@ -461,6 +472,13 @@ def verify(app: AppContext, head_only: bool, as_json: bool) -> None:
         click.echo("intact" if report.ok else f"{len(report.problems)} problems found")
     if not report.ok:
         raise SystemExit(EXIT_DAMAGED)
+
+
+def _published(text: str) -> tuple[int, str]:
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+        raise UsageError(f"--published: expected SEQ:HASH (a number and 64 hex digits), got {text!r}")
+    return int(seq), digest
 
 
 def _one_of(spec: str | None, at: str | None) -> str | None:

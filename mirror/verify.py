@@ -80,6 +80,24 @@ def head(engine: Engine) -> tuple[int, str]:
     return read(engine, ledger.head)
 
 
+def check_published(engine: Engine, report: VerifyReport, seq: int, digest: str) -> None:
+    """Add a problem to `report` unless event `seq` still carries the published hash `digest`."""
+
+    def load(conn: Connection) -> str | None:
+        value = conn.execute(select(E.c.hash).where(E.c.seq == seq)).scalar()
+        return None if value is None else str(value)
+
+    stored = read(engine, load)
+    if stored is None:
+        report.problems.append(Problem("head", f"#{seq}", "the published head's event is missing"))
+    elif stored != digest.lower():
+        report.problems.append(
+            Problem(
+                "head", f"#{seq}", f"carries hash {stored}, not the published {digest}: history was rewritten"
+            )
+        )
+
+
 def total_blob_bytes(engine: Engine) -> int:
     """Return the content bytes verify will re-hash (for a progress bar)."""
     from sqlalchemy import func

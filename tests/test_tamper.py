@@ -169,3 +169,47 @@ def test_verify_command_exits_1_and_names_the_damage_then_0_when_intact(filled, 
     assert any(p["item"] == "event" and p["key"] == "#5" for p in json.loads(damaged.stdout)["problems"])
     logged = [json.loads(line) for line in damaged.stderr.decode().splitlines()]
     assert any(e["event"] == "integrity.damaged" for e in logged)
+
+
+def test_a_rewritten_history_is_caught_against_a_published_head(filled, database_url, tmp_path):
+    config = tmp_path / "mirror.toml"
+    config.write_text("")
+    env = {**os.environ, "MIRROR_DATABASE_URL": database_url}
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "mirror", "--config", str(config), "verify", *args],
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+
+    head = run("--head").stdout.decode().split()
+    published = f"{head[0]}:{head[1]}"
+    assert run("--published", published).returncode == 0
+
+    # Rewrite the whole chain consistently from event 2 on: only the published head can tell.
+    from mirror import ledger
+
+    with filled.engine.begin() as conn:
+        entries = list(ledger.walk(conn))
+        prev = entries[0].event.hash
+        for entry in entries[1:]:
+            event = entry.event
+            if event.seq == 2:
+                event = event.__class__(
+                    **{**{f: getattr(event, f) for f in event.__slots__}, "url": "https://forged.example/"}
+                )
+            digest = ledger.chain_hash(prev, event)
+            conn.execute(
+                text("UPDATE events SET url = :u, prev_hash = :p, hash = :h WHERE seq = :s"),
+                {"u": event.url, "p": prev, "h": digest, "s": event.seq},
+            )
+            prev = digest
+        conn.execute(text("UPDATE ledger_head SET hash = :h"), {"h": prev})
+    assert run().returncode == 0  # consistent with itself
+    caught = run("--published", published, "--json")
+    assert caught.returncode == 1
+    (problem,) = json.loads(caught.stdout)["problems"]
+    assert problem["item"] == "head"
+    assert "rewritten" in problem["problem"]

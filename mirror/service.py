@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -195,6 +196,7 @@ class Daemon:
         self.reload_requested = threading.Event()
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.extended_at = datetime.now(UTC)
+        self.freed = threading.Event()  # set when a worker finishes: dispatch may claim more
 
     # -- jobs -------------------------------------------------------------
     def lease_length(self) -> timedelta:
@@ -202,29 +204,38 @@ class Daemon:
         return max(self.running.config.schedule.lease, 3 * self.running.config.schedule.tick)
 
     def dispatch(self) -> None:
-        """Claim as many due targets as there are free workers and submit them."""
-        if self.stop.is_set():
-            return
-        now = datetime.now(UTC)
-        with self.lock:
-            free = self.running.config.fetch.concurrency * 2 - len(self.in_flight)
-            held = list(self.in_flight)
-        lease = self.lease_length()
-        if held and now - self.extended_at > lease / 3:
-            # Keep what we still work on: an expired lease would let another daemon check it too.
-            leases.extend(self.archive.engine, self.owner, held, now + lease)
-            self.extended_at = now
-        claimed = leases.claim_due(
-            self.archive.engine, self.owner, datetime.now(UTC), free, self.lease_length()
-        )
-        checker = self.running.checker
-        for target in claimed:
-            future: Future[object] = self.pool.submit(self._check, checker, target)
+        """Claim due targets for free workers and submit them, until none is due or the tick is over.
+
+        Claiming goes on as workers finish within one tick, so throughput is bounded
+        by the workers, not by `tick`: at most `2 × concurrency` targets are held at once.
+        """
+        tick = self.running.config.schedule.tick.total_seconds()
+        until = time.monotonic() + tick
+        while not self.stop.is_set() and time.monotonic() < until:
+            self.freed.clear()
+            now = datetime.now(UTC)
             with self.lock:
-                self.in_flight[target.url] = future
-            future.add_done_callback(functools.partial(self._done, target.url))
-        if claimed:
-            logger.debug("dispatch.claimed", count=len(claimed))
+                free = self.running.config.fetch.concurrency * 2 - len(self.in_flight)
+                held = list(self.in_flight)
+            lease = self.lease_length()
+            if held and now - self.extended_at > lease / 3:
+                # Keep what we still work on: an expired lease would let another daemon check it too.
+                leases.extend(self.archive.engine, self.owner, held, now + lease)
+                self.extended_at = now
+            if free <= 0:
+                self.freed.wait(max(0.0, until - time.monotonic()))
+                continue
+            claimed = leases.claim_due(self.archive.engine, self.owner, now, free, lease)
+            checker = self.running.checker
+            for target in claimed:
+                future: Future[object] = self.pool.submit(self._check, checker, target)
+                with self.lock:
+                    self.in_flight[target.url] = future
+                future.add_done_callback(functools.partial(self._done, target.url))
+            if claimed:
+                logger.debug("dispatch.claimed", count=len(claimed))
+            if len(claimed) < free:
+                return  # nothing more is due now
 
     def _check(self, checker: Checker, target: Target) -> object:
         if self.stop.is_set():
@@ -238,6 +249,7 @@ class Daemon:
     def _done(self, url: str, _future: Future[object]) -> None:
         with self.lock:
             self.in_flight.pop(url, None)
+        self.freed.set()
 
     def sync(self) -> None:
         sync_config(self.running.config, self.archive, datetime.now(UTC))
@@ -296,7 +308,14 @@ class Daemon:
                 job, "interval", days=1, id=job.__name__, max_instances=1, coalesce=True, next_run_time=first
             )
         self.scheduler.start()
-        logger.info("service.started", owner=self.owner, targets=len(self.running.config.targets), tick=tick)
+        status = self.archive.status(datetime.now(UTC))
+        logger.info(
+            "service.started",
+            owner=self.owner,
+            targets=status.targets,
+            tick=tick,
+            next_check_at=status.next_check_at.isoformat() if status.next_check_at else None,
+        )
         sd_notify("READY=1\nSTATUS=checking targets")
         try:
             while not self.stop.wait(1.0):

@@ -1,0 +1,97 @@
+"""`mirror` run as users run it: a subprocess with a config file and `$MIRROR_DATABASE_URL`.
+
+Each store lives in a folder of its own, so its bytes on disk are the sizes of
+the files in that folder (the SQLite file, and its WAL while a process has it open).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONCURRENCY = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """A finished command: wall seconds and what it printed on stdout."""
+
+    seconds: float
+    stdout: str
+    returncode: int = 0
+
+    def json(self) -> Any:
+        """Return stdout parsed as the command's one JSON document."""
+        return json.loads(self.stdout)
+
+
+def write_config(
+    folder: Path,
+    urls: Sequence[str],
+    *,
+    interval: str = "6h",
+    tick: str = "5s",
+    concurrency: int = CONCURRENCY,
+) -> Path:
+    """Write `mirror.toml` (politeness off) and `targets.txt` (`urls`) in `folder`; return the config file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "targets.txt").write_text("".join(f"{u}\n" for u in urls))
+    config = folder / "mirror.toml"
+    config.write_text(
+        'targets_file = "targets.txt"\n\n'
+        f'[storage]\ndatabase = "sqlite:///{folder / "store" / "mirror.db"}"\n\n'
+        f'[schedule]\ninterval = "{interval}"\ntick = "{tick}"\n\n'
+        f'[fetch]\nconcurrency = {concurrency}\nper_host_concurrency = {concurrency}\nper_host_delay = "0"\n'
+        'timeout = "60s"\n'
+    )
+    return config
+
+
+class Mirror:
+    """One store and one config, driven through the `mirror` command line."""
+
+    def __init__(self, folder: Path, config: Path) -> None:
+        self.folder = folder
+        self.store = folder / "store"
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.database = f"sqlite:///{self.store / 'mirror.db'}"
+        self.log = folder / "mirror.log"
+        self.env = {**os.environ, "MIRROR_DATABASE_URL": self.database, "MIRROR_CONFIG": str(config)}
+
+    def argv(self, *args: str) -> list[str]:
+        """Return the command line of `mirror ARGS` with this config, logs as JSON lines."""
+        return [sys.executable, "-m", "mirror", "--config", str(self.config), "--log-format", "json", *args]
+
+    def run(self, *args: str, check: bool = True) -> Timed:
+        """Run `mirror ARGS`, its logs appended to `mirror.log`; return its wall time and stdout.
+
+        Raises:
+            RuntimeError: it exited non-zero (with `check`); the log's tail is in the message.
+        """
+        with self.log.open("ab") as log:
+            started = time.perf_counter()
+            done = subprocess.run(
+                self.argv(*args),
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+            seconds = time.perf_counter() - started
+        if check and done.returncode != 0:
+            tail = [line[:300] for line in self.log.read_text(errors="replace").splitlines()[-5:]]
+            raise RuntimeError(f"mirror {' '.join(args)} exited {done.returncode}: {' | '.join(tail)}")
+        return Timed(seconds, done.stdout.decode(), done.returncode)
+
+    def disk_bytes(self) -> int:
+        """Return the bytes of every file of the store on disk."""
+        return sum(p.stat().st_size for p in self.store.iterdir() if p.is_file() and p.suffix != ".lock")

@@ -1,0 +1,42 @@
+"""The benchmark's quick mode runs end to end and prints every figure (not part of the unit suite).
+
+Run: .venv/bin/pytest benchmarks/test_quick.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FIGURES = (
+    "check round 1",
+    "check unchanged round",
+    "check mutated round",
+    "mutated round reports exactly the mutations",
+    "bytes on disk after round 1",
+    "bytes added per changed page",
+    "versions of a",
+    "peak RSS of mirror run",
+    "RSS growth",
+    "mirror history URL",
+    "mirror diff URL",
+)
+
+
+def test_quick_run_prints_a_row_for_every_figure_and_the_mutations_are_reported_exactly() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for figure in FIGURES:
+        assert figure in done.stdout, figure
+    exact = [line for line in done.stdout.splitlines() if line.startswith("mutated round reports exactly")]
+    assert exact and all(line.rstrip().endswith("pass") for line in exact), exact

@@ -1,0 +1,161 @@
+"""Figures 1-3: check throughput per round, correctness of the mutated round, bytes on disk.
+
+Each round of `mirror check` runs right after the reference client fetched the
+same URLs, so both see the same machine, the same nginx and the same page cache.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks import corpus, nginx
+from benchmarks.mirrorcli import CONCURRENCY, Mirror, write_config
+from benchmarks.table import Row
+
+MIN_RATIO = 0.6  # round 1 and the mutated round: at least this share of the reference's pages per second
+MAX_STORAGE_RATIO = 1.3
+
+
+@dataclass
+class Report:
+    """Rows for the table and notes (context figures) for below it."""
+
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def reference_round(urls_file: Path) -> tuple[float, dict[str, Any]]:
+    """Run the reference client as its own process; return its wall seconds and its JSON result.
+
+    Raises:
+        RuntimeError: the reference client failed.
+    """
+    argv = [sys.executable, "-m", "benchmarks.reference", str(urls_file), "--concurrency", str(CONCURRENCY)]
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"reference client failed: {done.stderr.strip()[-500:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return seconds, result
+
+
+def _speed_row(name: str, n: int, mirror_s: float, ref_s: float, *, faster: bool) -> Row:
+    ours, theirs = n / mirror_s, n / ref_s
+    ratio = ours / theirs
+    if faster:
+        return Row(name, f"{ours:.0f} pages/s", f"{theirs:.0f} pages/s", ratio, "> 1", ratio > 1)
+    return Row(
+        name, f"{ours:.0f} pages/s", f"{theirs:.0f} pages/s", ratio, f">= {MIN_RATIO}", ratio >= MIN_RATIO
+    )
+
+
+def _outcomes(document: dict[str, Any], base: str) -> dict[str, str]:
+    prefix = base + "/"
+    return {t["url"].removeprefix(prefix): t["outcome"] for t in document["targets"]}
+
+
+def run(n: int, work: Path, report: Report, *, storage: bool) -> None:
+    """Build a corpus of `n` pages, run three rounds of mirror and of the reference; add rows to `report`."""
+    site = work / f"site-{n}"
+    built = corpus.build(site, n)
+    stream = corpus.zstd_stream_size(built.file(p) for p in built.paths)
+    report.notes.append(
+        f"N={n}: corpus {built.total_bytes / 1e6:.1f} MB in {n} pages "
+        f"({sum(p.endswith('.pdf') for p in built.paths)} PDFs); zstd -3 as one stream {stream / 1e6:.1f} MB"
+    )
+    with nginx.serve(site, work / f"nginx-{n}") as base:
+        urls = built.urls(base)
+        urls_file = work / f"urls-{n}.txt"
+        urls_file.write_text("".join(f"{u}\n" for u in urls))
+        folder = work / f"mirror-{n}"
+        mirror = Mirror(folder, write_config(folder, urls))
+
+        rounds: dict[str, tuple[float, float, dict[str, Any]]] = {}
+        mutation: corpus.Mutation | None = None
+        disk: dict[str, int] = {}
+        for name in ("round 1", "unchanged", "mutated"):
+            if name == "mutated":
+                mutation = corpus.mutate(built)
+            ref_s, ref = reference_round(urls_file)
+            # exit 3 when a check crashed: the round's JSON is still printed, and the crashes counted
+            done = mirror.run("check", "--json", check=False)
+            if not done.stdout.strip():
+                raise RuntimeError(f"mirror check printed nothing (exit {done.returncode}); see {mirror.log}")
+            rounds[name] = (done.seconds, ref_s, done.json())
+            disk[name] = mirror.disk_bytes()
+            doc = rounds[name][2]
+            statuses = Counter(str(t["http_status"]) for t in doc["targets"])
+            report.notes.append(
+                f"N={n} {name}: mirror {done.seconds:.2f} s wall ({doc['elapsed_seconds']:.2f} s in its "
+                f"round), outcomes {dict(sorted(doc['outcomes'].items()))}, crashed {len(doc['crashed'])}, "
+                f"HTTP {dict(sorted(statuses.items()))}; reference {ref_s:.2f} s wall "
+                f"({ref['seconds']:.2f} s fetching), HTTP {ref['statuses']}"
+            )
+
+    for name, label in (
+        ("round 1", "round 1"),
+        ("unchanged", "unchanged round"),
+        ("mutated", "mutated round"),
+    ):
+        mirror_s, ref_s, _ = rounds[name]
+        report.rows.append(
+            _speed_row(f"check {label}, N={n}", n, mirror_s, ref_s, faster=name == "unchanged")
+        )
+
+    assert mutation is not None
+    got = _outcomes(rounds["mutated"][2], base)
+    expected = {p: "changed" for p in mutation.changed} | {p: "disappeared" for p in mutation.deleted}
+    reported = {p: o for p, o in got.items() if o != "unchanged"}
+    extra = sum(1 for p, o in reported.items() if expected.get(p) != o)
+    missed = sum(1 for p, o in expected.items() if reported.get(p) != o)
+    counts = Counter(reported.values())
+    report.rows.append(
+        Row(
+            f"mutated round reports exactly the mutations, N={n}",
+            f"{counts['changed']} changed + {counts['disappeared']} disappeared; "
+            f"{extra} wrong, {missed} missed",
+            f"{len(mutation.changed)} changed + {len(mutation.deleted)} deleted",
+            None,
+            "exact",
+            extra == 0 and missed == 0 and len(got) == n,
+        )
+    )
+    first = {o for o in _outcomes(rounds["round 1"][2], base).values()}
+    unchanged = {o for o in _outcomes(rounds["unchanged"][2], base).values()}
+    if first != {"new"} or unchanged != {"unchanged"}:
+        report.notes.append(f"N={n}: UNEXPECTED outcomes: round 1 {first}, unchanged round {unchanged}")
+
+    if storage:
+        ratio = disk["round 1"] / stream
+        report.rows.append(
+            Row(
+                f"bytes on disk after round 1, N={n}",
+                f"{disk['round 1'] / 1e6:.1f} MB",
+                f"{stream / 1e6:.1f} MB (zstd -3 stream)",
+                ratio,
+                f"<= {MAX_STORAGE_RATIO}",
+                ratio <= MAX_STORAGE_RATIO,
+            )
+        )
+        added = (disk["mutated"] - disk["unchanged"]) / max(1, len(mutation.changed))
+        compressed = sum(corpus.zstd_size(built.file(p).read_bytes()) for p in mutation.changed)
+        one = compressed / max(1, len(mutation.changed))
+        report.rows.append(
+            Row(
+                f"bytes added per changed page, N={n}",
+                f"{added / 1e3:.1f} KB",
+                f"{one / 1e3:.1f} KB (the page, zstd -3)",
+                added / one,
+                "(context)",
+                None,
+            )
+        )
+    corpus.remove(site)

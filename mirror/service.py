@@ -207,7 +207,7 @@ class Daemon:
         """Claim due targets for free workers and submit them, until none is due or the tick is over.
 
         Claiming goes on as workers finish within one tick, so throughput is bounded
-        by the workers, not by `tick`: at most `2 × concurrency` targets are held at once.
+        by the workers, not by `tick`: at most `2 * concurrency` targets are held at once.
         """
         tick = self.running.config.schedule.tick.total_seconds()
         until = time.monotonic() + tick

@@ -469,7 +469,8 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         click.echo(f"head:       {report.head_seq} {report.head_hash}")
         for p in report.problems:
             click.echo(f"DAMAGED {p.item} {p.key}: {p.problem}")
-        click.echo("intact" if report.ok else f"{len(report.problems)} problems found")
+        n = len(report.problems)
+        click.echo("intact" if report.ok else f"{n} problem{'' if n == 1 else 's'} found")
     if not report.ok:
         raise SystemExit(EXIT_DAMAGED)
 

@@ -47,6 +47,21 @@ DOCUMENT_EVENTS = (
 )
 
 
+LIBRARY_LOG = "library.log"  # a warning or error from a library's stdlib logging (APScheduler, urllib3)
+
+
+class _ToStructlog(logging.Handler):
+    """Sends stdlib log records through structlog, so every line has one format and one writer lock."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            structlog.get_logger(record.name).log(
+                record.levelno, LIBRARY_LOG, logger=record.name, message=record.getMessage()
+            )
+        except Exception:  # a log line must never take the process down
+            self.handleError(record)
+
+
 def configure_logging(json: bool | None = None, level: str = "info") -> None:
     """Configure structlog once. `json=None` picks JSON unless stderr is a terminal."""
     if json is None:
@@ -70,3 +85,6 @@ def configure_logging(json: bool | None = None, level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    root.handlers[:] = [_ToStructlog()]
+    root.setLevel(logging.WARNING)

@@ -210,7 +210,7 @@ class Daemon:
         by the workers, not by `tick`: at most `2 * concurrency` targets are held at once.
         """
         tick = self.running.config.schedule.tick.total_seconds()
-        until = time.monotonic() + tick
+        until = time.monotonic() + 0.8 * tick  # end before the next tick is due
         while not self.stop.is_set() and time.monotonic() < until:
             self.freed.clear()
             now = datetime.now(UTC)

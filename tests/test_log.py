@@ -1,0 +1,52 @@
+"""Log lines: one JSON object per line, whoever writes them (our events, library warnings, many threads)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SCRIPT = """
+import logging, threading
+import structlog
+from mirror.log import configure_logging
+configure_logging(json=True)
+log = structlog.get_logger("t")
+def work(n):
+    for i in range(200):
+        log.info("document.new", url=f"https://a.example/{n}/{i}", size=i)
+        logging.getLogger("apscheduler.scheduler").warning("job %s skipped", i)
+threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+logging.getLogger("urllib3").info("below warning: not shown")
+"""
+
+
+def test_concurrent_events_and_library_warnings_are_each_one_json_line():
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    events = [json.loads(line) for line in lines]  # fails on any interleaved line
+    assert len(events) == 8 * 200 * 2
+    library = [e for e in events if e["event"] == "library.log"]
+    assert len(library) == 1600
+    assert library[0]["logger"] == "apscheduler.scheduler"
+    assert library[0]["level"] == "warning"
+    assert library[0]["message"].startswith("job ")
+    assert proc.stdout == ""
+
+
+def test_library_info_lines_are_not_shown():
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from mirror.log import configure_logging\nconfigure_logging(json=True)\n"
+            "import logging\nlogging.getLogger('apscheduler').info('Added job')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stderr == ""

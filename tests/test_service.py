@@ -242,6 +242,9 @@ def test_daemons_on_postgresql_check_each_of_500_targets_exactly_once(
             assert min(done) > 0, f"one daemon did all the work: {done}"
         for d in running:
             assert d.stop() == 0
+        report = verify_store(engine)  # 500 events appended by concurrent daemons: one intact chain
+        assert report.ok, report.problems
+        assert report.events == 500
         print(f"500 targets, {count} daemon(s): {elapsed:.1f}s (checks per daemon {done})")
     finally:
         engine.dispose()

@@ -6,19 +6,18 @@ This is the only place that maps `MirrorError` classes to exit codes:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, is_dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from mirror import __version__
+from mirror import __version__, render
 from mirror.errors import ConfigError, MirrorError, NotFound, RestoreError, StoreError, UsageError
 
 EXIT_OK = 0
@@ -68,6 +67,15 @@ class AppContext:
             self._archive.engine.dispose()
 
 
+def emit_json(document: Any) -> None:
+    """Write one JSON document to stdout."""
+    click.echo(render.to_json(document))
+
+
+def echo_lines(lines: list[str]) -> None:
+    click.echo("\n".join(lines))
+
+
 def parse_time(text: str) -> datetime:
     """Return an aware UTC datetime from ISO 8601 text; a time without a zone is UTC.
 
@@ -79,36 +87,6 @@ def parse_time(text: str) -> datetime:
     except ValueError:
         raise UsageError(f"--at: expected an ISO 8601 time like 2026-11-01T12:00:00Z, got {text!r}") from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return value
-
-
-def emit_json(document: Any) -> None:
-    """Write one JSON document to stdout."""
-    click.echo(json.dumps(_jsonable(document), indent=2, ensure_ascii=False))
-
-
-def _fmt_time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
-
-
-def _fmt_size(size: int) -> str:
-    amount = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if amount < 1024 or unit == "GiB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return f"{size} B"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -174,21 +152,9 @@ def check(app: AppContext, urls: tuple[str, ...], as_json: bool) -> None:
         app.config(), app.archive(), list(urls), progress=sys.stderr.isatty() and not as_json
     )
     if as_json:
-        emit_json(
-            {
-                "checked": len(report.checks),
-                "elapsed_seconds": round(report.elapsed, 3),
-                "outcomes": report.counts,
-                "crashed": list(report.crashed),
-                "targets": report.checks,
-            }
-        )
+        emit_json(render.check_json(report))
     else:
-        for r in sorted(report.checks, key=lambda r: r.url):
-            extra = f" ({r.error})" if r.error else ""
-            click.echo(f"{r.outcome:<12} {r.status:<8} v{r.version:<4} {r.url}{extra}")
-        counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts.items())) or "nothing to check"
-        click.echo(f"checked {len(report.checks)} in {report.elapsed:.1f}s: {counts}")
+        echo_lines(render.check_text(report))
     if report.crashed:
         raise SystemExit(EXIT_RUNTIME)
 
@@ -206,19 +172,7 @@ def status(app: AppContext, as_json: bool) -> None:
     if as_json:
         emit_json(report)
         return
-    click.echo(f"database:        {report.database}")
-    states = ", ".join(f"{n} {s}" for s, n in sorted(report.targets_by_status.items())) or "none"
-    click.echo(f"targets:         {report.targets} ({states})")
-    click.echo(f"versions:        {report.versions} in {report.blobs} blobs")
-    click.echo(
-        f"content:         {_fmt_size(report.content_bytes)} stored as {_fmt_size(report.stored_bytes)}"
-    )
-    click.echo(f"last check:      {_fmt_time(report.last_check_at)}")
-    click.echo(f"next due:        {_fmt_time(report.next_check_at)}")
-    click.echo(f"checks, 1 hour:  {report.checks_last_hour}")
-    click.echo(f"overdue:         {report.overdue} (lag {report.lag_seconds:.0f}s)")
-    click.echo(f"checking now:    {report.checking}")
-    click.echo(f"suspicious:      {report.suspicious}")
+    echo_lines(render.status_text(report))
 
 
 @cli.command()
@@ -240,9 +194,7 @@ def targets(app: AppContext, state: str | None, as_json: bool) -> None:
     if as_json:
         emit_json({"targets": rows})
         return
-    for t in rows:
-        click.echo(f"{t.status:<8} v{t.versions:<4} {_fmt_time(t.last_checked_at)}  {t.url}")
-    click.echo(f"{len(rows)} targets")
+    echo_lines(render.targets_text(rows))
 
 
 @cli.command()
@@ -257,29 +209,9 @@ def history(app: AppContext, url: str, as_json: bool) -> None:
     """
     h = app.archive().history(_url(url))
     if as_json:
-        emit_json(
-            {
-                "url": h.url,
-                "status": h.status,
-                "versions": h.versions,
-                "events": [{k: v for k, v in asdict(e).items() if k != "diff"} for e in h.events],
-            }
-        )
-        return
-    click.echo(f"{h.url}  ({h.status})")
-    for v in h.versions:
-        click.echo(
-            f"  v{v.number:<4} {v.sha256[:12]}  {_fmt_size(v.size):>10}  {_fmt_time(v.first_seen)} .. "
-            f"{_fmt_time(v.last_seen)}  HTTP {v.status or '-'}"
-        )
-    for e in h.events:
-        click.echo(f"  #{e.seq:<5} {_fmt_time(e.at)}  {e.kind}" + _event_summary(e.details))
-
-
-def _event_summary(details: Mapping[str, Any]) -> str:
-    keys = ("lines_added", "lines_removed", "same_content", "to", "cross_host", "error", "status")
-    parts = [f"{k}={details[k]}" for k in keys if details.get(k) is not None]
-    return ("  " + " ".join(parts)) if parts else ""
+        emit_json(render.history_json(h))
+    else:
+        echo_lines(render.history_text(h))
 
 
 @cli.command()
@@ -376,11 +308,11 @@ def restore(
             emit_json(site)
         else:
             click.echo(
-                f"restored {site.files} documents ({_fmt_size(site.bytes)}) as of {when.isoformat()} "
+                f"restored {site.files} documents ({render.fmt_size(site.bytes)}) as of {when.isoformat()} "
                 f"to {site.folder}; manifest {site.manifest}"
             )
             for gone_url, since in site.left_out:
-                click.echo(f"left out (gone since {_fmt_time(since)}): {gone_url}")
+                click.echo(f"left out (gone since {render.fmt_time(since)}): {gone_url}")
         return
     if url is None:
         raise UsageError("restore needs a URL, or --all --at TIME")
@@ -391,7 +323,7 @@ def restore(
         emit_json(done)
     else:
         click.echo(
-            f"restored {done.url} v{done.version} ({_fmt_size(done.size)}, sha256 {done.sha256}) "
+            f"restored {done.url} v{done.version} ({render.fmt_size(done.size)}, sha256 {done.sha256}) "
             f"to {done.path}"
         )
 
@@ -418,10 +350,7 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         mirror verify --head
         mirror verify --published 1234:9f2c0e...
     """
-    import structlog
-
     from mirror import verify as fixity
-    from mirror.log import INTEGRITY_DAMAGED
 
     engine = app.archive().engine
     if head_only:
@@ -440,37 +369,14 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
             total=fixity.total_blob_bytes(engine), unit="B", unit_scale=True, desc="verifying", leave=False
         )
     try:
-        report = fixity.run(engine, progress=bar.update if bar is not None else None)
+        report = fixity.run(engine, progress=bar.update if bar is not None else None, published=expected)
     finally:
         if bar is not None:
             bar.close()
-    if expected is not None:
-        fixity.check_published(engine, report, *expected)
-    logger = structlog.get_logger("mirror.verify")
-    for p in report.problems:
-        logger.error(INTEGRITY_DAMAGED, item=p.item, key=p.key, problem=p.problem, url=p.url)
     if as_json:
-        emit_json(
-            {
-                "ok": report.ok,
-                "blobs": report.blobs,
-                "blob_bytes": report.blob_bytes,
-                "snapshots": report.snapshots,
-                "events": report.events,
-                "head_seq": report.head_seq,
-                "head_hash": report.head_hash,
-                "problems": report.problems,
-            }
-        )
+        emit_json(render.verify_json(report))
     else:
-        click.echo(f"blobs:      {report.blobs} ({_fmt_size(report.blob_bytes)}) re-hashed")
-        click.echo(f"snapshots:  {report.snapshots} checked against blobs and the event log")
-        click.echo(f"events:     {report.events} in the hash chain")
-        click.echo(f"head:       {report.head_seq} {report.head_hash}")
-        for p in report.problems:
-            click.echo(f"DAMAGED {p.item} {p.key}: {p.problem}")
-        n = len(report.problems)
-        click.echo("intact" if report.ok else f"{n} problem{'' if n == 1 else 's'} found")
+        echo_lines(render.verify_text(report))
     if not report.ok:
         raise SystemExit(EXIT_DAMAGED)
 

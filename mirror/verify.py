@@ -15,16 +15,19 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import structlog
 import zstandard
 from sqlalchemy import select, tuple_
 from sqlalchemy.engine import Connection, Engine
 
-from mirror import blobs, ledger
+from mirror import blobs, ledger, log
 from mirror.db import read
 from mirror.errors import StoreError
 from mirror.tables import Base, BlobRow, EventRow, SnapshotRow, TargetRow
 
 B, S, E, T = (Base.metadata.tables[t.__tablename__] for t in (BlobRow, SnapshotRow, EventRow, TargetRow))
+
+logger = structlog.get_logger("mirror.verify")
 
 # Events that announce the content of a new version, in the order versions were made.
 _VERSION_EVENTS = ("document.new", "document.changed")
@@ -60,10 +63,18 @@ class VerifyReport:
 Progress = Callable[[int], object]
 
 
-def run(engine: Engine, *, batch: int = 200, progress: Progress | None = None) -> VerifyReport:
+def run(
+    engine: Engine,
+    *,
+    batch: int = 200,
+    progress: Progress | None = None,
+    published: tuple[int, str] | None = None,
+) -> VerifyReport:
     """Return the report of a full verification of the store. Memory stays flat: rows stream in batches.
 
     `progress(n)` is called with the number of content bytes checked since the last call.
+    `published` is a head (seq, hash) published earlier: event `seq` must still have that hash.
+    Each problem is also logged as `integrity.damaged`.
 
     Raises:
         StoreError: the database failed (damage is reported, not raised).
@@ -72,6 +83,10 @@ def run(engine: Engine, *, batch: int = 200, progress: Progress | None = None) -
     _check_blobs(engine, report, batch, progress)
     read(engine, lambda conn: _check_snapshots(conn, report))
     read(engine, lambda conn: _check_chain(conn, report, batch))
+    if published is not None:
+        check_published(engine, report, *published)
+    for p in report.problems:
+        logger.error(log.INTEGRITY_DAMAGED, item=p.item, key=p.key, problem=p.problem, url=p.url)
     return report
 
 

@@ -1,0 +1,150 @@
+"""How command results look: text lines for a person, JSON documents for scripts.
+
+The JSON keys are a contract with users' scripts (documented in the README):
+change them only on purpose, with a CHANGELOG entry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mirror.archive import History, StoreStatus, TargetSummary
+    from mirror.check import RoundReport
+    from mirror.verify import VerifyReport
+
+
+def jsonable(value: Any) -> Any:
+    """Return `value` as plain JSON types: dataclasses as objects, times as ISO 8601."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return jsonable(asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def to_json(document: Any) -> str:
+    """Return one JSON document, indented, UTF-8 kept readable."""
+    return json.dumps(jsonable(document), indent=2, ensure_ascii=False)
+
+
+def fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def fmt_size(size: int) -> str:
+    amount = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024 or unit == "GiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{size} B"
+
+
+def check_json(report: RoundReport) -> dict[str, Any]:
+    return {
+        "checked": len(report.checks),
+        "elapsed_seconds": round(report.elapsed, 3),
+        "outcomes": report.counts,
+        "crashed": list(report.crashed),
+        "targets": report.checks,
+    }
+
+
+def check_text(report: RoundReport) -> list[str]:
+    lines = []
+    for r in sorted(report.checks, key=lambda r: r.url):
+        extra = f" ({r.error})" if r.error else ""
+        lines.append(f"{r.outcome:<12} {r.status:<8} v{r.version:<4} {r.url}{extra}")
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts.items())) or "nothing to check"
+    lines.append(f"checked {len(report.checks)} in {report.elapsed:.1f}s: {counts}")
+    return lines
+
+
+def status_text(report: StoreStatus) -> list[str]:
+    states = ", ".join(f"{n} {s}" for s, n in sorted(report.targets_by_status.items())) or "none"
+    return [
+        f"database:        {report.database}",
+        f"targets:         {report.targets} ({states})",
+        f"versions:        {report.versions} in {report.blobs} blobs",
+        f"content:         {fmt_size(report.content_bytes)} stored as {fmt_size(report.stored_bytes)}",
+        f"last check:      {fmt_time(report.last_check_at)}",
+        f"next due:        {fmt_time(report.next_check_at)}",
+        f"checks, 1 hour:  {report.checks_last_hour}",
+        f"overdue:         {report.overdue} (lag {report.lag_seconds:.0f}s)",
+        f"checking now:    {report.checking}",
+        f"suspicious:      {report.suspicious}",
+    ]
+
+
+def targets_text(rows: list[TargetSummary]) -> list[str]:
+    lines = [f"{t.status:<8} v{t.versions:<4} {fmt_time(t.last_checked_at)}  {t.url}" for t in rows]
+    return [*lines, f"{len(rows)} targets"]
+
+
+def history_json(h: History) -> dict[str, Any]:
+    return {
+        "url": h.url,
+        "status": h.status,
+        "versions": h.versions,
+        "events": [{k: v for k, v in asdict(e).items() if k != "diff"} for e in h.events],
+    }
+
+
+def history_text(h: History) -> list[str]:
+    lines = [f"{h.url}  ({h.status})"]
+    for v in h.versions:
+        lines.append(
+            f"  v{v.number:<4} {v.sha256[:12]}  {fmt_size(v.size):>10}  {fmt_time(v.first_seen)} .. "
+            f"{fmt_time(v.last_seen)}  HTTP {v.status or '-'}"
+        )
+    lines += [f"  #{e.seq:<5} {fmt_time(e.at)}  {e.kind}" + _event_summary(e.details) for e in h.events]
+    return lines
+
+
+def _event_summary(details: Mapping[str, Any]) -> str:
+    keys = (
+        "lines_added",
+        "lines_removed",
+        "same_content",
+        "to",
+        "cross_host",
+        "suspicious",
+        "error",
+        "status",
+    )
+    parts = [f"{k}={details[k]}" for k in keys if details.get(k) is not None]
+    return ("  " + " ".join(parts)) if parts else ""
+
+
+def verify_json(report: VerifyReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "blobs": report.blobs,
+        "blob_bytes": report.blob_bytes,
+        "snapshots": report.snapshots,
+        "events": report.events,
+        "head_seq": report.head_seq,
+        "head_hash": report.head_hash,
+        "problems": report.problems,
+    }
+
+
+def verify_text(report: VerifyReport) -> list[str]:
+    n = len(report.problems)
+    return [
+        f"blobs:      {report.blobs} ({fmt_size(report.blob_bytes)}) re-hashed",
+        f"snapshots:  {report.snapshots} checked against blobs and the event log",
+        f"events:     {report.events} in the hash chain",
+        f"head:       {report.head_seq} {report.head_hash}",
+        *(f"DAMAGED {p.item} {p.key}: {p.problem}" for p in report.problems),
+        "intact" if report.ok else f"{n} problem{'' if n == 1 else 's'} found",
+    ]

@@ -1,9 +1,10 @@
 """The archive: what the rest of `mirror` calls to store checks and read history back.
 
-`record` stores one check in ONE transaction: the blob before the snapshot that
-names it, the check row, the events on the hash chain, and the target's new state.
-It is retried as a whole on transient database errors (`db.run_in_transaction`)
-and leaves nothing behind when it fails. Reads run in read-only transactions,
+`record_many` stores a batch of checks in ONE transaction (`mirror.recording`): the
+blobs before the snapshots that name them, the check rows, the events on the hash
+chain, and the targets' new states; `prepare` compresses a new version's blob before,
+outside any transaction. A batch is retried as a whole on transient database errors
+(`db.run_in_transaction`) and leaves nothing behind when it fails. Reads run in read-only transactions,
 which on SQLite never wait for a writer.
 """
 
@@ -17,14 +18,15 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, and_, delete, exists, func, select, update
+from sqlalchemy import Row, and_, delete, exists, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from mirror import blobs, db, ledger, log
+from mirror import blobs, codec, db, ledger, log, recording
 from mirror import targets as targets_table
 from mirror.db import DEFAULT_RETRY, RetrySettings
-from mirror.domain import FetchResult, Outcome, Status, StoredEvent, Target, TargetState, Version
+from mirror.domain import FetchResult, Outcome, StoredEvent, Target, TargetState, Version
 from mirror.errors import StoreError, UsageError, VersionNotFound
+from mirror.recording import CheckRecord
 from mirror.tables import Base, BlobRow, CheckRow, EventRow, SnapshotRow, TargetRow
 from mirror.targets import SyncReport, TargetSummary, target_row
 
@@ -43,7 +45,7 @@ _MAX_ERROR_MESSAGE = 2000
 # The events that say whether a document was there: the latest of them at a time decides.
 _PRESENCE_EVENTS = (log.DOCUMENT_NEW, log.DOCUMENT_CHANGED, log.DOCUMENT_REAPPEARED, log.DOCUMENT_DISAPPEARED)
 
-__all__ = ["Archive", "History", "SiteEntry", "StoreStatus", "SyncReport", "TargetSummary"]
+__all__ = ["Archive", "CheckRecord", "History", "SiteEntry", "StoreStatus", "SyncReport", "TargetSummary"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,27 +147,86 @@ class Archive:
         Raises:
             TargetNotFound: the URL is not in the store.
         """
+        states = self._read(lambda conn: targets_table.states_of(conn, [url]))
+        return next(iter(states.values()))
 
-        def load(conn: Connection) -> TargetState:
-            row = target_row(conn, url)
-            content_type = conn.execute(
-                select(S.c.content_type).where(S.c.target_id == row.id, S.c.version == row.current_version)
-            ).scalar()
-            return TargetState(
-                status=Status(row.status),
-                current_sha256=row.current_sha256,
-                current_version=row.current_version,
-                content_type=content_type,
-                consecutive_failures=row.consecutive_failures,
-                etag=row.etag,
-                last_modified=row.last_modified,
-                moved_to=row.moved_to,
-                suspicious=row.suspicious,
-            )
+    def states_of(self, urls: Sequence[str]) -> dict[str, TargetState]:
+        """Return what the store knows about each of `urls` before its next check, by normalised URL.
+
+        One read transaction, one query per 500 URLs: a round loads its targets' states at once.
+
+        Raises:
+            TargetNotFound: one of `urls` is not in the store.
+        """
+        return self._read(lambda conn: targets_table.states_of(conn, list(urls)))
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        url: str,
+        result: FetchResult,
+        outcome: Outcome,
+        now: datetime,
+        *,
+        worker: str | None = None,
+        next_check_in: timedelta | None = None,
+        base: str | blobs.DeltaBase | None = None,
+        base_bytes: bytes | None = None,
+    ) -> CheckRecord:
+        """Return the check ready for `record_many`: a new version's blob hashed and compressed now.
+
+        The blob is a delta against `base` (the previous version's sha256, or a whole blob
+        as a `DeltaBase`; `base_bytes` its content when the caller has it already) when that
+        is smaller. Runs outside any write transaction (at most a short read of the base),
+        so workers compress in parallel.
+
+        Raises:
+            StoreError: a new version has no body, or its body does not match its sha256.
+        """
+        packed = None
+        if outcome.new_version:
+            if result.body is None:
+                raise StoreError(f"{url}: a new version needs a body")
+            packed = blobs.pack(result.body, result.body_sha256, **self._base(base, base_bytes, result.body))
+        return CheckRecord(url, result, outcome, now, worker, next_check_in, packed)
+
+    def _base(
+        self, base: str | blobs.DeltaBase | None, base_bytes: bytes | None, body: bytes
+    ) -> dict[str, Any]:
+        """Return `pack`'s delta arguments for `base`: nothing when it is missing, too big or damaged."""
+        if base is None or len(body) > codec.MAX_DELTA_BYTES:
+            return {}
+        if isinstance(base, blobs.DeltaBase):
+            return {"base": base, "base_bytes": base_bytes} if base_bytes is not None else {}
+
+        def load(conn: Connection) -> dict[str, Any]:
+            info = blobs.base_of(conn, base)
+            if info is None or info.chain_length >= codec.MAX_CHAIN or info.size > codec.MAX_DELTA_BYTES:
+                return {}
+            try:
+                data = base_bytes if base_bytes is not None else blobs.get(conn, base)
+            except StoreError:  # a damaged base must not take a new version down with it
+                return {}
+            return {"base": info, "base_bytes": data}
 
         return self._read(load)
 
-    # -- recording ---------------------------------------------------------------------------
+    def record_many(self, records: Sequence[CheckRecord]) -> list[list[StoredEvent]]:
+        """Store `records` in ONE transaction, in order; return each one's events as chained.
+
+        For each check: the blob and snapshot (for a new version), the check row, the
+        events and the target's new state (lease cleared, next check `next_check_in` from
+        its time, by default one interval). All are written together or not at all, and
+        the whole is retried on transient database errors.
+
+        Raises:
+            TargetNotFound: a URL is not in the store.
+            StoreError: the database failed (after retries), or a new version has no blob.
+        """
+        if not records:
+            return []
+        return self._write(lambda conn: recording.record_many(conn, records))
 
     def record(
         self,
@@ -177,87 +238,22 @@ class Archive:
         worker: str | None = None,
         next_check_in: timedelta | None = None,
     ) -> list[StoredEvent]:
-        """Store one check of `url` in one transaction; return its events as chained.
+        """Store one check of `url` in one transaction; return its events as chained (see `record_many`).
 
-        The blob and snapshot (for a new version), the check row, the events and the
-        target's new state (lease cleared, next check `next_check_in` from `now`, by
-        default one interval) are written together or not at all.
+        A new version is stored as a delta against `outcome.diff_from`, or else the
+        target's current version, when that is smaller.
 
         Raises:
             TargetNotFound: the URL is not in the store.
             StoreError: the database failed (after retries), or a new version has no body.
         """
-
-        def write(conn: Connection) -> list[StoredEvent]:
-            target = target_row(conn, url)
-            state = outcome.state
-            if outcome.new_version:
-                if result.body is None or state.current_version < 1:
-                    raise StoreError(f"{target.url}: a new version needs a body and a version number")
-                # the previous version is the delta base: a changed page costs about its change
-                base = outcome.diff_from or target.current_sha256
-                sha256 = blobs.put(conn, result.body, result.body_sha256, base=base, now=now)
-                conn.execute(
-                    S.insert().values(
-                        target_id=target.id,
-                        version=state.current_version,
-                        sha256=sha256,
-                        size=len(result.body),
-                        first_seen=now,
-                        last_seen=now,
-                        http_status=result.status,
-                        content_type=result.content_type,
-                        headers=dict(result.headers),
-                        final_url=result.final_url,
-                    )
-                )
-            elif outcome.seen_again:
-                conn.execute(
-                    update(S)
-                    .where(S.c.target_id == target.id, S.c.version == state.current_version)
-                    .values(last_seen=now)
-                )
-            error = result.error
-            conn.execute(
-                C.insert().values(
-                    target_id=target.id,
-                    started_at=result.started_at,
-                    duration_ms=max(0, round(result.elapsed * 1000)),
-                    http_status=result.status,
-                    error_kind=error.kind if error else None,
-                    error_message=error.message[:_MAX_ERROR_MESSAGE] if error else None,
-                    outcome=outcome.kind.value,
-                    bytes=len(result.body) if result.body is not None else None,
-                    worker=worker,
-                )
-            )
-            unified = outcome.diff.unified if outcome.diff is not None and outcome.diff.unified else None
-            stored = [
-                ledger.append(conn, e, target.id, unified if e.kind == log.DOCUMENT_CHANGED else None)
-                for e in outcome.events
-            ]
-            conn.execute(
-                update(T)
-                .where(T.c.id == target.id)
-                .values(
-                    status=state.status.value,
-                    current_sha256=state.current_sha256,
-                    current_version=state.current_version,
-                    consecutive_failures=state.consecutive_failures,
-                    etag=state.etag,
-                    last_modified=state.last_modified,
-                    moved_to=state.moved_to,
-                    suspicious=state.suspicious,
-                    suspicious_since=_suspicious_since(target, state, now),
-                    last_checked_at=now,
-                    next_check_at=now + (next_check_in or timedelta(seconds=target.interval_seconds)),
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
-            return stored
-
-        return self._write(write)
+        base = outcome.diff_from
+        if outcome.new_version and base is None:
+            base = self.state_of(url).current_sha256
+        record = self.prepare(
+            url, result, outcome, now, worker=worker, next_check_in=next_check_in, base=base
+        )
+        return self.record_many([record])[0]
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -448,12 +444,6 @@ def _version(row: AnyRow) -> Version:
         content_type=row.content_type,
         final_url=row.final_url,
     )
-
-
-def _suspicious_since(target: AnyRow, state: TargetState, now: datetime) -> datetime | None:
-    if state.suspicious is None:
-        return None
-    return target.suspicious_since if target.suspicious is not None else now
 
 
 def _site_batch(conn: Connection, at: datetime, after: str, limit: int) -> list[SiteEntry]:

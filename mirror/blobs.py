@@ -1,16 +1,17 @@
 """Content-addressed blobs: the exact bytes of every version, stored once per SHA-256.
 
 A blob row is written before any row that names it, in the same transaction
-(`archive.record`). Identical content is stored once, whatever its URL: `put`
-inserts with ON CONFLICT DO NOTHING, so two workers storing the same bytes at
-once both succeed and one row remains.
+(`recording.record_many`, through `insert` of blobs packed before it by `codec.pack`).
+Identical content is stored once, whatever its URL: `insert` and `put` use ON CONFLICT
+DO NOTHING, so two workers storing the same bytes at once both succeed and one row remains.
 
-Codecs:
+Codecs (`mirror.codec`):
 - `zstd`: the whole content, compressed. `chain_length` 0; `root_sha256` is its own key.
 - `zstd-delta`: compressed with the base blob's content as a raw zstd dictionary, so a
-  version that changed one paragraph costs about that paragraph. `base_sha256` names the
-  base, `chain_length` is the base's plus one (at most `MAX_CHAIN`, then a whole copy
-  starts a new chain), `root_sha256` the whole blob the chain starts from.
+  version that changed one paragraph costs about that paragraph, and a new page about its
+  own words (its base is then a whole page of its site). `base_sha256` names the base,
+  `chain_length` is the base's plus one (at most `MAX_CHAIN`, then a whole copy starts a
+  new chain), `root_sha256` the whole blob the chain starts from.
 
 Reads fetch a chain in one recursive query and apply it iteratively from the nearest whole
 (or cached) ancestor, then re-hash the result. When it does not match, the chain is re-hashed
@@ -21,9 +22,8 @@ does, by `root_sha256, chain_length`) then decodes each blob once.
 
 from __future__ import annotations
 
-import hashlib
-import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,81 +33,85 @@ from sqlalchemy import exists as sql_exists
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from mirror import codec
+from mirror.codec import (
+    DELTA_LEVEL,
+    MAX_CHAIN,
+    MAX_DELTA_BYTES,
+    ZSTD,
+    ZSTD_DELTA,
+    ZSTD_LEVEL,
+    DeltaBase,
+    Packed,
+    compress,
+    compress_delta,
+    decompress,
+    decompress_delta,
+    pack,
+    sha256_of,
+)
 from mirror.errors import StoreError
 from mirror.tables import Base, BlobRow
+
+# Codecs and packing live in `mirror.codec` (pure); the names are here too for the store's callers.
+__all__ = [
+    "DELTA_LEVEL",
+    "MAX_CHAIN",
+    "MAX_DELTA_BYTES",
+    "ZSTD",
+    "ZSTD_DELTA",
+    "ZSTD_LEVEL",
+    "DeltaBase",
+    "Packed",
+    "Reader",
+    "base_of",
+    "compress",
+    "compress_delta",
+    "decompress",
+    "decompress_delta",
+    "exists",
+    "get",
+    "insert",
+    "pack",
+    "put",
+    "sha256_of",
+]
 
 B = Base.metadata.tables[BlobRow.__tablename__]
 AnyRow = Row[*tuple[Any, ...]]
 
-ZSTD = "zstd"
-ZSTD_DELTA = "zstd-delta"
-ZSTD_LEVEL = 10  # about 4x on HTML at tens of MB/s; levels above 15 cost far more for a few percent
-
-# Deltas between a whole copy and the newest version. Measured (benchmarks/store_figures.py) on a
-# 100 KB page of the Python docs with one paragraph rewritten per version: a delta is ~150 bytes
-# against 11 KB for a whole compressed copy, so whole copies are nearly all the size: 100 versions
-# cost 5.7 copies at 32, 3.4 at 64. Reading the 64th delta costs ~1.5 ms (SQLite) to ~2 ms
-# (PostgreSQL) against ~0.2 ms for a whole blob. The price: damage to one blob spoils up to the
-# next whole copy of that document (verify names them all).
-MAX_CHAIN = 64
-# Bodies (and bases) above this are stored whole: a delta holds base, body and window in memory.
-MAX_DELTA_BYTES = 32 * 1024 * 1024
-# zstd's default decoder limit (2**27): a delta's window covers its base and its body.
-_MAX_WINDOW_LOG = 27
 # Far beyond any MAX_CHAIN: a longer chain means edited rows (a loop of bases), so stop, not spin.
 _CHAIN_LIMIT = 1000
 READER_CACHE_BYTES = 64 * 1024 * 1024  # decoded bases a `Reader` keeps (verify's working set)
 
-# zstd compressors and decompressors are not thread-safe but are costly to build:
-# one of each per worker thread.
-_local = threading.local()
+
+def base_of(conn: Connection, sha256: str) -> DeltaBase | None:
+    """Return what a delta against blob `sha256` needs to know of it, or None when it is not stored."""
+    row = conn.execute(_BASE_INFO, {"sha": sha256}).first()
+    if row is None:
+        return None
+    return DeltaBase(sha256, row.size, row.chain_length, row.root_sha256 or sha256)
 
 
-def compress(data: bytes) -> bytes:
-    """Return `data` as one zstd frame (with its content size, so `decompress` needs no limit)."""
-    compressor: zstandard.ZstdCompressor | None = getattr(_local, "compressor", None)
-    if compressor is None:
-        compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    return compressor.compress(data)
-
-
-def decompress(data: bytes) -> bytes:
-    """Return the bytes of one zstd frame made by `compress`.
-
-    Raises:
-        zstandard.ZstdError: the frame is damaged.
-    """
-    decompressor: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
-    if decompressor is None:
-        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
-    return decompressor.decompress(data)
-
-
-def compress_delta(data: bytes, base: bytes) -> bytes:
-    """Return `data` as one zstd frame that needs `base` (a raw-content dictionary) to decode."""
-    dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-    # The window must reach back over the whole base from the end of the body, or a large
-    # body matches only the start of its base (measured: 8 MB, one change: 1.5 MB vs 0.8 KB).
-    window_log = min(max(10, (len(base) + len(data)).bit_length()), _MAX_WINDOW_LOG)
-    params = zstandard.ZstdCompressionParameters.from_level(
-        ZSTD_LEVEL, source_size=len(data), dict_size=len(base), window_log=window_log
-    )
-    return zstandard.ZstdCompressor(compression_params=params, dict_data=dictionary).compress(data)
-
-
-def decompress_delta(delta: bytes, base: bytes) -> bytes:
-    """Return the bytes of a frame made by `compress_delta(data, base)`.
-
-    Raises:
-        zstandard.ZstdError: the frame is damaged, or `base` is not the content it was made against.
-    """
-    dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-    return zstandard.ZstdDecompressor(dict_data=dictionary).decompress(delta)
-
-
-def sha256_of(data: bytes) -> str:
-    """Return the hex SHA-256 of `data`."""
-    return hashlib.sha256(data).hexdigest()
+def insert(conn: Connection, packed: Sequence[Packed], now: datetime) -> None:
+    """Insert the packed blobs in one statement; one already stored is left alone (ON CONFLICT DO NOTHING)."""
+    if not packed:
+        return
+    rows = [
+        {
+            "sha256": p.sha256,
+            "size": p.size,
+            "stored_size": p.stored_size,
+            "codec": p.codec,
+            "base_sha256": p.base_sha256,
+            "root_sha256": p.root_sha256,
+            "chain_length": p.chain_length,
+            "data": p.data,
+            "created_at": now,
+        }
+        for p in packed
+    ]
+    conn.execute(_INSERT[conn.dialect.name], rows)
 
 
 def put(
@@ -133,45 +137,15 @@ def put(
         raise StoreError(f"blob claimed sha256 {sha256} but its {len(data)} bytes hash to {actual}")
     if exists(conn, actual):  # skip compressing content we already hold
         return actual
-    packed = compress(data)
-    values: dict[str, Any] = {
-        "sha256": actual,
-        "size": len(data),
-        "stored_size": len(packed),
-        "codec": ZSTD,
-        "base_sha256": None,
-        "root_sha256": actual,
-        "chain_length": 0,
-        "data": packed,
-        "created_at": now or datetime.now(UTC),
-    }
-    if base is not None and len(data) <= MAX_DELTA_BYTES:
-        values.update(_delta_values(conn, data, base, len(packed)))
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(B).values(values).on_conflict_do_nothing(index_elements=[B.c.sha256]))
+    info = base_of(conn, base) if base is not None and len(data) <= codec.MAX_DELTA_BYTES else None
+    base_bytes = None
+    if info is not None and info.size <= codec.MAX_DELTA_BYTES and info.chain_length < codec.MAX_CHAIN:
+        try:
+            base_bytes = get(conn, info.sha256)
+        except StoreError:  # a damaged base must not take a new version down with it
+            base_bytes = None
+    insert(conn, [pack(data, actual, base=info, base_bytes=base_bytes)], now or datetime.now(UTC))
     return actual
-
-
-def _delta_values(conn: Connection, data: bytes, base: str, whole_size: int) -> dict[str, Any]:
-    """Return the columns of `data` as a delta against `base`, or {} when a whole copy is better."""
-    row = conn.execute(select(B.c.size, B.c.chain_length, B.c.root_sha256).where(B.c.sha256 == base)).first()
-    if row is None or row.chain_length >= MAX_CHAIN or row.size > MAX_DELTA_BYTES:
-        return {}
-    try:
-        base_bytes = get(conn, base)
-    except StoreError:  # a damaged base must not take a new version down with it
-        return {}
-    delta = compress_delta(data, base_bytes)
-    if len(delta) >= whole_size:  # unrelated content: stand alone rather than depend on the base
-        return {}
-    return {
-        "stored_size": len(delta),
-        "codec": ZSTD_DELTA,
-        "base_sha256": base,
-        "root_sha256": row.root_sha256 or base,
-        "chain_length": row.chain_length + 1,
-        "data": delta,
-    }
 
 
 def get(conn: Connection, sha256: str, *, verify: bool = True) -> bytes:
@@ -296,6 +270,12 @@ class Reader:
 
 
 _COLUMNS = (B.c.sha256, B.c.size, B.c.codec, B.c.base_sha256, B.c.data)
+_BASE_INFO = select(B.c.size, B.c.chain_length, B.c.root_sha256).where(B.c.sha256 == bindparam("sha"))
+# Built once per dialect; executed with a list of rows (executemany).
+_INSERT: dict[str, Any] = {
+    "postgresql": postgresql.insert(B).on_conflict_do_nothing(index_elements=[B.c.sha256]),
+    "sqlite": sqlite.insert(B).on_conflict_do_nothing(index_elements=[B.c.sha256]),
+}
 
 
 def _bases_query() -> Select[Any]:

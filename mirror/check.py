@@ -1,11 +1,16 @@
 """One check of one target, read top to bottom; and a round of checks over a worker pool.
 
+In a round, workers do everything but the write: the targets' states are loaded at once,
+each worker fetches, judges, diffs and compresses (`prepare`), and one writer thread
+records the checks in batches (`mirror.writer`). `check_one` records a single check alone.
+
 This module is glue: it reaches HTTP only through `fetch` and the store only
 through `archive`. It decides nothing: `judge` does.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -22,8 +27,10 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from mirror import log
-from mirror.archive import Archive
+from mirror.archive import Archive, CheckRecord
+from mirror.blobs import DeltaBase
 from mirror.crawl import Discovery
+from mirror.dictionaries import HostBases
 from mirror.diff import compare
 from mirror.domain import (
     Conditional,
@@ -33,7 +40,10 @@ from mirror.domain import (
     FetchLimits,
     FetchResult,
     Outcome,
+    OutcomeKind,
+    StoredEvent,
     Target,
+    TargetState,
 )
 from mirror.errors import StoreError
 from mirror.fetch import fetch, make_session
@@ -41,6 +51,7 @@ from mirror.judge import ROBOTS_ERROR, judge, with_diff
 from mirror.politeness import HostGate
 from mirror.robots import RobotsCache
 from mirror.urls import host_of
+from mirror.writer import BatchWriter, Done
 
 logger = structlog.get_logger("mirror.check")
 
@@ -117,6 +128,7 @@ class Checker:
         self.worker = worker
         self.clock = clock
         self._local = threading.local()
+        self.bases = HostBases()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
 
@@ -135,26 +147,86 @@ class Checker:
             self._sessions.clear()
 
     def check_one(self, target: Target) -> CheckReport:
-        """Fetch, judge and record one target; log its events. Returns what happened."""
+        """Return what one check of `target` did: fetched, judged, recorded alone, its events logged."""
         with bound_contextvars(url=target.url, check_id=uuid.uuid4().hex[:12]):
             state = self.archive.state_of(target.url)
-            result = self._fetch(target.url, state.conditional())
-            outcome = judge(state, result, self.policy, self.clock())
-            if outcome.diff_from is not None and result.body is not None:
-                old = self.archive.read(outcome.diff_from)
-                diff = compare(old, state.content_type, result.body, result.content_type)
-                outcome = with_diff(outcome, diff, self.policy)
-            self.archive.record(
-                target.url,
-                result,
-                outcome,
-                self.clock(),
-                worker=self.worker,
-                next_check_in=jittered(target.interval),
+            record = self.prepare(target, state)
+            self.archive.record_many([record])
+            self._offer_base(record)
+            _log_check(record.result, record.outcome)
+            return self._report(target, record)
+
+    def check_queued(
+        self, target: Target, state: TargetState, writer: BatchWriter, done: Done | None = None
+    ) -> CheckReport:
+        """Fetch and judge one target from its known `state`, and queue it on `writer`; return what happened.
+
+        Its events are logged once the writer has committed its batch; `done` runs then too.
+
+        Raises:
+            StoreError: the writer has stopped on a store error.
+        """
+        check_id = uuid.uuid4().hex[:12]
+        with bound_contextvars(url=target.url, check_id=check_id):
+            record = self.prepare(target, state)
+            writer.submit(record, functools.partial(self._written, record, check_id, done))
+            self._offer_base(record)  # queued: any page that uses it is written in a later place
+            return self._report(target, record)
+
+    def prepare(self, target: Target, state: TargetState) -> CheckRecord:
+        """Return the check of `target` ready to record: fetched, judged, diffed, its blob compressed.
+
+        No write transaction is open meanwhile: the old version is read in a short read one.
+        """
+        result = self._fetch(target.url, state.conditional())
+        outcome = judge(state, result, self.policy, self.clock())
+        old = None
+        if outcome.diff_from is not None and result.body is not None:
+            old = self.archive.read(outcome.diff_from)
+            diff = compare(
+                old,
+                state.content_type,
+                result.body,
+                result.content_type,
+                old_sha256=outcome.diff_from,
+                new_sha256=result.body_sha256,
             )
-            _log_check(result, outcome)
-            found = self._discover(target.url, result) if outcome.new_version else 0
-            return _report(result, outcome, found)
+            outcome = with_diff(outcome, diff, self.policy)
+        # The previous version is the delta base: a changed page costs about its change;
+        # a new page is a delta against a page of its site, sharing the boilerplate.
+        base: str | DeltaBase | None = outcome.diff_from or state.current_sha256
+        base_bytes = old if base == outcome.diff_from else None
+        if base is None and (host_base := self.bases.base_for(target.url, result.content_type)):
+            base, base_bytes = host_base
+        return self.archive.prepare(
+            target.url,
+            result,
+            outcome,
+            self.clock(),
+            worker=self.worker,
+            next_check_in=jittered(target.interval),
+            base=base,
+            base_bytes=base_bytes,
+        )
+
+    def _offer_base(self, record: CheckRecord) -> None:
+        """Offer a recorded (or queued) new page's whole blob as the delta base of its site's new pages."""
+        if record.outcome.kind is OutcomeKind.NEW:
+            self.bases.offer(record.url, record.result.content_type, record.blob, record.result.body)
+
+    def _written(
+        self, record: CheckRecord, check_id: str, done: Done | None, stored: list[StoredEvent] | None
+    ) -> None:
+        """Log a queued check's events once its batch is committed (the writer thread calls this)."""
+        if stored is not None:
+            with bound_contextvars(url=record.url, check_id=check_id):
+                _log_check(record.result, record.outcome)
+        if done is not None:
+            done(stored)
+
+    def _report(self, target: Target, record: CheckRecord) -> CheckReport:
+        found = self._discover(target.url, record.result) if record.outcome.new_version else 0
+        return _report(record.result, record.outcome, found)
 
     def _fetch(self, url: str, conditional: Conditional) -> FetchResult:
         """Fetch `url` politely: one slot of its host, and robots.txt asked first where a source says so."""
@@ -198,12 +270,15 @@ class Checker:
         """
         started = time.monotonic()
         logger.info(log.ROUND_STARTED, targets=len(targets), concurrency=concurrency)
+        states = self.archive.states_of([t.url for t in targets]) if targets else {}
         reports: list[CheckReport] = []
         crashed: list[str] = []
         bar = _progress(len(targets), progress)
+        writer = BatchWriter(self.archive)
+        writer.start()
         try:
             with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="check") as pool:
-                futures = {pool.submit(self._guarded, t, stop): t for t in targets}
+                futures = {pool.submit(self._guarded, t, states.get(t.url), writer, stop): t for t in targets}
                 for future in as_completed(futures):
                     target = futures[future]
                     try:
@@ -220,7 +295,9 @@ class Checker:
                             reports.append(report)
                     if bar is not None:
                         bar.update(1)
+            writer.flush()
         finally:
+            writer.close()
             if bar is not None:
                 bar.close()
         counts = dict(Counter(r.outcome for r in reports))
@@ -234,10 +311,14 @@ class Checker:
         )
         return RoundReport(tuple(reports), elapsed, tuple(crashed), counts)
 
-    def _guarded(self, target: Target, stop: threading.Event | None) -> CheckReport | None:
+    def _guarded(
+        self, target: Target, state: TargetState | None, writer: BatchWriter, stop: threading.Event | None
+    ) -> CheckReport | None:
         if stop is not None and stop.is_set():
             return None
-        return self.check_one(target)
+        if state is None:  # a URL given in another spelling than the store's
+            state = self.archive.state_of(target.url)
+        return self.check_queued(target, state, writer)
 
 
 def _progress(total: int, enabled: bool) -> Any:

@@ -10,7 +10,8 @@ two texts as multisets of lines (which is linear) and says so in a `#` line.
 from __future__ import annotations
 
 import difflib
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -157,6 +158,46 @@ def unified(old_text: str, new_text: str, from_label: str, to_label: str, *, con
 
 
 HEAD_CHARS = 2000  # of the new text, kept for placeholder detection in judge
+TEXT_CACHE_CHARS = 16_000_000  # about 400 pages of 40,000 characters: the last changed pages' texts
+
+
+class TextCache:
+    """A thread-safe LRU of documents' normalised texts by (sha256, content type), bounded in characters.
+
+    Rendering HTML to text is most of a change's cost (~15 ms for a 90 KB page); content
+    is immutable per sha256, so the text of a version compared once serves its next change.
+    """
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self._texts: OrderedDict[tuple[str, str | None], str] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, sha256: str, content_type: str | None) -> str | None:
+        """Return the cached text of this content, or None."""
+        with self._lock:
+            text = self._texts.get((sha256, content_type))
+            if text is not None:
+                self._texts.move_to_end((sha256, content_type))
+                self.hits += 1
+            return text
+
+    def put(self, sha256: str, content_type: str | None, text: str) -> None:
+        """Keep `text` as the text of this content, dropping the least recently used past the bound."""
+        if len(text) > self.max_chars:
+            return
+        with self._lock:
+            old = self._texts.pop((sha256, content_type), None)
+            self._chars += len(text) - (len(old) if old is not None else 0)
+            self._texts[(sha256, content_type)] = text
+            while self._chars > self.max_chars:
+                _, dropped = self._texts.popitem(last=False)
+                self._chars -= len(dropped)
+
+
+TEXTS = TextCache(TEXT_CACHE_CHARS)
 
 
 def compare(
@@ -167,6 +208,8 @@ def compare(
     *,
     context: int = 3,
     max_lines: int = 60,
+    old_sha256: str | None = None,
+    new_sha256: str | None = None,
 ) -> ChangeDiff:
     """Return how two versions differ: sizes, and for two texts the line counts and a short diff.
 
@@ -175,8 +218,16 @@ def compare(
     and then `... N more lines`. When either side is binary (PDF, zip, image) the result has
     `text=False` and sizes only. Fast enough for a worker: an alignment that would take
     more than about 0.3 s falls back to a line multiset comparison.
+
+    Given the sha256 of a side, its text is looked up in (and the new side's is kept in)
+    a small process-wide cache: the next change of the page then renders only its new body.
     """
-    old_text, new_text = to_text(old, old_content_type), to_text(new, new_content_type)
+    old_text = TEXTS.get(old_sha256, old_content_type) if old_sha256 else None
+    if old_text is None:
+        old_text = to_text(old, old_content_type)
+    new_text = to_text(new, new_content_type)
+    if new_sha256 is not None and new_text is not None:
+        TEXTS.put(new_sha256, new_content_type, new_text)
     if old_text is None or new_text is None:
         return ChangeDiff(old_size=len(old), new_size=len(new), text=False)
     diff = _diff(old_text, new_text, ("old", "new"), context, CHECK_BUDGET)

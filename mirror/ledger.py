@@ -108,7 +108,7 @@ def append(conn: Connection, event: Event, target_id: int, diff: str | None) -> 
         at=event.at.astimezone(UTC),
         old_sha256=event.old_sha256,
         new_sha256=event.new_sha256,
-        details=_stored_details(event),
+        details=stored_details(event),
         diff=diff,
         hash="",
     )
@@ -180,7 +180,7 @@ def _lock_head(conn: Connection) -> tuple[int, str]:
     return int(row.seq), str(row.hash)
 
 
-def _stored_details(event: Event) -> dict[str, Any]:
+def stored_details(event: Event) -> dict[str, Any]:
     details: dict[str, Any] = dict(event.details)
     if event.status is not None:
         details.setdefault("status", event.status)

@@ -2,9 +2,10 @@
 
 The daemon: an APScheduler job ("dispatch") ticks every few seconds, claims due
 targets from the database (`leases.claim_due`) and hands them to a bounded worker
-pool. SIGTERM/SIGINT stop claiming, let in-flight checks finish within a grace
-period, release leases and exit 0. SIGHUP reloads the config; a bad config is
-logged (`config.rejected`) and the old one kept.
+pool; one writer thread records the checks in batches (`mirror.writer`). SIGTERM/SIGINT
+stop claiming, let in-flight checks finish within a grace period, write them, release
+leases and exit 0. A store error in the writer stops the daemon (exit 3). SIGHUP
+reloads the config; a bad config is logged (`config.rejected`) and the old one kept.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from mirror.check import Checker, RoundReport
 from mirror.config import Config, config_path, load_config
 from mirror.crawl import Discovery
 from mirror.db import open_engine
-from mirror.domain import Target
-from mirror.errors import ConfigError, StoreLocked
+from mirror.domain import Target, TargetState
+from mirror.errors import ConfigError, StoreError, StoreLocked
 from mirror.fetch import make_session
 from mirror.politeness import HostGate
 from mirror.robots import RobotsCache
+from mirror.writer import BatchWriter
 
 logger = structlog.get_logger("mirror.service")
 
@@ -190,13 +192,17 @@ class Daemon:
         self.archive = Archive(open_engine(config.storage.database))
         self.running = _Running(config, _checker(config, self.archive, self.owner))
         self.pool = ThreadPoolExecutor(max_workers=config.fetch.concurrency, thread_name_prefix="check")
-        self.in_flight: dict[str, Future[object]] = {}
+        self.in_flight: dict[str, Future[bool]] = {}
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.extended_at = datetime.now(UTC)
         self.freed = threading.Event()  # set when a worker finishes: dispatch may claim more
+        # Checks done by a worker and queued for the writer: their leases are kept until written.
+        self.unwritten: set[str] = set()
+        self.store_error: StoreError | None = None
+        self.writer = BatchWriter(self.archive, on_error=self._store_failed)
 
     # -- jobs -------------------------------------------------------------
     def lease_length(self) -> timedelta:
@@ -216,7 +222,7 @@ class Daemon:
             now = datetime.now(UTC)
             with self.lock:
                 free = self.running.config.fetch.concurrency * 2 - len(self.in_flight)
-                held = list(self.in_flight)
+                held = list(self.in_flight.keys() | self.unwritten)
             lease = self.lease_length()
             if held and now - self.extended_at > lease / 3:
                 # Keep what we still work on: an expired lease would let another daemon check it too.
@@ -226,9 +232,10 @@ class Daemon:
                 self.freed.wait(max(0.0, until - time.monotonic()))
                 continue
             claimed = leases.claim_due(self.archive.engine, self.owner, now, free, lease)
+            states = self.archive.states_of([t.url for t in claimed]) if claimed else {}
             checker = self.running.checker
             for target in claimed:
-                future: Future[object] = self.pool.submit(self._check, checker, target)
+                future: Future[bool] = self.pool.submit(self._check, checker, target, states[target.url])
                 with self.lock:
                     self.in_flight[target.url] = future
                 future.add_done_callback(functools.partial(self._done, target.url))
@@ -237,19 +244,36 @@ class Daemon:
             if len(claimed) < free:
                 return  # nothing more is due now
 
-    def _check(self, checker: Checker, target: Target) -> object:
+    def _check(self, checker: Checker, target: Target, state: TargetState) -> bool:
+        """Check `target` and queue it for the writer; return whether it was queued."""
         if self.stop.is_set():
-            return None
+            return False
+        with self.lock:
+            self.unwritten.add(target.url)
         try:
-            return checker.check_one(target)
+            checker.check_queued(target, state, self.writer, functools.partial(self._written, target.url))
+        except StoreError:  # the writer has stopped, and with it the daemon
+            self._written(target.url, None)
+            return False
         except Exception:
             logger.exception("check.crashed", url=target.url)
-            return None
+            self._written(target.url, None)
+            return False
+        return True
 
-    def _done(self, url: str, _future: Future[object]) -> None:
+    def _written(self, url: str, _stored: object) -> None:
+        with self.lock:
+            self.unwritten.discard(url)
+
+    def _done(self, url: str, _future: Future[bool]) -> None:
         with self.lock:
             self.in_flight.pop(url, None)
         self.freed.set()
+
+    def _store_failed(self, error: StoreError) -> None:
+        """The writer stopped on a store error: stop the daemon, which then exits 3."""
+        self.store_error = error
+        self.stop.set()
 
     def sync(self) -> None:
         sync_config(self.running.config, self.archive, datetime.now(UTC))
@@ -307,6 +331,7 @@ class Daemon:
             self.scheduler.add_job(
                 job, "interval", days=1, id=job.__name__, max_instances=1, coalesce=True, next_run_time=first
             )
+        self.writer.start()
         self.scheduler.start()
         status = self.archive.status(datetime.now(UTC))
         logger.info(
@@ -327,6 +352,8 @@ class Daemon:
                 sd_notify("WATCHDOG=1")
         finally:
             self.shutdown()
+        if self.store_error is not None:
+            raise self.store_error
 
     def shutdown(self) -> None:
         sd_notify("STOPPING=1")
@@ -339,6 +366,7 @@ class Daemon:
         while self.in_flight and not deadline.wait(0.1):
             pass
         timer.cancel()
+        self.writer.close()  # the checks done so far are written before their leases go
         released = leases.release(self.archive.engine, self.owner)
         self.running.checker.close()
         self.archive.engine.dispose()

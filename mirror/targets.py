@@ -12,21 +12,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from mirror.domain import Status, Target
+from mirror.domain import Status, Target, TargetState
 from mirror.errors import TargetNotFound
-from mirror.tables import Base, TargetRow
+from mirror.tables import Base, SnapshotRow, TargetRow
 from mirror.urls import BadURL, host_of, normalize_url
 
 T = Base.metadata.tables[TargetRow.__tablename__]
+S = Base.metadata.tables[SnapshotRow.__tablename__]
 AnyRow = Row[*tuple[Any, ...]]
 
 CONFIG = "config"
 SUSPICIOUS = "suspicious"  # `summaries(status=...)` of targets flagged suspicious, whatever their status
 CHUNK = 500  # URLs per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+INSERT_CHUNK = 2000  # new targets per executemany: bounds the start-up peak with 100,000 targets
+_INSERT_TARGET = T.insert()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,24 +70,31 @@ def sync_targets(
     alone. A few bulk statements, whatever the number of targets.
     """
     wanted = {normalize_url(t.url): seconds_of(t.interval) for t in targets}
-    cols = (T.c.id, T.c.url, T.c.source, T.c.active, T.c.interval_seconds, T.c.next_check_at)
+    # next_check_at is read only for the few targets whose interval changed: converting 100,000
+    # datetimes costs more than the rest of an unchanged sync.
+    cols = (T.c.id, T.c.url, T.c.source, T.c.active, T.c.interval_seconds)
     existing = {row.url: row for row in conn.execute(select(*cols))}
-    inserts, changes, gone = [], [], []
+    inserts: list[
+        tuple[str, int]
+    ] = []  # rows are built a chunk at a time: 100,000 dicts at once cost 100 MiB
+    changes, gone = [], []
     reactivated = 0
     for url, seconds in wanted.items():
         row = existing.get(url)
         if row is None:
-            inserts.append(_new_target(url, CONFIG, seconds, now, rng))
+            inserts.append((url, seconds))
         elif not row.active:
             reactivated += 1
             changes.append(_change(row.id, seconds, _spread(now, seconds, rng)))
         elif row.interval_seconds != seconds or row.source != CONFIG:
-            changes.append(_change(row.id, seconds, min(row.next_check_at, now + timedelta(seconds=seconds))))
+            next_at = conn.execute(select(T.c.next_check_at).where(T.c.id == row.id)).scalar_one()
+            changes.append(_change(row.id, seconds, min(next_at, now + timedelta(seconds=seconds))))
     for row in existing.values():
         if row.active and row.source == CONFIG and row.url not in wanted:
             gone.append({"b_id": row.id})
-    if inserts:
-        conn.execute(T.insert(), inserts)
+    for i in range(0, len(inserts), INSERT_CHUNK):
+        chunk = inserts[i : i + INSERT_CHUNK]
+        conn.execute(_INSERT_TARGET, [_new_target(url, CONFIG, seconds, now, rng) for url, seconds in chunk])
     if changes:
         conn.execute(
             update(T)
@@ -126,6 +136,43 @@ def known_urls(conn: Connection, urls: Sequence[str]) -> set[str]:
     for i in range(0, len(urls), CHUNK):
         present.update(conn.execute(select(T.c.url).where(T.c.url.in_(urls[i : i + CHUNK]))).scalars())
     return present
+
+
+def states_of(conn: Connection, urls: Sequence[str]) -> dict[str, TargetState]:
+    """Return what the store knows of each of `urls` before its next check, by normalised URL.
+
+    One query per `CHUNK` URLs (the target joined to its current version's content type).
+
+    Raises:
+        TargetNotFound: one of `urls` is not in the store.
+    """
+    rows = by_url(conn, _STATES, urls)
+    return {url: _state(row) for url, row in rows.items()}
+
+
+def by_url(conn: Connection, query: Select[Any], urls: Sequence[str]) -> dict[str, AnyRow]:
+    """Return the rows of `query` (which selects `url` and binds the list `urls`) by normalised URL.
+
+    URLs are looked up as given first (those of a round come from the store, normalised
+    already); only the ones not found are normalised and looked up again.
+
+    Raises:
+        TargetNotFound: one of `urls` is not in the store.
+    """
+    found: dict[str, AnyRow] = {}
+    _select_into(conn, query, list(dict.fromkeys(urls)), found)
+    missing = {u: normal(u) for u in urls if u not in found}
+    _select_into(conn, query, [u for u in dict.fromkeys(missing.values()) if u not in found], found)
+    for url in missing.values():
+        if url not in found:
+            raise TargetNotFound(url)
+    return found
+
+
+def _select_into(conn: Connection, query: Select[Any], urls: list[str], found: dict[str, AnyRow]) -> None:
+    for i in range(0, len(urls), CHUNK):
+        for row in conn.execute(query, {"urls": urls[i : i + CHUNK]}):
+            found[row.url] = row
 
 
 def count_under(conn: Connection, prefix: str) -> int:
@@ -204,6 +251,37 @@ def normal(url: str) -> str:
 def seconds_of(interval: timedelta) -> int:
     """Return an interval in whole seconds (never negative), as `targets.interval_seconds` holds it."""
     return max(0, round(interval.total_seconds()))
+
+
+def _state(row: AnyRow) -> TargetState:
+    return TargetState(
+        status=Status(row.status),
+        current_sha256=row.current_sha256,
+        current_version=row.current_version,
+        content_type=row.content_type,
+        consecutive_failures=row.consecutive_failures,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        moved_to=row.moved_to,
+        suspicious=row.suspicious,
+    )
+
+
+def _states_query() -> Select[Any]:
+    current = and_(S.c.target_id == T.c.id, S.c.version == T.c.current_version)
+    columns = (
+        T.c.url, T.c.status, T.c.current_sha256, T.c.current_version, S.c.content_type,
+        T.c.consecutive_failures, T.c.etag, T.c.last_modified, T.c.moved_to, T.c.suspicious,
+    )  # fmt: skip
+    return (
+        select(*columns)
+        .select_from(T.outerjoin(S, current))
+        .where(T.c.url.in_(bindparam("urls", expanding=True)))
+    )
+
+
+# Built once: statement building costs more Python time than the query on a warm store.
+_STATES = _states_query()
 
 
 def _target(row: AnyRow) -> Target:

@@ -8,7 +8,7 @@ import random
 import pytest
 from sqlalchemy import select, update
 
-from mirror import blobs
+from mirror import blobs, codec
 from mirror.db import run_in_transaction
 from mirror.errors import StoreError
 from mirror.tables import Base
@@ -116,7 +116,7 @@ def test_two_hundred_versions_of_a_page_read_back_byte_identical_from_delta_chai
 
 
 def test_chains_restart_with_a_whole_copy_after_max_chain_deltas(engine, monkeypatch):
-    monkeypatch.setattr(blobs, "MAX_CHAIN", 3)
+    monkeypatch.setattr(codec, "MAX_CHAIN", 3)
 
     keys = put_history(engine, edited_versions(10))
 
@@ -137,7 +137,7 @@ def test_a_completely_different_version_is_stored_whole_and_does_not_depend_on_i
 
 def test_bodies_over_the_delta_limit_are_stored_whole(engine, monkeypatch):
     versions = edited_versions(3)
-    monkeypatch.setattr(blobs, "MAX_DELTA_BYTES", len(versions[0]) - 1)
+    monkeypatch.setattr(codec, "MAX_DELTA_BYTES", len(versions[0]) - 1)
 
     keys = put_history(engine, versions)
 

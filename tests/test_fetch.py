@@ -403,3 +403,19 @@ def test_gzip_fixture_is_really_gzip_on_the_wire(site):
 
     assert headers["content-encoding"] == "gzip"
     assert gzip.decompress(body) == GZIP_PAGE
+
+
+def test_a_proxy_set_in_the_environment_is_used_and_none_set_costs_no_lookups(site, monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    with make_session(FAST) as direct:
+        assert direct.trust_env is False  # requests would read the environment on every request
+        assert direct.verify == "/etc/ssl/certs/ca-certificates.crt"  # still honoured, read once
+
+    monkeypatch.setenv("http_proxy", site.url("/"))
+    site.requests.clear()
+    with make_session(FAST) as proxied:
+        result = fetch("http://archive.invalid/etext/via-proxy.html", proxied, FAST)
+    assert result.error is None or result.error.kind != "dns"  # the proxy, not DNS, answered
+    assert [r.path for r in site.requests] == ["http://archive.invalid/etext/via-proxy.html"]

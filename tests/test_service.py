@@ -330,3 +330,20 @@ def test_the_daemon_tells_systemd_it_is_ready_alive_and_stopping(site, tmp_path,
     assert messages[0].startswith("READY=1")
     assert any("WATCHDOG=1" in m for m in messages)
     assert "STOPPING=1" in messages[-1]
+
+
+def test_a_store_failing_under_the_writer_stops_the_daemon_with_exit_3(
+    site, tmp_path, database_url, daemons, store
+):
+    urls = [site.url(f"/slow?seconds=0.3&page={i}") for i in range(12)]
+    config = write_config(tmp_path / "mirror.toml", urls, extra="concurrency = 2")
+    all_due_now(store, config)
+    daemon = daemons(config, database_url)
+    wait_for(lambda: sum(checks_of(store).values()) >= 1, what="the first checks")
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE checks"))  # every later batch fails: not a transient error
+
+    assert daemon.proc.wait(30) == 3
+    (failed,) = daemon.named("store.failed")
+    assert "checks" in failed["error"]
+    assert daemon.named("service.stopped")

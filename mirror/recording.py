@@ -1,0 +1,289 @@
+"""Recording checks: a batch of checks in ONE transaction, with statements built once.
+
+`CheckRecord` is what a worker hands over after fetching and judging: the fetch, the
+verdict and the new version's blob already hashed and compressed (`blobs.pack`), so the
+transaction only writes rows. `record_many` writes a batch: blobs before the snapshots
+that name them, snapshots, check rows, the events appended to the hash chain in order
+(the ledger head is locked and updated once per batch), and the targets' new states.
+All of it commits together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Connection
+
+from mirror import blobs, ledger, log
+from mirror.domain import Event, FetchResult, Outcome, StoredEvent
+from mirror.errors import StoreError
+from mirror.tables import Base, BlobRow, CheckRow, EventRow, LedgerHeadRow, SnapshotRow, TargetRow
+from mirror.targets import by_url, normal
+
+T = Base.metadata.tables[TargetRow.__tablename__]
+S = Base.metadata.tables[SnapshotRow.__tablename__]
+C = Base.metadata.tables[CheckRow.__tablename__]
+E = Base.metadata.tables[EventRow.__tablename__]
+H = Base.metadata.tables[LedgerHeadRow.__tablename__]
+
+MAX_ERROR_MESSAGE = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRecord:
+    """One check ready to store: everything but the write is done.
+
+    `blob` is the new version's content packed outside any transaction (None when the
+    outcome has no new version). `next_check_in` defaults to the target's interval.
+    """
+
+    url: str
+    result: FetchResult
+    outcome: Outcome
+    now: datetime
+    worker: str | None = None
+    next_check_in: timedelta | None = None
+    blob: blobs.Packed | None = None
+
+
+@dataclass(slots=True)
+class _Current:
+    """A target's row as this batch has left it so far (a target may appear twice in a batch)."""
+
+    id: int
+    interval_seconds: int
+    version: int
+    suspicious: str | None
+    suspicious_since: datetime | None
+
+
+def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[StoredEvent]]:
+    """Store `records` in the caller's transaction, in order; return each one's events as chained.
+
+    Version numbers come from the store: a new version is the target's current one plus
+    one, whatever the (possibly stale) state the check was judged against.
+
+    Raises:
+        TargetNotFound: a URL is not in the store.
+        StoreError: a new version has no body (or no packed blob).
+    """
+    current = _load_targets(conn, [r.url for r in records])
+    packed: dict[str, blobs.Packed] = {}
+    snapshots: list[dict[str, Any]] = []
+    seen: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
+    events: list[tuple[Event, int, str | None]] = []
+    targets: list[dict[str, Any]] = []
+    counts: list[int] = []
+    for record in records:
+        target = current.get(record.url) or current[normal(record.url)]
+        state, result, now = record.outcome.state, record.result, record.now
+        if record.outcome.new_version:
+            if result.body is None or record.blob is None:
+                raise StoreError(f"{record.url}: a new version needs a body and its packed blob")
+            target.version += 1
+            packed.setdefault(record.blob.sha256, record.blob)
+            snapshots.append(_snapshot(target, record))
+        elif record.outcome.seen_again:
+            seen.append({"b_target": target.id, "b_version": target.version, "b_seen": now})
+        checks.append(_check(target, record))
+        diff = record.outcome.diff
+        unified = diff.unified if diff is not None and diff.unified else None
+        for event in record.outcome.events:
+            events.append((event, target.id, unified if event.kind == log.DOCUMENT_CHANGED else None))
+        counts.append(len(record.outcome.events))
+        since = None
+        if state.suspicious is not None:
+            since = target.suspicious_since if target.suspicious is not None else now
+        target.suspicious, target.suspicious_since = state.suspicious, since
+        targets.append(
+            {
+                "b_id": target.id,
+                "b_status": state.status.value,
+                "b_sha": state.current_sha256,
+                "b_version": target.version,
+                "b_failures": state.consecutive_failures,
+                "b_etag": state.etag,
+                "b_modified": state.last_modified,
+                "b_moved": state.moved_to,
+                "b_suspicious": state.suspicious,
+                "b_since": since,
+                "b_checked": now,
+                "b_next": now + (record.next_check_in or timedelta(seconds=target.interval_seconds)),
+            }
+        )
+    # Rows before the rows that name them: blobs, snapshots, then the rest.
+    blobs.insert(conn, _with_bases(conn, packed, records), records[0].now if records else datetime.now(UTC))
+    for statement, rows in ((_INSERT_SNAPSHOT, snapshots), (_SEEN_AGAIN, seen), (_INSERT_CHECK, checks)):
+        if rows:
+            conn.execute(statement, rows)
+    stored = append_events(conn, events)
+    if targets:
+        conn.execute(_UPDATE_TARGET, targets)
+    grouped, start = [], 0
+    for n in counts:
+        grouped.append(stored[start : start + n])
+        start += n
+    return grouped
+
+
+def append_events(conn: Connection, events: Sequence[tuple[Event, int, str | None]]) -> list[StoredEvent]:
+    """Append `(event, target_id, unified diff)` to the hash chain in order; return them as stored.
+
+    The same chain as `ledger.append`, one event after the other, with the head locked
+    (PostgreSQL: FOR UPDATE; SQLite: BEGIN IMMEDIATE) and written once for the batch.
+
+    Raises:
+        StoreError: the ledger head row is missing (the schema was not migrated).
+        TypeError, ValueError: details cannot be encoded as JSON.
+    """
+    if not events:
+        return []
+    head = conn.execute(_LOCK_HEAD).first()
+    if head is None:
+        raise StoreError("the ledger head row is missing; is the schema migrated?")
+    seq, prev = int(head.seq), str(head.hash)
+    rows: list[dict[str, Any]] = []
+    stored: list[StoredEvent] = []
+    for event, target_id, diff in events:
+        seq += 1
+        entry = StoredEvent(
+            seq=seq,
+            kind=event.kind,
+            url=event.url,
+            at=event.at.astimezone(UTC),
+            old_sha256=event.old_sha256,
+            new_sha256=event.new_sha256,
+            # One encoding of details for both paths: what `verify` recomputes must match.
+            details=ledger.stored_details(event),
+            diff=diff,
+            hash="",
+        )
+        digest = ledger.chain_hash(prev, entry)
+        rows.append(
+            {
+                "seq": seq,
+                "target_id": target_id,
+                "url": entry.url,
+                "at": entry.at,
+                "kind": entry.kind,
+                "old_sha256": entry.old_sha256,
+                "new_sha256": entry.new_sha256,
+                "details": dict(entry.details),
+                "diff": None if diff is None else blobs.compress(diff.encode("utf-8")),
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        stored.append(replace(entry, hash=digest))
+        prev = digest
+    conn.execute(_INSERT_EVENT, rows)
+    conn.execute(_UPDATE_HEAD, {"b_seq": seq, "b_hash": prev})
+    return stored
+
+
+def _with_bases(
+    conn: Connection, packed: dict[str, blobs.Packed], records: Sequence[CheckRecord]
+) -> list[blobs.Packed]:
+    """Return the batch's blobs in order, a delta whose base is neither stored nor earlier in it made whole.
+
+    A site's shared base is offered to other workers as soon as it is queued, so its
+    dependants come after it; should its own check fail to be written, they stand alone.
+    """
+    bases = {p.base_sha256 for p in packed.values() if p.base_sha256 is not None}
+    if not bases:
+        return list(packed.values())
+    stored = set(conn.execute(_STORED_BLOBS, {"shas": sorted(bases)}).scalars())
+    bodies = {r.blob.sha256: r.result.body for r in records if r.blob is not None}
+    out: list[blobs.Packed] = []
+    for p in packed.values():
+        if p.base_sha256 is not None and p.base_sha256 not in stored:
+            body = bodies[p.sha256]
+            assert body is not None  # a packed blob comes with the body it was packed from
+            p = blobs.pack(body, p.sha256)
+        out.append(p)
+        stored.add(p.sha256)
+    return out
+
+
+def _load_targets(conn: Connection, urls: Sequence[str]) -> dict[str, _Current]:
+    rows = by_url(conn, _TARGETS, urls)
+    return {
+        url: _Current(row.id, row.interval_seconds, row.current_version, row.suspicious, row.suspicious_since)
+        for url, row in rows.items()
+    }
+
+
+def _snapshot(target: _Current, record: CheckRecord) -> dict[str, Any]:
+    result = record.result
+    assert result.body is not None and record.blob is not None  # checked by the caller
+    return {
+        "target_id": target.id,
+        "version": target.version,
+        "sha256": record.blob.sha256,
+        "size": len(result.body),
+        "first_seen": record.now,
+        "last_seen": record.now,
+        "http_status": result.status,
+        "content_type": result.content_type,
+        "headers": dict(result.headers),
+        "final_url": result.final_url,
+    }
+
+
+def _check(target: _Current, record: CheckRecord) -> dict[str, Any]:
+    result, error = record.result, record.result.error
+    return {
+        "target_id": target.id,
+        "started_at": result.started_at,
+        "duration_ms": max(0, round(result.elapsed * 1000)),
+        "http_status": result.status,
+        "error_kind": error.kind if error else None,
+        "error_message": error.message[:MAX_ERROR_MESSAGE] if error else None,
+        "outcome": record.outcome.kind.value,
+        "bytes": len(result.body) if result.body is not None else None,
+        "worker": record.worker,
+    }
+
+
+# Built once: building statements costs more Python time than running them (see benchmarks/RESULTS.md).
+_TARGETS = select(
+    T.c.id, T.c.url, T.c.interval_seconds, T.c.current_version, T.c.suspicious, T.c.suspicious_since
+).where(T.c.url.in_(bindparam("urls", expanding=True)))
+B = Base.metadata.tables[BlobRow.__tablename__]
+_STORED_BLOBS = select(B.c.sha256).where(B.c.sha256.in_(bindparam("shas", expanding=True)))
+_INSERT_SNAPSHOT = S.insert()
+_INSERT_CHECK = C.insert()
+_INSERT_EVENT = E.insert()
+_SEEN_AGAIN = (
+    update(S)
+    .where(S.c.target_id == bindparam("b_target"), S.c.version == bindparam("b_version"))
+    .values(last_seen=bindparam("b_seen"))
+)
+_LOCK_HEAD = select(H.c.seq, H.c.hash).where(H.c.id == ledger.HEAD_ID).with_for_update()
+_UPDATE_HEAD = (
+    update(H).where(H.c.id == ledger.HEAD_ID).values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
+)
+_UPDATE_TARGET = (
+    update(T)
+    .where(T.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        current_sha256=bindparam("b_sha"),
+        current_version=bindparam("b_version"),
+        consecutive_failures=bindparam("b_failures"),
+        etag=bindparam("b_etag"),
+        last_modified=bindparam("b_modified"),
+        moved_to=bindparam("b_moved"),
+        suspicious=bindparam("b_suspicious"),
+        suspicious_since=bindparam("b_since"),
+        last_checked_at=bindparam("b_checked"),
+        next_check_at=bindparam("b_next"),
+        lease_owner=None,
+        lease_until=None,
+    )
+)

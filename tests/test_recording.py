@@ -1,0 +1,271 @@
+"""Checks recorded in batches: one transaction per batch, one writer thread, states loaded at once."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+from structlog.testing import capture_logs
+
+from mirror import blobs, ledger, log, recording
+from mirror.blobs import DeltaBase
+from mirror.check import Checker
+from mirror.diff import TEXTS
+from mirror.domain import DetectPolicy, Event, FetchLimits, Outcome, OutcomeKind, Status, Target, TargetState
+from mirror.errors import StoreError, TargetNotFound
+from mirror.politeness import HostGate
+from mirror.tables import Base
+from mirror.writer import BatchWriter
+from tests.fixtures_store import HOUR, T0, fetched, save_failure, save_version, sha, watch
+from tests.test_store import count
+
+URL = "https://archive.example.org/etext/a.html"
+OTHER = "https://archive.example.org/etext/b.html"
+
+
+def new_version(archive, url: str, body: bytes, number: int, at: datetime = T0):
+    """Return a prepared check that found `body` as version `number` of `url` (judged from a stale state)."""
+    state = TargetState(Status.OK, sha(body), number, "text/html")
+    event = Event(log.DOCUMENT_NEW if number == 1 else log.DOCUMENT_CHANGED, url, at, new_sha256=sha(body))
+    outcome = Outcome(OutcomeKind.NEW, state, (event,), new_version=True)
+    return archive.prepare(url, fetched(url, body, at), outcome, at, worker="test")
+
+
+def test_states_of_many_targets_come_back_in_one_call_as_state_of_gives_them(archive):
+    watch(archive, URL, OTHER, "https://archive.example.org/never-checked.html")
+    save_version(archive, URL, b"<p>one</p>", T0)
+    save_failure(archive, OTHER, T0, status=None)
+
+    states = archive.states_of([URL, OTHER, "https://archive.example.org/never-checked.html"])
+
+    assert states == {u: archive.state_of(u) for u in states}
+    assert states[URL].current_version == 1 and states[URL].content_type == "text/html; charset=utf-8"
+    assert states[OTHER].consecutive_failures == 1
+    with pytest.raises(TargetNotFound):
+        archive.states_of([URL, "https://archive.example.org/not-a-target.html"])
+
+
+def test_a_batch_is_one_transaction_with_every_check_its_events_chained_in_order(archive, engine):
+    watch(archive, URL, OTHER)
+    records = [new_version(archive, URL, b"<p>a</p>", 1), new_version(archive, OTHER, b"<p>b</p>", 1)]
+
+    stored = archive.record_many(records)
+
+    assert [[e.seq for e in events] for events in stored] == [[1], [2]]
+    assert [count(engine, t) for t in ("blobs", "snapshots", "checks", "events")] == [2, 2, 2, 2]
+    with engine.connect() as conn:
+        entries = list(ledger.walk(conn))
+        assert ledger.head(conn) == (2, entries[-1].event.hash)
+    assert all(ledger.chain_hash(e.prev_hash, e.event) == e.event.hash for e in entries)
+
+
+def test_a_target_recorded_twice_in_one_batch_gets_two_numbered_versions(archive):
+    watch(archive, URL)
+    # Both were judged against the same state (no version yet): the store numbers them.
+    records = [new_version(archive, URL, b"<p>first</p>", 1), new_version(archive, URL, b"<p>then</p>", 1)]
+
+    archive.record_many(records)
+
+    assert [(v.number, v.sha256) for v in archive.history(URL).versions] == [
+        (1, sha(b"<p>first</p>")),
+        (2, sha(b"<p>then</p>")),
+    ]
+    assert archive.state_of(URL).current_version == 2
+
+
+def test_the_same_new_bytes_in_one_batch_are_one_blob(archive, engine):
+    watch(archive, URL, OTHER)
+    archive.record_many([new_version(archive, u, b"<p>same</p>", 1) for u in (URL, OTHER)])
+    assert (count(engine, "blobs"), count(engine, "snapshots")) == (1, 2)
+
+
+def test_a_failure_mid_batch_leaves_nothing_of_the_batch(archive, engine, monkeypatch):
+    watch(archive, URL, OTHER)
+    records = [new_version(archive, u, f"<p>{u}</p>".encode(), 1) for u in (URL, OTHER)]
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("crash while appending to the ledger")
+
+    monkeypatch.setattr(recording, "append_events", boom)
+    with pytest.raises(RuntimeError):
+        archive.record_many(records)
+
+    assert [count(engine, t) for t in ("blobs", "snapshots", "checks", "events")] == [0, 0, 0, 0]
+    assert archive.state_of(URL) == archive.state_of(OTHER) == TargetState()
+
+
+def test_the_writer_commits_batches_and_tells_each_check_after_its_commit(archive, engine):
+    watch(archive, URL, OTHER)
+    told: list[tuple[str, int | None]] = []
+
+    def done(url):
+        return lambda stored: told.append((url, None if stored is None else len(stored)))
+
+    with BatchWriter(archive, max_batch=10, max_wait=5.0) as writer:
+        for url in (URL, OTHER):
+            writer.submit(new_version(archive, url, f"<p>{url}</p>".encode(), 1), done(url))
+        writer.flush()  # does not wait for max_wait
+        assert sorted(told) == [(URL, 1), (OTHER, 1)]
+        assert writer.written == 2
+    assert count(engine, "checks") == 2
+
+
+def test_a_check_that_cannot_be_written_spoils_only_itself(archive, engine):
+    watch(archive, URL)
+    told: dict[str, object] = {}
+    stranger = "https://archive.example.org/not-a-target.html"
+    good = new_version(archive, URL, b"<p>good</p>", 1)
+    bad = recording.CheckRecord(
+        stranger, fetched(stranger, None), Outcome(OutcomeKind.FAILED, TargetState()), T0
+    )
+
+    with capture_logs() as logs, BatchWriter(archive, max_wait=5.0) as writer:
+        writer.submit(bad, lambda stored: told.setdefault("bad", stored))
+        writer.submit(good, lambda stored: told.setdefault("good", stored))
+        writer.flush()
+
+    assert told["bad"] is None and len(told["good"]) == 1
+    assert count(engine, "checks") == 1
+    assert [e["url"] for e in logs if e["event"] == "check.crashed"] == [stranger]
+
+
+def test_a_store_error_stops_the_writer_and_every_later_submit_says_so(archive, monkeypatch):
+    watch(archive, URL)
+    stopped: list[StoreError] = []
+
+    def unavailable(records):
+        raise StoreError("database went away")
+
+    monkeypatch.setattr(archive, "record_many", unavailable)
+    writer = BatchWriter(archive, max_wait=0.01, on_error=stopped.append)
+    writer.start()
+    try:
+        writer.submit(new_version(archive, URL, b"<p>lost</p>", 1))
+        with pytest.raises(StoreError):
+            writer.flush()
+        with pytest.raises(StoreError):
+            writer.submit(new_version(archive, URL, b"<p>also lost</p>", 1))
+    finally:
+        writer.close()
+    assert [str(e) for e in stopped] == ["database went away"]
+
+
+def test_a_round_records_every_check_and_logs_events_after_their_batch(site, archive):
+    paths = [f"/etext/round/{i}.html" for i in range(40)]
+    for path in paths:
+        site.put(path, f"<html><body><p>{path}</p></body></html>".encode())
+    targets = [Target(site.url(p), HOUR) for p in paths]
+    archive.sync_targets(targets, datetime.now(UTC))
+    checker = Checker(archive, FetchLimits(timeout=5.0, retries=0), DetectPolicy(), HostGate(8, 0.0))
+    try:
+        with capture_logs() as logs:
+            report = checker.run_round(archive.active_targets(), 8)
+    finally:
+        checker.close()
+
+    assert report.counts == {"new": 40}
+    assert sorted(e["url"] for e in logs if e["event"] == log.DOCUMENT_NEW) == sorted(t.url for t in targets)
+    assert archive.status(datetime.now(UTC)).versions == 40
+    assert all(archive.state_of(t.url).current_version == 1 for t in targets)
+
+
+def test_a_store_error_in_the_writer_stops_the_round(site, archive, monkeypatch):
+    site.put("/etext/stop.html", b"<html><body><p>stop</p></body></html>")
+    archive.sync_targets([Target(site.url("/etext/stop.html"), HOUR)], datetime.now(UTC))
+    checker = Checker(archive, FetchLimits(timeout=5.0, retries=0), DetectPolicy(), HostGate(8, 0.0))
+
+    def unavailable(records):
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(archive, "record_many", unavailable)
+    try:
+        with pytest.raises(StoreError, match="disk full"):
+            checker.run_round(archive.active_targets(), 2)
+    finally:
+        checker.close()
+
+
+def test_the_second_change_of_a_page_renders_only_its_new_body(site, archive):
+    url = site.url("/etext/twice.html")
+    (target,) = [Target(url, HOUR)]
+    archive.sync_targets([target], datetime.now(UTC))
+    checker = Checker(archive, FetchLimits(timeout=5.0, retries=0), DetectPolicy(), HostGate(4, 0.0))
+    outcomes = []
+    try:
+        for words in ("first words", "second words", "third words"):
+            site.put("/etext/twice.html", f"<html><body><p>{words}</p><p>menu</p></body></html>".encode())
+            hits = TEXTS.hits
+            outcomes.append((checker.check_one(target).outcome, TEXTS.hits - hits))
+    finally:
+        checker.close()
+    # The first change renders both sides; the second finds the old side's text kept.
+    assert outcomes == [("new", 0), ("changed", 0), ("changed", 1)]
+
+
+def test_threads_submitting_at_once_all_get_written(archive):
+    urls = [f"https://archive.example.org/etext/t{i}.html" for i in range(30)]
+    watch(archive, *urls)
+    with BatchWriter(archive, max_batch=7) as writer:
+        threads = [
+            threading.Thread(target=writer.submit, args=(new_version(archive, u, u.encode(), 1),))
+            for u in urls
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        writer.flush()
+        assert writer.written == 30
+    assert all(archive.state_of(u).current_version == 1 for u in urls)
+
+
+def test_a_new_page_is_stored_as_a_delta_against_a_page_of_its_site_and_reads_back_exact(
+    site, archive, engine
+):
+    menu = "".join(
+        f"<li><a href='/etext/{i}.html'>Issue {i} of the archive newsletter</a></li>" for i in range(300)
+    )
+    page = "<html><body><ul>{}</ul><p>{}: own words.</p></body></html>"
+    bodies = {f"/etext/site/{n}.html": page.format(menu, n).encode() for n in ("first", "second", "third")}
+    for path, body in bodies.items():
+        site.put(path, body)
+    targets = [Target(site.url(p), HOUR) for p in bodies]
+    archive.sync_targets(targets, datetime.now(UTC))
+    checker = Checker(archive, FetchLimits(timeout=5.0, retries=0), DetectPolicy(), HostGate(4, 0.0))
+    try:
+        for target in targets:  # one at a time: a base serves only once it is committed
+            checker.check_one(target)
+    finally:
+        checker.close()
+
+    blobs_table = Base.metadata.tables["blobs"]
+    with engine.connect() as conn:
+        rows = {r.sha256: r for r in conn.execute(select(blobs_table))}
+    first, *others = [rows[sha(b)] for b in bodies.values()]
+    assert first.codec == "zstd"
+    assert all(
+        r.codec == "zstd-delta" and r.base_sha256 == first.sha256 and r.chain_length == 1 for r in others
+    )
+    assert all(r.stored_size < first.stored_size / 4 for r in others)  # the menu is stored once
+    assert [archive.read(sha(b)) for b in bodies.values()] == list(bodies.values())
+
+
+def test_a_page_whose_shared_base_was_never_written_is_stored_whole(archive, engine):
+    watch(archive, URL)
+    never = b"<html><body><ul>" + b"<li>menu entry</li>" * 500 + b"</ul></body></html>"
+    body = never.replace(b"</ul>", b"</ul><p>its own words</p>")
+    base = DeltaBase(sha(never), len(never), 0, sha(never), level=blobs.ZSTD_LEVEL)
+    state = TargetState(Status.OK, sha(body), 1, "text/html")
+    outcome = Outcome(OutcomeKind.NEW, state, (Event(log.DOCUMENT_NEW, URL, T0, new_sha256=sha(body)),), True)
+    record = archive.prepare(URL, fetched(URL, body), outcome, T0, base=base, base_bytes=never)
+    assert record.blob is not None and record.blob.codec == blobs.ZSTD_DELTA
+
+    archive.record_many([record])
+
+    blobs_table = Base.metadata.tables["blobs"]
+    with engine.connect() as conn:
+        (row,) = conn.execute(select(blobs_table.c.codec, blobs_table.c.base_sha256)).all()
+    assert (row.codec, row.base_sha256) == (blobs.ZSTD, None)
+    assert archive.read(sha(body)) == body

@@ -143,18 +143,25 @@ def test_a_byte_changed_in_the_sqlite_file_is_named(filled, database_url):
     assert ("blob", target_sha) in problems(filled)
 
 
-def test_verify_command_exits_1_and_names_the_damage_then_0_when_intact(filled, database_url, tmp_path):
+def verify_command(database_url: str, tmp_path: Path):
+    """Return a function that runs `mirror verify ARGS` on the store, as a user would."""
     config = tmp_path / "mirror.toml"
     config.write_text("")
     env = {**os.environ, "MIRROR_DATABASE_URL": database_url}
 
-    def run(*args):
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
             [sys.executable, "-m", "mirror", "--config", str(config), "verify", *args],
             capture_output=True,
             env=env,
             timeout=60,
         )
+
+    return run
+
+
+def test_verify_command_exits_1_and_names_the_damage_then_0_when_intact(filled, database_url, tmp_path):
+    run = verify_command(database_url, tmp_path)
 
     ok = run("--json")
     assert ok.returncode == 0
@@ -172,17 +179,7 @@ def test_verify_command_exits_1_and_names_the_damage_then_0_when_intact(filled, 
 
 
 def test_a_rewritten_history_is_caught_against_a_published_head(filled, database_url, tmp_path):
-    config = tmp_path / "mirror.toml"
-    config.write_text("")
-    env = {**os.environ, "MIRROR_DATABASE_URL": database_url}
-
-    def run(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "mirror", "--config", str(config), "verify", *args],
-            capture_output=True,
-            env=env,
-            timeout=60,
-        )
+    run = verify_command(database_url, tmp_path)
 
     head = run("--head").stdout.decode().split()
     published = f"{head[0]}:{head[1]}"

@@ -20,13 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.util import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import (
@@ -35,12 +31,16 @@ from sqlalchemy.exc import (
     InterfaceError,
     NoSuchModuleError,
     OperationalError,
+    ProgrammingError,
     SQLAlchemyError,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from mirror import log
 from mirror.errors import DatabaseUnavailable, StoreError
+
+if TYPE_CHECKING:  # alembic is imported only when a migration is due (it costs ~0.1 s per command)
+    from alembic.config import Config
 
 logger = structlog.get_logger("mirror.db")
 
@@ -118,14 +118,11 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     try:
         with engine.connect() as conn:
             conn.execution_options(**{_READ_ONLY: True}).execute(text("SELECT 1"))
-        if migrate:
+        if migrate and current_revision(engine) != HEAD_REVISION:
             _upgrade(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
         raise DatabaseUnavailable(masked, _problem(exc, parsed)) from None
-    except CommandError as exc:  # e.g. a revision unknown here: the store was migrated by a newer mirror
-        engine.dispose()
-        raise DatabaseUnavailable(masked, f"cannot migrate the schema: {one_line(exc)}") from None
     except StoreError:
         engine.dispose()
         raise
@@ -282,8 +279,23 @@ def _postgresql_engine(url: URL) -> Engine:
 # -- Migrations ------------------------------------------------------------------------------
 
 
+HEAD_REVISION = "0002"  # the newest file in migrations/versions; tests/test_migrations.py holds them equal
+
+
+def current_revision(engine: Engine) -> str | None:
+    """Return the schema revision the store is at (None before the first migration), without Alembic."""
+    try:
+        with engine.connect() as conn:
+            value = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError):  # no alembic_version table yet
+        return None
+    return None if value is None else str(value)
+
+
 def alembic_config(conn: Connection | None = None) -> Config:
     """Return an Alembic config for the migrations shipped in the package (no alembic.ini needed)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if conn is not None:
@@ -298,11 +310,20 @@ def _upgrade(engine: Engine) -> None:
     starting together migrate once: on PostgreSQL an advisory lock (DDL there is
     transactional), on SQLite the BEGIN IMMEDIATE write lock.
     """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.util import CommandError
+
     with engine.connect() as conn, conn.begin():
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         before = MigrationContext.configure(conn).get_current_revision()
-        command.upgrade(alembic_config(conn), "head")
+        try:
+            command.upgrade(alembic_config(conn), "head")
+        except CommandError as exc:  # e.g. a revision unknown here: the store was migrated by a newer mirror
+            raise DatabaseUnavailable(
+                mask_url(engine.url), f"cannot migrate the schema: {one_line(exc)}"
+            ) from None
         after = MigrationContext.configure(conn).get_current_revision()
     if after != before:
         logger.info(

@@ -272,3 +272,29 @@ def test_a_database_that_cannot_be_opened_is_database_unavailable_in_one_line(ki
     assert message.startswith("database ")
     assert len(message) < 400
     assert caught.value.__cause__ is None  # no SQLAlchemy traceback chained for the user
+
+
+def test_the_head_revision_known_without_alembic_is_the_newest_migration():
+    from alembic.script import ScriptDirectory
+
+    from mirror.db import HEAD_REVISION, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION
+
+
+def test_opening_a_migrated_store_does_not_import_alembic(tmp_path):
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    code = (
+        "import sys\nfrom mirror.db import open_engine\n"
+        f"open_engine({url!r}).dispose()\n"
+        "before = 'alembic' in sys.modules\n"
+        "[sys.modules.pop(m) for m in list(sys.modules) if m.startswith('alembic')]\n"
+        f"open_engine({url!r}).dispose()\n"
+        "print(before, 'alembic' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["True", "False"]

@@ -258,7 +258,6 @@ class Checker:
         concurrency: int,
         *,
         progress: bool = False,
-        stop: threading.Event | None = None,
     ) -> RoundReport:
         """Check every target once over `concurrency` threads and return the round's report.
 
@@ -278,7 +277,7 @@ class Checker:
         writer.start()
         try:
             with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="check") as pool:
-                futures = {pool.submit(self._guarded, t, states.get(t.url), writer, stop): t for t in targets}
+                futures = {pool.submit(self._queue, t, states.get(t.url), writer): t for t in targets}
                 for future in as_completed(futures):
                     target = futures[future]
                     try:
@@ -291,8 +290,7 @@ class Checker:
                         logger.exception("check.crashed", url=target.url)
                         crashed.append(target.url)
                     else:
-                        if report is not None:
-                            reports.append(report)
+                        reports.append(report)
                     if bar is not None:
                         bar.update(1)
             writer.flush()
@@ -311,11 +309,7 @@ class Checker:
         )
         return RoundReport(tuple(reports), elapsed, tuple(crashed), counts)
 
-    def _guarded(
-        self, target: Target, state: TargetState | None, writer: BatchWriter, stop: threading.Event | None
-    ) -> CheckReport | None:
-        if stop is not None and stop.is_set():
-            return None
+    def _queue(self, target: Target, state: TargetState | None, writer: BatchWriter) -> CheckReport:
         if state is None:  # a URL given in another spelling than the store's
             state = self.archive.state_of(target.url)
         return self.check_queued(target, state, writer)

@@ -174,7 +174,7 @@ class Outcome:
     - `new_version`: the fetched body becomes the next version (its blob is stored first).
     - `seen_again`: the current version was seen again (its `last_seen` moves forward).
     - `diff_from`: sha256 of the version to diff against, when the content changed;
-      `check.check_one` fills `diff` from it before recording.
+      `Checker.prepare` fills `diff` from it before recording.
     """
 
     kind: OutcomeKind

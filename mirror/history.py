@@ -16,13 +16,10 @@ def version_diff(archive: Archive, url: str, from_spec: str | None = None, to_sp
     Raises:
         TargetNotFound, VersionNotFound: the URL or a version is not in the store.
     """
-    if from_spec is None and to_spec is None:
-        latest = archive.version(url, "-1")
-        if latest.number < 2:
-            raise VersionNotFound(url, "-2", "there is only one version; nothing to diff")
-        from_spec, to_spec = "-2", "-1"
-    old = archive.version(url, from_spec or "-2")
     new = archive.version(url, to_spec or "-1")
+    if from_spec is None and to_spec is None and new.number < 2:
+        raise VersionNotFound(url, "-2", "there is only one version; nothing to diff")
+    old = archive.version(url, from_spec or "-2")
     if old.sha256 == new.sha256:
         return ""
     old_text = to_text(archive.read(old.sha256), old.content_type)

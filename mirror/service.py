@@ -360,12 +360,10 @@ class Daemon:
         logger.info("service.stopping", in_flight=len(self.in_flight))
         self.scheduler.shutdown(wait=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
-        deadline = threading.Event()
-        timer = threading.Timer(SHUTDOWN_GRACE, deadline.set)
-        timer.start()
-        while self.in_flight and not deadline.wait(0.1):
-            pass
-        timer.cancel()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self.in_flight and time.monotonic() < deadline:
+            self.freed.wait(0.1)
+            self.freed.clear()
         self.writer.close()  # the checks done so far are written before their leases go
         released = leases.release(self.archive.engine, self.owner)
         self.running.checker.close()

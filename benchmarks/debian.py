@@ -13,7 +13,8 @@ def installed(package: str) -> bool:
     done = subprocess.run(
         ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False
     )
-    return done.returncode == 0 and done.stdout.strip().endswith("installed")
+    # "unknown ok not-installed" also ends with "installed": compare the last word.
+    return done.returncode == 0 and done.stdout.split()[-1:] == ["installed"]
 
 
 def ensure_packages(packages: Sequence[str]) -> None:

@@ -54,6 +54,7 @@ from mirror.errors import (
 from mirror.urls import BadURL, normalize_url
 
 CHUNK_SIZE = 64 * 1024
+DRAIN_BYTES = 64 * 1024  # a redirect's or an error page's body read to keep its connection; longer: closed
 MAX_RETRY_WAIT = 60.0  # seconds: a Retry-After of a day must not park a worker
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -184,6 +185,7 @@ def _follow(
     headers = _conditional_headers(conditional)
     seen = {_normalized(trail.url)}
     last_location: str | None = None
+    answer: tuple[bytes | None, str | None, FetchFailure | None] | None
     while True:
         resp = _send(trail.url, session, limits, headers, deadline, sleep)
         try:
@@ -193,15 +195,40 @@ def _follow(
             if resp.status_code in REDIRECT_STATUSES and location:
                 trail.url = _next_hop(trail, location, limits.max_redirects, seen)
                 last_location = location
-                continue
-            if resp.status_code == 304:
-                return None, None, None
-            if not 200 <= resp.status_code < 300:
-                return None, None, FetchFailure("http", _status_line(resp))
-            body, sha256 = _read_body(resp, trail.url, limits.max_bytes, deadline)
-            return body, sha256, None
-        finally:
+                answer = None
+            elif resp.status_code == 304:
+                answer = None, None, None
+            elif not 200 <= resp.status_code < 300:
+                answer = None, None, FetchFailure("http", _status_line(resp))
+            else:
+                answer = (*_read_body(resp, trail.url, limits.max_bytes, deadline), None)
+        except BaseException:
             resp.close()
+            raise
+        _release(resp, trail.url, deadline)
+        if answer is not None:
+            return answer
+
+
+def _release(resp: requests.Response, url: str, deadline: _Deadline) -> None:
+    """Give the response's connection back to the pool once its body is read to the end; else close it.
+
+    `Response.close` closes the socket of a body that was not read through `iter_content`,
+    so every check would pay a new TCP (and TLS) handshake, and the server an accept. A
+    body read to its end, a 304, or a short redirect or error page drained here (at most
+    DRAIN_BYTES, within the deadline) leaves a connection the next request can use.
+    """
+    raw = resp.raw
+    try:
+        drained = 0
+        for chunk in _chunks(raw, url, deadline):
+            drained += len(chunk)
+            if drained > DRAIN_BYTES:
+                raise TooLarge(url, "a body too long to drain")
+    except FetchError:
+        resp.close()
+    else:
+        raw.release_conn()
 
 
 def _next_hop(trail: _Trail, location: str, max_redirects: int, seen: set[str]) -> str:

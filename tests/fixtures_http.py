@@ -105,6 +105,7 @@ class RecordedRequest:
     method: str
     path: str  # with the query string
     headers: CaseInsensitiveDict[str]  # `headers["if-none-match"]` and `headers.get("If-None-Match")` alike
+    client_port: int = 0  # the client's end of the TCP connection: one port per connection
 
 
 @dataclass
@@ -201,6 +202,11 @@ class ArchiveServer:
                 if r.path == path or ("?" not in path and r.path.split("?")[0] == path)
             )
 
+    def connections(self) -> int:
+        """Return how many TCP connections the recorded requests came over."""
+        with self._lock:
+            return len({r.client_port for r in self.requests})
+
     # -- used by the handler ---------------------------------------------------------------
 
     def _record(self, request: RecordedRequest) -> None:
@@ -252,7 +258,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, head: bool) -> None:
         site = self.server.site
-        site._record(RecordedRequest(self.command, self.path, CaseInsensitiveDict(self.headers.items())))
+        site._record(
+            RecordedRequest(
+                self.command, self.path, CaseInsensitiveDict(self.headers.items()), self.client_address[1]
+            )
+        )
         try:
             page = site._page(self.path)
             if page is not None:

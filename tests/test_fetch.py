@@ -88,6 +88,33 @@ def test_second_fetch_with_the_etag_gets_304_and_sent_if_none_match(site, sessio
     assert "if-none-match" not in site.requests[0].headers
 
 
+def test_one_connection_serves_pages_304s_redirects_and_errors_one_after_the_other(site, session):
+    # Each new connection costs a handshake on both sides: a round of thousands of checks
+    # must keep its connections open. A page, its 304, a 404 page, a redirect: all on one.
+    site.put("/etext/kept.html", "<p>Read to the end.</p>")
+    site.put("/etext/target.html", "<p>Where the redirect points.</p>")
+    site.redirect("/etext/moved.html", "/etext/target.html")
+    url = site.url("/etext/kept.html")
+    first = fetch(url, session, FAST)
+    for _ in range(3):
+        assert fetch(url, session, FAST, Conditional(etag=first.headers["etag"])).status == 304
+        assert fetch(site.url("/etext/missing.html"), session, FAST).status == 404
+        assert fetch(site.url("/etext/moved.html"), session, FAST).body == b"<p>Where the redirect points.</p>"
+
+    assert len(site.requests) == 13
+    assert site.connections() == 1
+
+
+def test_a_body_cut_off_by_the_size_cap_does_not_leave_its_connection_for_the_next_request(site, session):
+    site.put("/etext/after.html", "<p>Asked after a refused body.</p>")
+    assert kind(fetch(site.url("/big?bytes=3000000&chunked=1"), session, limits(max_bytes=MB))) == "too_large"
+
+    after = fetch(site.url("/etext/after.html"), session, FAST)
+
+    assert (after.status, after.body) == (200, b"<p>Asked after a refused body.</p>")
+    assert site.connections() == 2  # the unread rest of the big body went with its connection
+
+
 def test_second_fetch_with_last_modified_gets_304_and_sent_if_modified_since(site, session):
     site.put("/etext/dated.html", "<p>Dated page.</p>")
     url = site.url("/etext/dated.html")

@@ -21,20 +21,19 @@ from typing import Any, TypeVar
 from sqlalchemy import Row, and_, delete, exists, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from mirror import blobs, codec, db, ledger, log, recording
+from mirror import blobs, codec, db, ledger, log, recording, tables
 from mirror import targets as targets_table
 from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import FetchResult, Outcome, StoredEvent, Target, TargetState, Version
 from mirror.errors import StoreError, UsageError, VersionNotFound
 from mirror.recording import CheckRecord
-from mirror.tables import Base, BlobRow, CheckRow, EventRow, SnapshotRow, TargetRow
 from mirror.targets import SyncReport, TargetSummary, target_row
 
-T = Base.metadata.tables[TargetRow.__tablename__]
-S = Base.metadata.tables[SnapshotRow.__tablename__]
-C = Base.metadata.tables[CheckRow.__tablename__]
-E = Base.metadata.tables[EventRow.__tablename__]
-B = Base.metadata.tables[BlobRow.__tablename__]
+T = tables.targets
+S = tables.snapshots
+C = tables.checks
+E = tables.events
+B = tables.blobs
 AnyRow = Row[*tuple[Any, ...]]
 
 R = TypeVar("R")

@@ -22,6 +22,8 @@ does, by `root_sha256, chain_length`) then decodes each blob once.
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -30,10 +32,9 @@ from typing import Any
 import zstandard
 from sqlalchemy import Row, Select, bindparam, literal, select
 from sqlalchemy import exists as sql_exists
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from mirror import codec
+from mirror import codec, tables
 from mirror.codec import (
     DELTA_LEVEL,
     MAX_CHAIN,
@@ -51,7 +52,6 @@ from mirror.codec import (
     sha256_of,
 )
 from mirror.errors import StoreError
-from mirror.tables import Base, BlobRow
 
 # Codecs and packing live in `mirror.codec` (pure); the names are here too for the store's callers.
 __all__ = [
@@ -77,7 +77,7 @@ __all__ = [
     "sha256_of",
 ]
 
-B = Base.metadata.tables[BlobRow.__tablename__]
+B = tables.blobs
 AnyRow = Row[*tuple[Any, ...]]
 
 # Far beyond any MAX_CHAIN: a longer chain means edited rows (a loop of bases), so stop, not spin.
@@ -111,7 +111,7 @@ def insert(conn: Connection, packed: Sequence[Packed], now: datetime) -> None:
         }
         for p in packed
     ]
-    conn.execute(_INSERT[conn.dialect.name], rows)
+    conn.execute(_insert(conn.dialect.name), rows)
 
 
 def put(
@@ -271,11 +271,13 @@ class Reader:
 
 _COLUMNS = (B.c.sha256, B.c.size, B.c.codec, B.c.base_sha256, B.c.data)
 _BASE_INFO = select(B.c.size, B.c.chain_length, B.c.root_sha256).where(B.c.sha256 == bindparam("sha"))
-# Built once per dialect; executed with a list of rows (executemany).
-_INSERT: dict[str, Any] = {
-    "postgresql": postgresql.insert(B).on_conflict_do_nothing(index_elements=[B.c.sha256]),
-    "sqlite": sqlite.insert(B).on_conflict_do_nothing(index_elements=[B.c.sha256]),
-}
+
+
+@functools.cache
+def _insert(dialect: str) -> Any:
+    """Return the blobs' INSERT ... ON CONFLICT DO NOTHING of `dialect`, built once; run with many rows."""
+    module = importlib.import_module(f"sqlalchemy.dialects.{dialect}")  # the engine's own, loaded already
+    return module.insert(B).on_conflict_do_nothing(index_elements=[B.c.sha256])
 
 
 def _bases_query() -> Select[Any]:

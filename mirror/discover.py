@@ -16,10 +16,9 @@ from __future__ import annotations
 import re
 import threading
 import zlib
+from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import lxml.html
-from lxml import etree
 from w3lib.url import safe_url_string
 
 from mirror.text import decode, is_text
@@ -112,11 +111,13 @@ def _is_html(body: bytes, content_type: str | None) -> bool:
     return media in _UNTYPED and bool(_HTML_SNIFF_RE.match(body.removeprefix(b"\xef\xbb\xbf")[:1024]))
 
 
-def _html_parser() -> lxml.html.HTMLParser:
+def _html_parser() -> Any:
+    import lxml.html  # loaded on the first page whose links are read: most commands never need it
+
     # One parser per thread: threads sharing an lxml parser wait for each other. huge_tree lifts
     # libxml2's depth limit of 256, which old pages of unclosed <font> tags pass, losing their
     # later links; an HTML parser expands no entities, and the body is already size-capped.
-    parser: lxml.html.HTMLParser | None = getattr(_local, "parser", None)
+    parser = getattr(_local, "parser", None)
     if parser is None:
         parser = _local.parser = lxml.html.HTMLParser(huge_tree=True, no_network=True)
     return parser
@@ -136,6 +137,9 @@ def links(body: bytes, content_type: str | None, base_url: str) -> list[str]:
     markup = _XML_DECLARATION_RE.sub("", decode(body, content_type), count=1)
     if not markup.strip():
         return []
+    import lxml.html
+    from lxml import etree
+
     try:
         tree = lxml.html.document_fromstring(markup, parser=_html_parser())
     except etree.ParserError:
@@ -190,6 +194,8 @@ def sitemap_urls(body: bytes) -> tuple[list[str], list[str]]:
     head = body.removeprefix(b"\xef\xbb\xbf").lstrip()
     if not head.startswith(b"<"):
         return _text_sitemap(head), []
+    from lxml import etree  # loaded when a sitemap is read
+
     parser = etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, recover=True
     )

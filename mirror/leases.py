@@ -22,11 +22,11 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
+from mirror import tables
 from mirror.db import run_in_transaction
 from mirror.domain import Target
-from mirror.tables import Base, TargetRow
 
-T = Base.metadata.tables[TargetRow.__tablename__]
+T = tables.targets
 
 
 def claim_due(engine: Engine, owner: str, now: datetime, limit: int, lease: timedelta) -> list[Target]:

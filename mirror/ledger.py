@@ -25,13 +25,12 @@ from typing import Any
 from sqlalchemy import Row, select, update
 from sqlalchemy.engine import Connection
 
-from mirror import blobs
+from mirror import blobs, tables
 from mirror.domain import Event, StoredEvent
 from mirror.errors import StoreError
-from mirror.tables import Base, EventRow, LedgerHeadRow
 
-E = Base.metadata.tables[EventRow.__tablename__]
-H = Base.metadata.tables[LedgerHeadRow.__tablename__]
+E = tables.events
+H = tables.ledger_head
 AnyRow = Row[*tuple[Any, ...]]
 
 GENESIS = "0" * 64

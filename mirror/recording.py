@@ -18,17 +18,16 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
-from mirror import blobs, ledger, log
+from mirror import blobs, ledger, log, tables
 from mirror.domain import Event, FetchResult, Outcome, StoredEvent
 from mirror.errors import StoreError
-from mirror.tables import Base, BlobRow, CheckRow, EventRow, LedgerHeadRow, SnapshotRow, TargetRow
 from mirror.targets import by_url, normal
 
-T = Base.metadata.tables[TargetRow.__tablename__]
-S = Base.metadata.tables[SnapshotRow.__tablename__]
-C = Base.metadata.tables[CheckRow.__tablename__]
-E = Base.metadata.tables[EventRow.__tablename__]
-H = Base.metadata.tables[LedgerHeadRow.__tablename__]
+T = tables.targets
+S = tables.snapshots
+C = tables.checks
+E = tables.events
+H = tables.ledger_head
 
 MAX_ERROR_MESSAGE = 2000
 
@@ -254,7 +253,7 @@ def _check(target: _Current, record: CheckRecord) -> dict[str, Any]:
 _TARGETS = select(
     T.c.id, T.c.url, T.c.interval_seconds, T.c.current_version, T.c.suspicious, T.c.suspicious_since
 ).where(T.c.url.in_(bindparam("urls", expanding=True)))
-B = Base.metadata.tables[BlobRow.__tablename__]
+B = tables.blobs
 _STORED_BLOBS = select(B.c.sha256).where(B.c.sha256.in_(bindparam("shas", expanding=True)))
 _INSERT_SNAPSHOT = S.insert()
 _INSERT_CHECK = C.insert()

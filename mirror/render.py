@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 def jsonable(value: Any) -> Any:
     """Return `value` as plain JSON types: dataclasses as objects, times as ISO 8601."""
     if is_dataclass(value) and not isinstance(value, type):
-        return jsonable(asdict(value))
+        # Field by field, not `asdict`: that deep-copies every value first (a round's report
+        # holds thousands of checks).
+        return {f.name: jsonable(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

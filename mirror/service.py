@@ -28,7 +28,6 @@ from types import FrameType
 from typing import IO
 
 import structlog
-from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import make_url
 
 from mirror import leases, log
@@ -196,6 +195,8 @@ class Daemon:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
+        from apscheduler.schedulers.background import BackgroundScheduler  # only the daemon ticks
+
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.extended_at = datetime.now(UTC)
         self.freed = threading.Event()  # set when a worker finishes: dispatch may claim more

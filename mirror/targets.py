@@ -6,6 +6,7 @@ write transaction each, a few bulk statements whatever the number of targets).
 
 from __future__ import annotations
 
+import importlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,16 +14,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from mirror import tables
 from mirror.domain import Status, Target, TargetState
 from mirror.errors import TargetNotFound
-from mirror.tables import Base, SnapshotRow, TargetRow
 from mirror.urls import BadURL, host_of, normalize_url
 
-T = Base.metadata.tables[TargetRow.__tablename__]
-S = Base.metadata.tables[SnapshotRow.__tablename__]
+T = tables.targets
+S = tables.snapshots
 AnyRow = Row[*tuple[Any, ...]]
 
 CONFIG = "config"
@@ -124,7 +124,7 @@ def add_discovered(conn: Connection, targets: Sequence[Target], now: datetime, r
     ]
     if not rows:
         return 0
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    dialect = importlib.import_module(f"sqlalchemy.dialects.{conn.dialect.name}")  # the engine's own
     # DO NOTHING: another daemon may add the same URL between our SELECT and INSERT.
     stmt = dialect.insert(T).on_conflict_do_nothing(index_elements=[T.c.url]).returning(T.c.id)
     return len(conn.execute(stmt, rows).all())

@@ -20,12 +20,11 @@ import zstandard
 from sqlalchemy import select, tuple_
 from sqlalchemy.engine import Connection, Engine
 
-from mirror import blobs, ledger, log
+from mirror import blobs, ledger, log, tables
 from mirror.db import read
 from mirror.errors import StoreError
-from mirror.tables import Base, BlobRow, EventRow, SnapshotRow, TargetRow
 
-B, S, E, T = (Base.metadata.tables[t.__tablename__] for t in (BlobRow, SnapshotRow, EventRow, TargetRow))
+B, S, E, T = tables.blobs, tables.snapshots, tables.events, tables.targets
 
 logger = structlog.get_logger("mirror.verify")
 

@@ -11,12 +11,12 @@ from sqlalchemy import select, update
 from mirror import blobs, codec
 from mirror.db import run_in_transaction
 from mirror.errors import StoreError
-from mirror.tables import Base
+from mirror.tables import metadata
 from tests.fixtures_store import HOUR, T0, save_version, sha, watch
 
 URL = "https://www.prisoncensorship.info/archive/etext/wim/cong/notefromchair092207.html"
 OTHER = "https://www.prisoncensorship.info/archive/etext/wim/cong/copy.html"
-BLOBS = Base.metadata.tables["blobs"]
+BLOBS = metadata.tables["blobs"]
 
 # a small vocabulary: pages compress about 4x, as real HTML does
 _VOCABULARY = """

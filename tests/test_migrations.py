@@ -21,7 +21,7 @@ from mirror.db import alembic_config, open_engine, run_in_transaction
 from mirror.domain import Event, Target
 from mirror.errors import DatabaseUnavailable, StoreError
 from mirror.log import DOCUMENT_NEW, STORE_MIGRATED
-from mirror.tables import Base
+from mirror.tables import metadata
 from tests.fixtures_store import T0, save_version, watch
 
 HEAD = "0002"
@@ -33,7 +33,7 @@ def schema_differences(engine) -> list:
         context = MigrationContext.configure(
             conn, opts={"compare_type": True, "compare_server_default": True}
         )
-        return compare_metadata(context, Base.metadata)
+        return compare_metadata(context, metadata)
 
 
 def revision(engine) -> str | None:
@@ -199,8 +199,8 @@ def test_downgrading_to_0001_keeps_targets_and_versions(engine):
 
 
 def test_a_snapshot_cannot_name_a_blob_that_is_not_stored(engine):
-    snapshots = Base.metadata.tables["snapshots"]
-    targets = Base.metadata.tables["targets"]
+    snapshots = metadata.tables["snapshots"]
+    targets = metadata.tables["targets"]
 
     def orphan(conn):
         target_id = conn.execute(

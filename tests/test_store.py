@@ -20,7 +20,7 @@ from mirror.db import RetrySettings, run_in_transaction
 from mirror.domain import Event, Outcome, OutcomeKind, Status, Target, TargetState
 from mirror.errors import StoreError, TargetNotFound, UsageError, VersionNotFound
 from mirror.log import DOCUMENT_CHANGED, DOCUMENT_DISAPPEARED, DOCUMENT_NEW, DOCUMENT_REAPPEARED, STORE_RETRY
-from mirror.tables import Base
+from mirror.tables import metadata
 from tests.fixtures_store import HOUR, T0, fetched, save_failure, save_unchanged, save_version, sha, watch
 
 URL = "https://www.prisoncensorship.info/archive/etext/wim/cong/notefromchair092207.html"
@@ -30,11 +30,11 @@ MINUTE = timedelta(minutes=1)
 
 def count(engine, table: str) -> int:
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(Base.metadata.tables[table])).scalar_one()
+        return conn.execute(select(func.count()).select_from(metadata.tables[table])).scalar_one()
 
 
 def target_row(engine, url: str):
-    targets = Base.metadata.tables["targets"]
+    targets = metadata.tables["targets"]
     with engine.connect() as conn:
         return conn.execute(select(targets).where(targets.c.url == url)).one()
 
@@ -88,7 +88,7 @@ def test_reading_a_missing_or_damaged_blob_is_a_store_error(archive, engine):
     with pytest.raises(StoreError, match="not in the store"):
         archive.read(sha(b"never stored"))
 
-    table = Base.metadata.tables["blobs"]
+    table = metadata.tables["blobs"]
     with engine.begin() as conn:
         conn.execute(update(table).values(data=blobs.compress(b"tampered bytes")))
     with pytest.raises(StoreError, match="damaged"):
@@ -111,7 +111,7 @@ def test_blobs_are_compressed(archive, engine):
 def test_a_new_version_writes_blob_snapshot_check_event_and_target_together(archive, engine):
     body = b"<html>first</html>"
     watch(archive, URL, interval=6 * HOUR)
-    targets = Base.metadata.tables["targets"]
+    targets = metadata.tables["targets"]
     with engine.begin() as conn:  # as if a daemon had claimed it
         conn.execute(update(targets).values(lease_owner="host:1", lease_until=T0 + HOUR))
 
@@ -126,7 +126,7 @@ def test_a_new_version_writes_blob_snapshot_check_event_and_target_together(arch
     assert row.next_check_at == T0 + 6 * HOUR
     assert (row.lease_owner, row.lease_until) == (None, None)
     with engine.connect() as conn:
-        check = conn.execute(select(Base.metadata.tables["checks"])).one()
+        check = conn.execute(select(metadata.tables["checks"])).one()
     assert (check.outcome, check.http_status, check.bytes, check.worker) == ("new", 200, len(body), "test")
     assert check.duration_ms == 125
     state = archive.state_of(URL)
@@ -152,7 +152,7 @@ def test_a_failed_check_is_recorded_without_a_version(archive, engine):
     state = archive.state_of(URL)
     assert (state.status, state.consecutive_failures, state.current_version) == (Status.FAILING, 1, 0)
     with engine.connect() as conn:
-        check = conn.execute(select(Base.metadata.tables["checks"])).one()
+        check = conn.execute(select(metadata.tables["checks"])).one()
     assert (check.outcome, check.error_kind, check.bytes) == ("failed", "timeout", None)
     assert count(engine, "snapshots") == 0
 
@@ -306,7 +306,7 @@ def test_the_event_chain_links_every_event_to_the_previous_one_and_the_head_is_t
 def test_changing_a_stored_event_breaks_its_link(archive, engine):
     watch(archive, URL)
     save_version(archive, URL, b"v1", T0)
-    events = Base.metadata.tables["events"]
+    events = metadata.tables["events"]
     with engine.begin() as conn:
         conn.execute(update(events).where(events.c.seq == 1).values(details={"size": 999}))
 
@@ -677,7 +677,7 @@ def test_pruning_checks_deletes_only_those_started_before_the_cut_in_batches(arc
 
     assert archive.prune_checks(T0 + 6 * MINUTE, batch=4) == 11  # T0, and minutes 1 to 5 of both
 
-    checks = Base.metadata.tables["checks"]
+    checks = metadata.tables["checks"]
     with engine.connect() as conn:
         kept = conn.execute(select(checks.c.started_at)).scalars().all()
     assert len(kept) == 12

@@ -5,13 +5,13 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 
 from mirror import blobs, verify
-from mirror.tables import Base
+from mirror.tables import metadata
 from tests.fixtures_store import HOUR, T0, save_version, sha, watch
 from tests.test_blobs import edited_versions
 
 URL = "https://www.prisoncensorship.info/archive/etext/wim/cong/notefromchair092207.html"
 OTHER = "https://www.prisoncensorship.info/archive/etext/wim/cong/copy.html"
-BLOBS = Base.metadata.tables["blobs"]
+BLOBS = metadata.tables["blobs"]
 
 
 def history(archive, url: str, versions: list[bytes]) -> list[str]:

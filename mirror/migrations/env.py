@@ -11,9 +11,9 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
-from mirror.tables import Base
+from mirror.tables import metadata
 
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _run(conn: Connection) -> None:

@@ -13,10 +13,11 @@ from mirror import blobs, ledger, log, recording
 from mirror.blobs import DeltaBase
 from mirror.check import Checker
 from mirror.diff import TEXTS
+from mirror.dictionaries import HostBases
 from mirror.domain import DetectPolicy, Event, FetchLimits, Outcome, OutcomeKind, Status, Target, TargetState
 from mirror.errors import StoreError, TargetNotFound
 from mirror.politeness import HostGate
-from mirror.tables import Base
+from mirror.tables import metadata
 from mirror.writer import BatchWriter
 from tests.fixtures_store import HOUR, T0, fetched, save_failure, save_version, sha, watch
 from tests.test_store import count
@@ -240,7 +241,7 @@ def test_a_new_page_is_stored_as_a_delta_against_a_page_of_its_site_and_reads_ba
     finally:
         checker.close()
 
-    blobs_table = Base.metadata.tables["blobs"]
+    blobs_table = metadata.tables["blobs"]
     with engine.connect() as conn:
         rows = {r.sha256: r for r in conn.execute(select(blobs_table))}
     first, *others = [rows[sha(b)] for b in bodies.values()]
@@ -264,8 +265,56 @@ def test_a_page_whose_shared_base_was_never_written_is_stored_whole(archive, eng
 
     archive.record_many([record])
 
-    blobs_table = Base.metadata.tables["blobs"]
+    blobs_table = metadata.tables["blobs"]
     with engine.connect() as conn:
         (row,) = conn.execute(select(blobs_table.c.codec, blobs_table.c.base_sha256)).all()
     assert (row.codec, row.base_sha256) == (blobs.ZSTD, None)
     assert archive.read(sha(body)) == body
+
+
+def test_a_copy_of_a_pdf_under_another_folder_costs_bytes_and_another_pdf_is_not_a_delta_of_it(
+    site, archive, engine
+):
+    report = b"%PDF-1.4\n" + bytes(range(256)) * 200 + b"\n%%EOF\n"  # 51 KB, barely compressible
+    other = b"%PDF-1.4\n" + bytes(reversed(range(256))) * 150 + b"\n%%EOF\n"
+    bodies = {
+        "/2019/report.pdf": report,
+        "/archive/report.pdf": report + b"%re-uploaded\n",  # the same file with a new trailer
+        "/archive/minutes.pdf": other,
+    }
+    for path, body in bodies.items():
+        site.put(path, body, content_type="application/pdf")
+    targets = [Target(site.url(p), HOUR) for p in bodies]
+    archive.sync_targets(targets, datetime.now(UTC))
+    checker = Checker(archive, FetchLimits(timeout=5.0, retries=0), DetectPolicy(), HostGate(4, 0.0))
+    try:
+        for target in targets:
+            checker.check_one(target)
+    finally:
+        checker.close()
+
+    blobs_table = metadata.tables["blobs"]
+    with engine.connect() as conn:
+        rows = {r.sha256: r for r in conn.execute(select(blobs_table))}
+    first, copy, minutes = (rows[sha(b)] for b in bodies.values())
+    assert (first.codec, copy.codec, copy.base_sha256) == ("zstd", "zstd-delta", first.sha256)
+    assert copy.stored_size < 100
+    assert (minutes.codec, minutes.base_sha256) == ("zstd", None)  # tried against nothing
+    assert [archive.read(sha(b)) for b in bodies.values()] == list(bodies.values())
+
+
+def test_binaries_kept_as_bases_by_name_stay_within_their_memory_budget():
+    bases = HostBases(named_budget=100_000)
+    for n in range(10):
+        body = bytes([n]) * 30_000
+        packed = blobs.pack(body)
+        bases.offer(f"https://archive.example.org/{n}/scan-{n}.pdf", "application/pdf", packed, body)
+
+    kept = [n for n in range(10) if bases.base_for(f"https://x.org/{n}/scan-{n}.pdf", "application/pdf")]
+    found = [
+        n
+        for n in range(10)
+        if bases.base_for(f"https://archive.example.org/copy/scan-{n}.pdf", "application/pdf")
+    ]
+    assert kept == []  # another host
+    assert found == [7, 8, 9]  # the three most recent fit in 100,000 bytes

@@ -14,7 +14,6 @@ import functools
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -65,6 +64,11 @@ _LEVELS = {
 
 
 JITTER = 0.05  # next checks land within ±5% of the interval, so targets added together drift apart
+
+
+def _check_id() -> str:
+    """Return a random id that ties one check's log lines together (not a secret: no urandom call)."""
+    return f"{random.getrandbits(48):012x}"
 
 
 def utcnow() -> datetime:
@@ -148,7 +152,7 @@ class Checker:
 
     def check_one(self, target: Target) -> CheckReport:
         """Return what one check of `target` did: fetched, judged, recorded alone, its events logged."""
-        with bound_contextvars(url=target.url, check_id=uuid.uuid4().hex[:12]):
+        with bound_contextvars(url=target.url, check_id=_check_id()):
             state = self.archive.state_of(target.url)
             record = self.prepare(target, state)
             self.archive.record_many([record])
@@ -166,7 +170,7 @@ class Checker:
         Raises:
             StoreError: the writer has stopped on a store error.
         """
-        check_id = uuid.uuid4().hex[:12]
+        check_id = _check_id()
         with bound_contextvars(url=target.url, check_id=check_id):
             record = self.prepare(target, state)
             writer.submit(record, functools.partial(self._written, record, check_id, done))

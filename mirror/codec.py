@@ -17,8 +17,6 @@ from dataclasses import dataclass, replace
 
 import zstandard
 
-from mirror.errors import StoreError
-
 ZSTD = "zstd"
 ZSTD_DELTA = "zstd-delta"
 # Level 6: on the benchmark corpus (Sphinx HTML) a whole page is 3% larger than at level 10 and takes
@@ -146,13 +144,10 @@ def pack(
 
     A delta is tried when `base` and its content `base_bytes` are given, the base's chain
     is shorter than `MAX_CHAIN`, and both are at most `MAX_DELTA_BYTES`. Pure: no database.
-
-    Raises:
-        StoreError: `sha256` was given and does not match `data`.
+    `sha256` is the caller's hash of `data` when it has one (fetch hashes a body as it
+    reads it): a page is not hashed twice. `mirror verify` re-hashes every stored blob.
     """
-    actual = sha256_of(data)
-    if sha256 is not None and sha256.lower() != actual:
-        raise StoreError(f"blob claimed sha256 {sha256} but its {len(data)} bytes hash to {actual}")
+    actual = sha256.lower() if sha256 is not None else sha256_of(data)
     whole_size = len(data)  # what a delta must beat before a whole copy is made to compare
     delta = None
     if (

@@ -49,6 +49,7 @@ from mirror.fetch import fetch, make_session
 from mirror.judge import ROBOTS_ERROR, judge, with_diff
 from mirror.politeness import HostGate
 from mirror.robots import RobotsCache
+from mirror.textpool import TextPool
 from mirror.urls import host_of
 from mirror.writer import BatchWriter, Done
 
@@ -133,6 +134,7 @@ class Checker:
         self.clock = clock
         self._local = threading.local()
         self.bases = HostBases()
+        self.texts = TextPool()  # its helper process starts with the first large change
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
 
@@ -145,6 +147,7 @@ class Checker:
         return session
 
     def close(self) -> None:
+        self.texts.close()
         with self._sessions_lock:
             for session in self._sessions:
                 session.close()
@@ -194,6 +197,7 @@ class Checker:
                 result.content_type,
                 old_sha256=outcome.diff_from,
                 new_sha256=result.body_sha256,
+                render=self.texts.texts,
             )
             outcome = with_diff(outcome, diff, self.policy)
         # The previous version is the delta base: a changed page costs about its change;

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -200,6 +200,10 @@ class TextCache:
 TEXTS = TextCache(TEXT_CACHE_CHARS)
 
 
+def _render_here(sides: Sequence[tuple[bytes, str | None]]) -> list[str | None]:
+    return [to_text(body, content_type) for body, content_type in sides]
+
+
 def compare(
     old: bytes,
     old_content_type: str | None,
@@ -210,6 +214,7 @@ def compare(
     max_lines: int = 60,
     old_sha256: str | None = None,
     new_sha256: str | None = None,
+    render: Callable[[Sequence[tuple[bytes, str | None]]], list[str | None]] | None = None,
 ) -> ChangeDiff:
     """Return how two versions differ: sizes, and for two texts the line counts and a short diff.
 
@@ -221,11 +226,15 @@ def compare(
 
     Given the sha256 of a side, its text is looked up in (and the new side's is kept in)
     a small process-wide cache: the next change of the page then renders only its new body.
+    `render` turns (body, content type) pairs into texts (`textpool.TextPool.texts` renders
+    them in a helper process); by default they are rendered here with `text.to_text`.
     """
+    render = render or _render_here
     old_text = TEXTS.get(old_sha256, old_content_type) if old_sha256 else None
     if old_text is None:
-        old_text = to_text(old, old_content_type)
-    new_text = to_text(new, new_content_type)
+        old_text, new_text = render([(old, old_content_type), (new, new_content_type)])
+    else:
+        (new_text,) = render([(new, new_content_type)])
     if new_sha256 is not None and new_text is not None:
         TEXTS.put(new_sha256, new_content_type, new_text)
     if old_text is None or new_text is None:

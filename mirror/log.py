@@ -37,6 +37,8 @@ ROBOTS_FETCHED = "robots.fetched"  # debug: one robots.txt fetched and what it m
 ROBOTS_UNREACHABLE = "robots.unreachable"  # warning: a site's robots.txt failed, its pages wait
 CHECK_SKIPPED = "check.skipped"  # robots.txt forbids the fetch
 CHECKS_PRUNED = "checks.pruned"
+TEXTPOOL_BROKEN = "textpool.broken"  # warning: a text-rendering helper process died; it is replaced
+TEXTPOOL_UNAVAILABLE = "textpool.unavailable"  # warning: no helper process can start; texts rendered in place
 
 DOCUMENT_EVENTS = (
     DOCUMENT_NEW,

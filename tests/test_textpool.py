@@ -1,0 +1,90 @@
+"""Large pages rendered to text in a helper process: same texts, and a dead helper costs nothing."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+from structlog.testing import capture_logs
+
+from mirror.diff import compare
+from mirror.text import to_text
+from mirror.textpool import MIN_POOL_BYTES, TextPool
+
+MENU = "".join(f"<li><a href='/etext/{i}.html'>Issue {i} of the newsletter</a></li>" for i in range(600))
+
+
+def page(words: str) -> bytes:
+    body = f"<html><body><ul>{MENU}</ul><h1>Statement</h1><p>{words}</p><p>Signed, the committee.</p>"
+    return (body + "</body></html>").encode()
+
+
+OLD, NEW = page("The congress met in Bonn."), page("The congress met in Berlin, €.")
+
+
+@pytest.fixture
+def pool():
+    texts = TextPool(workers=1)
+    yield texts
+    texts.close()
+
+
+@pytest.fixture
+def helpers():
+    """Return a function listing the helper processes started since the test began."""
+    before = {p.pid for p in multiprocessing.active_children()}
+    return lambda: [p for p in multiprocessing.active_children() if p.pid not in before]
+
+
+def test_a_large_change_is_rendered_by_a_helper_process_to_the_same_texts(pool, helpers):
+    assert len(OLD) + len(NEW) >= MIN_POOL_BYTES
+    assert helpers() == []
+
+    texts = pool.texts([(OLD, "text/html; charset=utf-8"), (NEW, "text/html; charset=utf-8")])
+
+    assert texts == [to_text(OLD, "text/html; charset=utf-8"), to_text(NEW, "text/html; charset=utf-8")]
+    assert [p.pid != os.getpid() for p in helpers()] == [True]
+
+
+def test_the_diff_through_the_pool_is_the_diff_rendered_in_place(pool):
+    through_pool = compare(OLD, "text/html", NEW, "text/html", render=pool.texts)
+    in_place = compare(OLD, "text/html", NEW, "text/html")
+
+    assert through_pool == in_place
+    assert "-The congress met in Bonn." in through_pool.unified
+    assert "+The congress met in Berlin, €." in through_pool.unified
+
+
+def test_small_bodies_are_rendered_in_place_without_starting_a_helper(pool, helpers):
+    assert pool.texts([(b"<p>short</p>", "text/html"), (b"%PDF-1.4 ...", "application/pdf")]) == [
+        "short",
+        None,
+    ]
+    assert helpers() == []
+
+
+def test_a_killed_helper_is_replaced_and_the_change_at_hand_still_gets_its_texts(pool, helpers):
+    sides = [(OLD, "text/html"), (NEW, "text/html")]
+    expected = pool.texts(sides)
+    (helper,) = helpers()
+
+    os.kill(helper.pid, signal.SIGKILL)
+    helper.join(5)
+    with capture_logs() as logs:
+        deadline = time.monotonic() + 10
+        while not any(e["event"] == "textpool.broken" for e in logs) and time.monotonic() < deadline:
+            assert pool.texts(sides) == expected  # in place while the pool notices its loss
+
+    assert [e["log_level"] for e in logs if e["event"] == "textpool.broken"] == ["warning"]
+    assert pool.texts(sides) == expected  # a new helper
+    assert [p.pid for p in helpers()] != [helper.pid]
+
+
+def test_a_closed_pool_renders_in_place(pool, helpers):
+    pool.close()
+
+    assert pool.texts([(OLD, "text/html")]) == [to_text(OLD, "text/html")]
+    assert helpers() == []

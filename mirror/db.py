@@ -47,6 +47,7 @@ logger = structlog.get_logger("mirror.db")
 T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_PAGE_SIZE = 2048
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a writer waits for the file lock before "database is locked"
 PG_CONNECT_TIMEOUT = 10  # seconds; an unreachable server fails `open_engine` instead of hanging
 POOL_SIZE = 10  # connections kept open: the worker pool plus the dispatcher
@@ -247,6 +248,9 @@ def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> No
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT * 1000)}")
+        # A new file only (before WAL, which fixes it): a blob of ~10 KB ends in a half-filled
+        # overflow page on average; 2 KB pages waste half as much (benchmark store: -2.5%).
+        cursor.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA synchronous = NORMAL")

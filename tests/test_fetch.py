@@ -99,7 +99,9 @@ def test_one_connection_serves_pages_304s_redirects_and_errors_one_after_the_oth
     for _ in range(3):
         assert fetch(url, session, FAST, Conditional(etag=first.headers["etag"])).status == 304
         assert fetch(site.url("/etext/missing.html"), session, FAST).status == 404
-        assert fetch(site.url("/etext/moved.html"), session, FAST).body == b"<p>Where the redirect points.</p>"
+        assert (
+            fetch(site.url("/etext/moved.html"), session, FAST).body == b"<p>Where the redirect points.</p>"
+        )
 
     assert len(site.requests) == 13
     assert site.connections() == 1

@@ -12,8 +12,8 @@ from structlog.testing import capture_logs
 from mirror import blobs, ledger, log, recording
 from mirror.blobs import DeltaBase
 from mirror.check import Checker
-from mirror.diff import TEXTS
 from mirror.dictionaries import HostBases
+from mirror.diff import TEXTS
 from mirror.domain import DetectPolicy, Event, FetchLimits, Outcome, OutcomeKind, Status, Target, TargetState
 from mirror.errors import StoreError, TargetNotFound
 from mirror.politeness import HostGate

@@ -84,16 +84,43 @@ def make_session(limits: FetchLimits) -> requests.Session:
     # With trust_env, requests reads the proxy variables again on every request (~3.5% of a
     # check's time): only when a proxy is set (no_proxy needs trust_env too). Otherwise the one
     # other setting it would take from the environment, a CA bundle, is read here once.
+    bundle = None
     if not _proxy_set():
         session.trust_env = False
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         if bundle:
             session.verify = bundle
     # Retries and redirects are fetch()'s job: it records the chain and keeps the deadline.
-    adapter = HTTPAdapter(max_retries=Retry(total=0, read=False, redirect=False, raise_on_status=False))
+    adapter = _Adapter(bundle, max_retries=Retry(total=0, read=False, redirect=False, raise_on_status=False))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter, told once whether the CA bundle is a file or a folder.
+
+    With `verify` a path, requests stats it on every request to tell which
+    (`_urllib3_request_context`): a system call that lets go of the GIL, and each time a
+    worker must wait for it to come back while the other workers run Python.
+    """
+
+    def __init__(self, ca_bundle: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._ca_bundle = ca_bundle
+        self._ca_key = "ca_cert_dir" if ca_bundle and os.path.isdir(ca_bundle) else "ca_certs"
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: bool | str, cert: str | tuple[str, str] | None = None
+    ) -> Any:
+        if self._ca_bundle is None or verify != self._ca_bundle:
+            return super().build_connection_pool_key_attributes(request, verify, cert)
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, True, cert)
+        if self._ca_key == "ca_cert_dir":
+            pool_kwargs["ca_cert_dir"] = verify
+        else:
+            pool_kwargs["ca_certs"] = verify
+        return host_params, pool_kwargs
 
 
 def _proxy_set() -> bool:

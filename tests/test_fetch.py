@@ -10,6 +10,8 @@ import tracemalloc
 from datetime import UTC, datetime
 
 import pytest
+import requests
+import requests.adapters
 
 from mirror.domain import Conditional, FetchFailure, FetchLimits
 from mirror.fetch import fetch, make_session
@@ -432,6 +434,25 @@ def test_gzip_fixture_is_really_gzip_on_the_wire(site):
 
     assert headers["content-encoding"] == "gzip"
     assert gzip.decompress(body) == GZIP_PAGE
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_ca_bundle_reaches_the_connection_pool_as_requests_would_pass_it(tmp_path, monkeypatch, kind):
+    bundle = tmp_path / "ca"
+    if kind == "folder":
+        bundle.mkdir()
+    else:
+        bundle.write_text("")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    request = requests.Request("GET", "https://archive.example.org/etext/").prepare()
+    with make_session(FAST) as session:
+        ours = session.get_adapter(request.url).build_connection_pool_key_attributes(request, session.verify)
+
+    stock = requests.adapters.HTTPAdapter().build_connection_pool_key_attributes(request, str(bundle))
+    assert ours == stock
+    assert ours[1]["ca_cert_dir" if kind == "folder" else "ca_certs"] == str(bundle)
 
 
 def test_a_proxy_set_in_the_environment_is_used_and_none_set_costs_no_lookups(site, monkeypatch):

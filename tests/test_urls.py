@@ -1,0 +1,66 @@
+"""URL normalisation: the fast path for URLs already normal gives what parsing them gives."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from mirror.urls import BadURL, _normalize_parsed, normalize_url
+
+SCHEMES = ["http", "https", "HTTP", "ftp"]
+HOSTS = [
+    "archive.example.org",
+    "Archive.Example.ORG",
+    "127.0.0.1",
+    "[::1]",
+    "xn--bcher-kva.example",
+    "bücher.de",
+    "user:pw@host.org",
+    "a_b.org",
+    "host.org.",
+]
+PORTS = ["", ":80", ":443", ":8080", ":080", ":0", ":65535", ":65536", ":99999", ":"]
+PATHS = [
+    "",
+    "/",
+    "/etext/wim/",
+    "/a b",
+    "/%7Euser/",
+    "/a\\\\b",
+    "/x?y=1&z=2",
+    "/x#frag",
+    "/x?",
+    "/é/ü.html",
+    "/a@b",
+    "/tab\\there",
+    "/../up",
+    "//double",
+]
+
+
+def outcome(function, url):
+    try:
+        return function(url)
+    except BadURL as exc:
+        return ("BadURL", str(exc))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_every_spelling_normalises_as_the_full_parse_does(scheme):
+    urls = [f"{scheme}://{h}{p}{path}" for h, p, path in itertools.product(HOSTS, PORTS, PATHS)]
+    for url in urls:
+        assert outcome(normalize_url, url) == outcome(_normalize_parsed, url), url
+
+
+@pytest.mark.parametrize(
+    ("url", "normal"),
+    [
+        ("HTTP://Archive.Example.org:80/etext/", "http://archive.example.org/etext/"),
+        ("https://archive.example.org:443", "https://archive.example.org/"),
+        ("http://archive.example.org:8080/a?b=1#top", "http://archive.example.org:8080/a?b=1"),
+        ("http://127.0.0.1:39455/c001/library/index.html", "http://127.0.0.1:39455/c001/library/index.html"),
+    ],
+)
+def test_a_url_comes_back_in_its_one_normal_spelling(url, normal):
+    assert normalize_url(url) == normal == normalize_url(normal)

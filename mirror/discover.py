@@ -19,8 +19,6 @@ import zlib
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from w3lib.url import safe_url_string
-
 from mirror.text import decode, is_text
 from mirror.urls import BadURL, normalize_url
 
@@ -56,6 +54,8 @@ def canonical_url(url: str) -> str:
         BadURL: not an absolute http(s) URL with a host.
     """
     try:
+        from w3lib.url import safe_url_string  # ~40 ms to import: only commands that discover pay it
+
         escaped = safe_url_string(_URL_WHITESPACE_RE.sub("", url.strip()))
     except ValueError as exc:  # a port out of range, a broken IPv6 literal
         raise BadURL(f"not a URL: {url!r} ({exc})") from None

@@ -19,7 +19,6 @@ import enum
 import re
 import unicodedata
 
-import charset_normalizer
 from resiliparse.extract.html2text import extract_plain_text
 from w3lib.encoding import (
     html_to_unicode,
@@ -163,6 +162,8 @@ def _sniffs_as_text(body: bytes) -> bool:
         # A multi-byte character may straddle the end of the sample: decode incrementally.
         codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(body) <= SNIFF_BYTES)
     except UnicodeDecodeError:
+        import charset_normalizer  # loaded for the rare body that is neither labelled nor UTF-8
+
         return charset_normalizer.from_bytes(sample).best() is not None
     return True
 
@@ -194,6 +195,8 @@ def _detect(body: bytes) -> str | None:
         pass
     else:
         return "utf-8"
+    import charset_normalizer
+
     best = charset_normalizer.from_bytes(body).best()
     if best is None:
         return None

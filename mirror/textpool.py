@@ -15,17 +15,19 @@ change is rendered in place, after one `textpool.unavailable` warning.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import CancelledError, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import CancelledError
+from typing import TYPE_CHECKING
 
 import structlog
 
 from mirror import log
 from mirror.text import to_text
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 logger = structlog.get_logger("mirror.textpool")
 
@@ -59,6 +61,8 @@ class TextPool:
         pool = self._get()
         if pool is None:
             return render_all(sides)
+        from concurrent.futures.process import BrokenProcessPool  # loaded with the pool, by _get
+
         try:
             return pool.submit(render_all, list(sides)).result()
         except BrokenProcessPool:  # a helper died, now or before this call: the next call gets new ones
@@ -84,6 +88,10 @@ class TextPool:
             if self._closed:
                 return None
             if self._pool is None:
+                # Loaded here, not at start-up (~40 ms): most rounds change no large page.
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
                 # spawn: a fork would copy this process's threads' locks in whatever state they are.
                 context = multiprocessing.get_context("spawn")
                 try:

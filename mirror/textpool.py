@@ -7,7 +7,8 @@ without any rendering). A `TextPool` sends both sides of a change to a helper pr
 (spawned on first use, then reused) and the calling thread waits without the lock, so
 the fetchers go on and a second core renders.
 
-Small bodies are rendered in place: shipping them costs more than it saves. A helper
+Small bodies are rendered in place: shipping them costs more than it saves, and so are
+the changes met while a new helper is still starting (importing takes ~0.3 s). A helper
 that dies (killed, out of memory) is replaced for the next change; the change at hand is
 rendered in place. Where no process or semaphore can be made (a tight sandbox), every
 change is rendered in place, after one `textpool.unavailable` warning.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
 from typing import TYPE_CHECKING
 
 import structlog
@@ -51,15 +52,27 @@ class TextPool:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or default_workers()
         self._pool: ProcessPoolExecutor | None = None
+        self._warm: Future[list[str | None]] | None = None  # the helper's first answer: it has started
         self._lock = threading.Lock()
         self._closed = False
+
+    def start(self, timeout: float | None = None) -> bool:
+        """Start the helpers if they are not running; return True once one answers within `timeout`."""
+        if self._get() is None or self._warm is None:
+            return False
+        try:
+            self._warm.result(timeout)
+        except Exception:  # a timeout, a dead helper or a closed pool: `texts` deals with each
+            return False
+        return True
 
     def texts(self, sides: Sides) -> list[str | None]:
         """Return the normalised text of each side (None for a binary), as `text.to_text` does."""
         if sum(len(body) for body, _ in sides) < MIN_POOL_BYTES:
             return render_all(sides)
         pool = self._get()
-        if pool is None:
+        if pool is None or self._warm is None or not self._warm.done():
+            # A new helper imports for ~0.3 s: changes met meanwhile are rendered here, not queued.
             return render_all(sides)
         from concurrent.futures.process import BrokenProcessPool  # loaded with the pool, by _get
 
@@ -96,7 +109,8 @@ class TextPool:
                 context = multiprocessing.get_context("spawn")
                 try:
                     self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
-                except OSError as exc:
+                    self._warm = self._pool.submit(render_all, [])
+                except (OSError, RuntimeError) as exc:  # RuntimeError: BrokenProcessPool at once
                     logger.warning(log.TEXTPOOL_UNAVAILABLE, error=str(exc))
                     self._closed = True
                     return None

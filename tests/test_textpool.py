@@ -42,6 +42,7 @@ def helpers():
 def test_a_large_change_is_rendered_by_a_helper_process_to_the_same_texts(pool, helpers):
     assert len(OLD) + len(NEW) >= MIN_POOL_BYTES
     assert helpers() == []
+    assert pool.start(timeout=60)
 
     texts = pool.texts([(OLD, "text/html; charset=utf-8"), (NEW, "text/html; charset=utf-8")])
 
@@ -50,6 +51,7 @@ def test_a_large_change_is_rendered_by_a_helper_process_to_the_same_texts(pool, 
 
 
 def test_the_diff_through_the_pool_is_the_diff_rendered_in_place(pool):
+    assert pool.start(timeout=60)
     through_pool = compare(OLD, "text/html", NEW, "text/html", render=pool.texts)
     in_place = compare(OLD, "text/html", NEW, "text/html")
 
@@ -68,7 +70,9 @@ def test_small_bodies_are_rendered_in_place_without_starting_a_helper(pool, help
 
 def test_a_killed_helper_is_replaced_and_the_change_at_hand_still_gets_its_texts(pool, helpers):
     sides = [(OLD, "text/html"), (NEW, "text/html")]
-    expected = pool.texts(sides)
+    expected = pool.texts(sides)  # rendered here while the helper starts
+    assert pool.start(timeout=60)
+    assert pool.texts(sides) == expected
     (helper,) = helpers()
 
     os.kill(helper.pid, signal.SIGKILL)
@@ -81,6 +85,14 @@ def test_a_killed_helper_is_replaced_and_the_change_at_hand_still_gets_its_texts
     assert [e["log_level"] for e in logs if e["event"] == "textpool.broken"] == ["warning"]
     assert pool.texts(sides) == expected  # a new helper
     assert [p.pid for p in helpers()] != [helper.pid]
+
+
+def test_changes_met_while_the_helper_starts_are_rendered_in_place_at_once(pool):
+    texts = pool.texts([(OLD, "text/html"), (NEW, "text/html")])
+
+    assert texts == [to_text(OLD, "text/html"), to_text(NEW, "text/html")]
+    assert not pool.start(timeout=0)  # the helper had not answered yet: nothing waited for it
+    assert pool.start(timeout=60)
 
 
 def test_a_closed_pool_renders_in_place(pool, helpers):

@@ -16,7 +16,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -280,27 +279,54 @@ class Checker:
         states = self.archive.states_of([t.url for t in targets]) if targets else {}
         reports: list[CheckReport] = []
         crashed: list[str] = []
+        failed: list[StoreError] = []
         bar = _progress(len(targets), progress)
+        todo = iter(targets)
+        lock = threading.Lock()
+        stop = threading.Event()  # a store error, or Ctrl-C: no worker takes another target
+
+        def work() -> None:
+            # Each worker takes the next target until none is left: no future per check and
+            # no thread woken per finished check (with thousands of checks, that signalling
+            # cost more than the Python of the checks themselves spent holding the GIL).
+            while not stop.is_set():
+                with lock:
+                    target = next(todo, None)
+                if target is None:
+                    return
+                try:
+                    reports.append(self._queue(target, states.get(target.url), writer))
+                except StoreError as exc:
+                    failed.append(exc)
+                    stop.set()
+                    return
+                except Exception:
+                    logger.exception("check.crashed", url=target.url)
+                    crashed.append(target.url)
+                if bar is not None:
+                    with lock:
+                        bar.update(1)
+
         writer = BatchWriter(self.archive)
         writer.start()
         try:
-            with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="check") as pool:
-                futures = {pool.submit(self._queue, t, states.get(t.url), writer): t for t in targets}
-                for future in as_completed(futures):
-                    target = futures[future]
-                    try:
-                        report = future.result()
-                    except StoreError:
-                        for other in futures:
-                            other.cancel()
-                        raise
-                    except Exception:
-                        logger.exception("check.crashed", url=target.url)
-                        crashed.append(target.url)
-                    else:
-                        reports.append(report)
-                    if bar is not None:
-                        bar.update(1)
+            workers = [
+                threading.Thread(target=work, name=f"check_{n}", daemon=True)
+                for n in range(max(1, min(concurrency, len(targets))))
+            ]
+            try:
+                for worker in workers:
+                    worker.start()
+                for worker in workers:
+                    worker.join()
+            except BaseException:  # Ctrl-C: the checks under way finish and are written, no more start
+                stop.set()
+                for worker in workers:
+                    if worker.is_alive():
+                        worker.join()
+                raise
+            if failed:
+                raise failed[0]
             writer.flush()
         finally:
             writer.close()

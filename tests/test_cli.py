@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +191,32 @@ def test_robots_txt_disallow_is_honoured_and_the_check_is_skipped(site, tmp_path
     assert by_url[site.url("/archive/private/secret.html")]["outcome"] == "skipped"
     assert by_url[site.url("/archive/open.html")]["outcome"] == "new"
     assert site.hits("/archive/private/secret.html") == 0
+
+
+def test_ctrl_c_stops_a_check_round_soon_and_keeps_what_was_checked(site, mirror, tmp_path):
+    # 40 pages of 1 s each over 2 workers: 20 s of work. Ctrl-C after ~2 s must not wait for it.
+    urls = [site.url(f"/slow?seconds=1&n={i}") for i in range(40)]
+    m = mirror(urls, "concurrency = 2\nper_host_concurrency = 2")
+    env = {**os.environ, "MIRROR_DATABASE_URL": m.database_url}
+    env.pop("MIRROR_CONFIG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mirror", "--config", str(m.config), "check"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 30
+    while site.hits("/slow") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    stopped_after = time.monotonic() - interrupted
+
+    assert proc.returncode != 0
+    assert stopped_after < 5  # the checks under way end (1 s each), no new one starts
+    checked = site.hits("/slow")
+    assert 3 <= checked <= 10
+    targets = m.json("targets")["targets"]
+    assert sum(1 for t in targets if t["status"] == "ok") >= checked - 2  # finished checks were written

@@ -10,8 +10,9 @@ the fetchers go on and a second core renders.
 Small bodies are rendered in place: shipping them costs more than it saves, and so are
 the changes met while a new helper is still starting (importing takes ~0.3 s). A helper
 that dies (killed, out of memory) is replaced for the next change; the change at hand is
-rendered in place. Where no process or semaphore can be made (a tight sandbox), every
-change is rendered in place, after one `textpool.unavailable` warning.
+rendered in place. Where no process or semaphore can be made (a tight sandbox), or
+helpers died MAX_BROKEN times, every change is rendered in place, after one
+`textpool.unavailable` warning.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 logger = structlog.get_logger("mirror.textpool")
 
 MIN_POOL_BYTES = 64 * 1024  # sides smaller than this together are rendered in place
+MAX_BROKEN = (
+    3  # helpers that died before the pool gives up: one that cannot even start must not respawn forever
+)
 Sides = Sequence[tuple[bytes, str | None]]  # (body, content type) of each document to render
 
 
@@ -55,6 +59,7 @@ class TextPool:
         self._warm: Future[list[str | None]] | None = None  # the helper's first answer: it has started
         self._lock = threading.Lock()
         self._closed = False
+        self._broken = 0
 
     def start(self, timeout: float | None = None) -> bool:
         """Start the helpers if they are not running; return True once one answers within `timeout`."""
@@ -79,8 +84,13 @@ class TextPool:
         try:
             return pool.submit(render_all, list(sides)).result()
         except BrokenProcessPool:  # a helper died, now or before this call: the next call gets new ones
-            logger.warning(log.TEXTPOOL_BROKEN, workers=self.workers)
-            self._drop(pool)
+            self._broken += 1
+            logger.warning(log.TEXTPOOL_BROKEN, workers=self.workers, times=self._broken)
+            if self._broken >= MAX_BROKEN:
+                logger.warning(log.TEXTPOOL_UNAVAILABLE, error=f"helpers died {self._broken} times")
+                self.close()
+            else:
+                self._drop(pool)
         except CancelledError:  # closed while this change waited: a reload or a shutdown
             pass
         except OSError as exc:  # no process or semaphore may be made here (a sandbox)

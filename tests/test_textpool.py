@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from mirror.diff import compare
 from mirror.text import to_text
-from mirror.textpool import MIN_POOL_BYTES, TextPool
+from mirror.textpool import MAX_BROKEN, MIN_POOL_BYTES, TextPool
 
 MENU = "".join(f"<li><a href='/etext/{i}.html'>Issue {i} of the newsletter</a></li>" for i in range(600))
 
@@ -93,6 +93,23 @@ def test_changes_met_while_the_helper_starts_are_rendered_in_place_at_once(pool)
     assert texts == [to_text(OLD, "text/html"), to_text(NEW, "text/html")]
     assert not pool.start(timeout=0)  # the helper had not answered yet: nothing waited for it
     assert pool.start(timeout=60)
+
+
+def test_helpers_that_cannot_start_are_given_up_after_a_few_tries(pool, monkeypatch):
+    monkeypatch.setenv("PYTHONHOME", "/nonexistent")  # a spawned interpreter dies at once
+    sides = [(OLD, "text/html"), (NEW, "text/html")]
+    expected = [to_text(OLD, "text/html"), to_text(NEW, "text/html")]
+
+    with capture_logs() as logs:
+        for _ in range(MAX_BROKEN):
+            assert not pool.start(timeout=30)
+            assert pool.texts(sides) == expected
+        assert pool.texts(sides) == expected
+
+    events = [e["event"] for e in logs]
+    assert events.count("textpool.broken") == MAX_BROKEN
+    assert events.count("textpool.unavailable") == 1
+    assert not pool.start(timeout=0)  # closed: no more helpers are spawned
 
 
 def test_a_closed_pool_renders_in_place(pool, helpers):

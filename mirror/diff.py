@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from mirror.domain import ChangeDiff
-from mirror.text import to_text
+from mirror.text import to_texts
 
 # About 0.1 µs a step: the check's budget caps an alignment near 0.3 s, the
 # budget of `mirror diff` (a person is waiting, and wants the real diff) near five.
@@ -200,10 +200,6 @@ class TextCache:
 TEXTS = TextCache(TEXT_CACHE_CHARS)
 
 
-def _render_here(sides: Sequence[tuple[bytes, str | None]]) -> list[str | None]:
-    return [to_text(body, content_type) for body, content_type in sides]
-
-
 def compare(
     old: bytes,
     old_content_type: str | None,
@@ -227,9 +223,9 @@ def compare(
     Given the sha256 of a side, its text is looked up in (and the new side's is kept in)
     a small process-wide cache: the next change of the page then renders only its new body.
     `render` turns (body, content type) pairs into texts (`textpool.TextPool.texts` renders
-    them in a helper process); by default they are rendered here with `text.to_text`.
+    them in a helper process); by default they are rendered here (`text.to_texts`).
     """
-    render = render or _render_here
+    render = render or to_texts
     old_text = TEXTS.get(old_sha256, old_content_type) if old_sha256 else None
     if old_text is None:
         old_text, new_text = render([(old, old_content_type), (new, new_content_type)])

@@ -18,6 +18,7 @@ import codecs
 import enum
 import re
 import unicodedata
+from collections.abc import Sequence
 
 from resiliparse.extract.html2text import extract_plain_text
 from w3lib.encoding import (
@@ -294,3 +295,8 @@ def to_text(body: bytes, content_type: str | None) -> str | None:
     if kind is _Kind.HTML:
         text = _render_html(text)
     return normalise(text)
+
+
+def to_texts(sides: Sequence[tuple[bytes, str | None]]) -> list[str | None]:
+    """Return `to_text` of each (body, content type), in order."""
+    return [to_text(body, content_type) for body, content_type in sides]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from mirror import log
-from mirror.text import to_text
+from mirror.text import to_texts
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -38,11 +38,6 @@ MAX_BROKEN = (
     3  # helpers that died before the pool gives up: one that cannot even start must not respawn forever
 )
 Sides = Sequence[tuple[bytes, str | None]]  # (body, content type) of each document to render
-
-
-def render_all(sides: Sides) -> list[str | None]:
-    """Return `to_text` of each (body, content type), in order. Runs in the helper process."""
-    return [to_text(body, content_type) for body, content_type in sides]
 
 
 def default_workers() -> int:
@@ -74,15 +69,15 @@ class TextPool:
     def texts(self, sides: Sides) -> list[str | None]:
         """Return the normalised text of each side (None for a binary), as `text.to_text` does."""
         if sum(len(body) for body, _ in sides) < MIN_POOL_BYTES:
-            return render_all(sides)
+            return to_texts(sides)
         pool = self._get()
         if pool is None or self._warm is None or not self._warm.done():
             # A new helper imports for ~0.3 s: changes met meanwhile are rendered here, not queued.
-            return render_all(sides)
+            return to_texts(sides)
         from concurrent.futures.process import BrokenProcessPool  # loaded with the pool, by _get
 
         try:
-            return pool.submit(render_all, list(sides)).result()
+            return pool.submit(to_texts, list(sides)).result()
         except BrokenProcessPool:  # a helper died, now or before this call: the next call gets new ones
             self._broken += 1
             logger.warning(log.TEXTPOOL_BROKEN, workers=self.workers, times=self._broken)
@@ -96,7 +91,7 @@ class TextPool:
         except OSError as exc:  # no process or semaphore may be made here (a sandbox)
             logger.warning(log.TEXTPOOL_UNAVAILABLE, error=str(exc))
             self.close()
-        return render_all(sides)
+        return to_texts(sides)
 
     def close(self) -> None:
         """Stop the helpers; later calls render in place."""
@@ -119,7 +114,7 @@ class TextPool:
                 context = multiprocessing.get_context("spawn")
                 try:
                     self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
-                    self._warm = self._pool.submit(render_all, [])
+                    self._warm = self._pool.submit(to_texts, [])
                 except (OSError, RuntimeError) as exc:  # RuntimeError: BrokenProcessPool at once
                     logger.warning(log.TEXTPOOL_UNAVAILABLE, error=str(exc))
                     self._closed = True

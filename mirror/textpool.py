@@ -7,12 +7,13 @@ without any rendering). A `TextPool` sends both sides of a change to a helper pr
 (spawned on first use, then reused) and the calling thread waits without the lock, so
 the fetchers go on and a second core renders.
 
-Small bodies are rendered in place: shipping them costs more than it saves, and so are
-the changes met while a new helper is still starting (importing takes ~0.3 s). A helper
-that dies (killed, out of memory) is replaced for the next change; the change at hand is
-rendered in place. Where no process or semaphore can be made (a tight sandbox), or
-helpers died MAX_BROKEN times, every change is rendered in place, after one
-`textpool.unavailable` warning.
+Small bodies are rendered in place: shipping them costs more than it saves. So are the
+first START_AFTER large changes (a `mirror check` that finds one or two changes must not
+start a process and wait for it to import, ~0.3 s), and the changes met while a new
+helper is still starting. A helper that dies (killed, out of memory) is replaced for the
+next change; the change at hand is rendered in place. Where no process or semaphore can
+be made (a tight sandbox), or helpers died MAX_BROKEN times, every change is rendered in
+place, after one `textpool.unavailable` warning.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 logger = structlog.get_logger("mirror.textpool")
 
 MIN_POOL_BYTES = 64 * 1024  # sides smaller than this together are rendered in place
+START_AFTER = 3  # large changes rendered in place before a helper is started: one or two never pay for it
 MAX_BROKEN = (
     3  # helpers that died before the pool gives up: one that cannot even start must not respawn forever
 )
@@ -48,13 +50,15 @@ def default_workers() -> int:
 class TextPool:
     """Renders documents to text in `workers` helper processes; `texts` is safe from any thread."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, start_after: int = START_AFTER) -> None:
         self.workers = workers or default_workers()
+        self.start_after = start_after
         self._pool: ProcessPoolExecutor | None = None
         self._warm: Future[list[str | None]] | None = None  # the helper's first answer: it has started
         self._lock = threading.Lock()
         self._closed = False
         self._broken = 0
+        self._large = 0  # large changes asked for so far
 
     def start(self, timeout: float | None = None) -> bool:
         """Start the helpers if they are not running; return True once one answers within `timeout`."""
@@ -69,6 +73,11 @@ class TextPool:
     def texts(self, sides: Sides) -> list[str | None]:
         """Return the normalised text of each side (None for a binary), as `text.to_text` does."""
         if sum(len(body) for body, _ in sides) < MIN_POOL_BYTES:
+            return to_texts(sides)
+        with self._lock:
+            self._large += 1
+            early = self._large <= self.start_after
+        if early:
             return to_texts(sides)
         pool = self._get()
         if pool is None or self._warm is None or not self._warm.done():

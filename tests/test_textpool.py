@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from mirror.diff import compare
 from mirror.text import to_text
-from mirror.textpool import MAX_BROKEN, MIN_POOL_BYTES, TextPool
+from mirror.textpool import MAX_BROKEN, MIN_POOL_BYTES, START_AFTER, TextPool
 
 MENU = "".join(f"<li><a href='/etext/{i}.html'>Issue {i} of the newsletter</a></li>" for i in range(600))
 
@@ -27,7 +27,7 @@ OLD, NEW = page("The congress met in Bonn."), page("The congress met in Berlin, 
 
 @pytest.fixture
 def pool():
-    texts = TextPool(workers=1)
+    texts = TextPool(workers=1, start_after=0)
     yield texts
     texts.close()
 
@@ -85,6 +85,20 @@ def test_a_killed_helper_is_replaced_and_the_change_at_hand_still_gets_its_texts
     assert [e["log_level"] for e in logs if e["event"] == "textpool.broken"] == ["warning"]
     assert pool.texts(sides) == expected  # a new helper
     assert [p.pid for p in helpers()] != [helper.pid]
+
+
+def test_a_check_with_a_few_large_changes_starts_no_helper(helpers):
+    pool = TextPool(workers=1)  # the default threshold
+    try:
+        for _ in range(START_AFTER):
+            assert pool.texts([(OLD, "text/html"), (NEW, "text/html")])[1] == to_text(NEW, "text/html")
+        assert helpers() == []
+
+        pool.texts([(OLD, "text/html"), (NEW, "text/html")])
+
+        assert len(helpers()) == 1  # changes keep coming: now a helper pays for itself
+    finally:
+        pool.close()
 
 
 def test_changes_met_while_the_helper_starts_are_rendered_in_place_at_once(pool):

@@ -24,6 +24,7 @@ EXIT_OK = 0
 EXIT_DAMAGED = 1
 EXIT_USAGE = 2
 EXIT_RUNTIME = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT (click alone would say 1, `verify`'s "damaged")
 
 if TYPE_CHECKING:  # real imports are deferred so that `--help` stays fast
     from mirror.archive import Archive
@@ -422,4 +423,13 @@ def _errors_to_exit_codes() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `mirror` command."""
     with _errors_to_exit_codes():
-        cli.main(args=argv, prog_name="mirror", standalone_mode=True)
+        try:
+            code = cli.main(args=argv, prog_name="mirror", standalone_mode=False)
+        except click.exceptions.Abort:  # Ctrl-C (the checks under way were written) or EOF at a prompt
+            click.echo("mirror: interrupted", err=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        except click.ClickException as exc:  # usage errors: click's message, exit 2
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        if isinstance(code, int) and code != EXIT_OK:  # `--help` and `--version` return 0 here
+            raise SystemExit(code)

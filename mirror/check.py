@@ -196,7 +196,7 @@ class Checker:
                 result.content_type,
                 old_sha256=outcome.diff_from,
                 new_sha256=result.body_sha256,
-                render=self.texts.texts,
+                run=self.texts.run,
             )
             outcome = with_diff(outcome, diff, self.policy)
         # The previous version is the delta base: a changed page costs about its change;

@@ -15,6 +15,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import ParamSpec, Protocol, TypeVar
 
 from mirror.domain import ChangeDiff
 from mirror.text import to_texts
@@ -198,6 +199,14 @@ class TextCache:
 
 
 TEXTS = TextCache(TEXT_CACHE_CHARS)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Runner(Protocol):
+    """Runs `fn(*args)` somewhere and returns its result: `textpool.TextPool.run` (a helper process)."""
+
+    def __call__(self, size: int, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
 
 def compare(
@@ -210,7 +219,7 @@ def compare(
     max_lines: int = 60,
     old_sha256: str | None = None,
     new_sha256: str | None = None,
-    render: Callable[[Sequence[tuple[bytes, str | None]]], list[str | None]] | None = None,
+    run: Runner | None = None,
 ) -> ChangeDiff:
     """Return how two versions differ: sizes, and for two texts the line counts and a short diff.
 
@@ -222,21 +231,38 @@ def compare(
 
     Given the sha256 of a side, its text is looked up in (and the new side's is kept in)
     a small process-wide cache: the next change of the page then renders only its new body.
-    `render` turns (body, content type) pairs into texts (`textpool.TextPool.texts` renders
-    them in a helper process); by default they are rendered here (`text.to_texts`).
+    `run` computes the rendering and the diff (`change_diff`) elsewhere: `TextPool.run`
+    sends a large change to a helper process. By default they are computed here.
     """
-    render = render or to_texts
     old_text = TEXTS.get(old_sha256, old_content_type) if old_sha256 else None
-    if old_text is None:
-        old_text, new_text = render([(old, old_content_type), (new, new_content_type)])
+    args = (old_text, old, old_content_type, new, new_content_type, context, max_lines)
+    if run is None:
+        diff, new_text = change_diff(*args)
     else:
-        (new_text,) = render([(new, new_content_type)])
+        diff, new_text = run(len(new) + (len(old) if old_text is None else 0), change_diff, *args)
     if new_sha256 is not None and new_text is not None:
         TEXTS.put(new_sha256, new_content_type, new_text)
+    return diff
+
+
+def change_diff(
+    old_text: str | None,
+    old: bytes,
+    old_content_type: str | None,
+    new: bytes,
+    new_content_type: str | None,
+    context: int,
+    max_lines: int,
+) -> tuple[ChangeDiff, str | None]:
+    """Return `compare`'s result and the new version's text, rendering the old one unless given. Pure."""
+    if old_text is None:
+        old_text, new_text = to_texts([(old, old_content_type), (new, new_content_type)])
+    else:
+        (new_text,) = to_texts([(new, new_content_type)])
     if old_text is None or new_text is None:
-        return ChangeDiff(old_size=len(old), new_size=len(new), text=False)
+        return ChangeDiff(old_size=len(old), new_size=len(new), text=False), new_text
     diff = _diff(old_text, new_text, ("old", "new"), context, CHECK_BUDGET)
-    return ChangeDiff(
+    change = ChangeDiff(
         old_size=len(old),
         new_size=len(new),
         text=True,
@@ -247,3 +273,4 @@ def compare(
         new_chars=len(new_text),
         new_head=new_text[:HEAD_CHARS],
     )
+    return change, new_text

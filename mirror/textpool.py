@@ -1,11 +1,12 @@
-"""Texts of large pages rendered in a helper process, so worker threads do not hold the GIL for it.
+"""Large changes rendered to text and diffed in a helper process, so worker threads keep the GIL.
 
 Rendering a 90 KB page to text takes ~4 ms during which resiliparse holds the interpreter
 lock: in a round where hundreds of pages changed, the fetching threads wait seconds for
 it (benchmark, mutated round of 2,000 pages: 6.8 s with rendering in the threads, 4.6 s
 without any rendering). A `TextPool` sends both sides of a change to a helper process
-(spawned on first use, then reused) and the calling thread waits without the lock, so
-the fetchers go on and a second core renders.
+(spawned when changes keep coming, then reused), which renders them and aligns their
+lines (difflib, ~1.5 ms more of Python per change); the calling thread waits without the
+lock, so the fetchers go on and a second core does that work.
 
 Small bodies are rendered in place: shipping them costs more than it saves. So are the
 first START_AFTER large changes (a `mirror check` that finds one or two changes must not
@@ -20,9 +21,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import structlog
 
@@ -39,6 +40,8 @@ START_AFTER = 3  # large changes rendered in place before a helper is started: o
 MAX_BROKEN = (
     3  # helpers that died before the pool gives up: one that cannot even start must not respawn forever
 )
+P = ParamSpec("P")
+R = TypeVar("R")
 Sides = Sequence[tuple[bytes, str | None]]  # (body, content type) of each document to render
 
 
@@ -72,21 +75,28 @@ class TextPool:
 
     def texts(self, sides: Sides) -> list[str | None]:
         """Return the normalised text of each side (None for a binary), as `text.to_text` does."""
-        if sum(len(body) for body, _ in sides) < MIN_POOL_BYTES:
-            return to_texts(sides)
+        return self.run(sum(len(body) for body, _ in sides), to_texts, list(sides))
+
+    def run(self, size: int, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Return `fn(*args, **kwargs)`, computed by a helper when its input is `size` >= MIN_POOL_BYTES.
+
+        `fn` and its arguments must pickle (a module-level function, bytes and strings).
+        """
+        if size < MIN_POOL_BYTES:
+            return fn(*args, **kwargs)
         with self._lock:
             self._large += 1
             early = self._large <= self.start_after
         if early:
-            return to_texts(sides)
+            return fn(*args, **kwargs)
         pool = self._get()
         if pool is None or self._warm is None or not self._warm.done():
-            # A new helper imports for ~0.3 s: changes met meanwhile are rendered here, not queued.
-            return to_texts(sides)
+            # A new helper imports for ~0.3 s: changes met meanwhile are computed here, not queued.
+            return fn(*args, **kwargs)
         from concurrent.futures.process import BrokenProcessPool  # loaded with the pool, by _get
 
         try:
-            return pool.submit(to_texts, list(sides)).result()
+            return pool.submit(fn, *args, **kwargs).result()
         except BrokenProcessPool:  # a helper died, now or before this call: the next call gets new ones
             self._broken += 1
             logger.warning(log.TEXTPOOL_BROKEN, workers=self.workers, times=self._broken)
@@ -100,7 +110,7 @@ class TextPool:
         except OSError as exc:  # no process or semaphore may be made here (a sandbox)
             logger.warning(log.TEXTPOOL_UNAVAILABLE, error=str(exc))
             self.close()
-        return to_texts(sides)
+        return fn(*args, **kwargs)
 
     def close(self) -> None:
         """Stop the helpers; later calls render in place."""

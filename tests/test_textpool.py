@@ -52,7 +52,7 @@ def test_a_large_change_is_rendered_by_a_helper_process_to_the_same_texts(pool, 
 
 def test_the_diff_through_the_pool_is_the_diff_rendered_in_place(pool):
     assert pool.start(timeout=60)
-    through_pool = compare(OLD, "text/html", NEW, "text/html", render=pool.texts)
+    through_pool = compare(OLD, "text/html", NEW, "text/html", run=pool.run)
     in_place = compare(OLD, "text/html", NEW, "text/html")
 
     assert through_pool == in_place

@@ -22,8 +22,6 @@ does, by `root_sha256, chain_length`) then decodes each blob once.
 
 from __future__ import annotations
 
-import functools
-import importlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -34,7 +32,7 @@ from sqlalchemy import Row, Select, bindparam, literal, select
 from sqlalchemy import exists as sql_exists
 from sqlalchemy.engine import Connection
 
-from mirror import codec, tables
+from mirror import codec, db, tables
 from mirror.codec import (
     DELTA_LEVEL,
     MAX_CHAIN,
@@ -111,7 +109,7 @@ def insert(conn: Connection, packed: Sequence[Packed], now: datetime) -> None:
         }
         for p in packed
     ]
-    conn.execute(_insert(conn.dialect.name), rows)
+    conn.execute(db.insert_ignoring(conn.dialect.name, B, B.c.sha256), rows)
 
 
 def put(
@@ -271,13 +269,6 @@ class Reader:
 
 _COLUMNS = (B.c.sha256, B.c.size, B.c.codec, B.c.base_sha256, B.c.data)
 _BASE_INFO = select(B.c.size, B.c.chain_length, B.c.root_sha256).where(B.c.sha256 == bindparam("sha"))
-
-
-@functools.cache
-def _insert(dialect: str) -> Any:
-    """Return the blobs' INSERT ... ON CONFLICT DO NOTHING of `dialect`, built once; run with many rows."""
-    module = importlib.import_module(f"sqlalchemy.dialects.{dialect}")  # the engine's own, loaded already
-    return module.insert(B).on_conflict_do_nothing(index_elements=[B.c.sha256])
 
 
 def _bases_query() -> Select[Any]:

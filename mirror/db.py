@@ -15,6 +15,8 @@ a serialisation failure) retried, as apscheduler's `_retry.py` does.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import re
 import time
 from collections.abc import Callable
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Column, Insert, Table, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -170,6 +172,18 @@ def run_in_transaction(
 def read(engine: Engine, fn: Callable[[Connection], T], *, retry: RetrySettings = DEFAULT_RETRY) -> T:
     """Return `fn(conn)` run in a read-only transaction (see `run_in_transaction`)."""
     return run_in_transaction(engine, fn, write=False, retry=retry)
+
+
+@functools.cache
+def insert_ignoring(dialect: str, table: Table, key: Column[Any]) -> Insert:
+    """Return `INSERT ... ON CONFLICT (key) DO NOTHING` into `table` for `dialect` ("sqlite", "postgresql").
+
+    Built once per table and dialect. The dialect's module is imported by name: its engine
+    has loaded it already, and a SQLite command need not load PostgreSQL's (~50 ms).
+    """
+    module = importlib.import_module(f"sqlalchemy.dialects.{dialect}")
+    statement: Insert = module.insert(table).on_conflict_do_nothing(index_elements=[key])
+    return statement
 
 
 def is_transient(exc: DBAPIError) -> bool:

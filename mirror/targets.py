@@ -6,7 +6,6 @@ write transaction each, a few bulk statements whatever the number of targets).
 
 from __future__ import annotations
 
-import importlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
-from mirror import tables
+from mirror import db, tables
 from mirror.domain import Status, Target, TargetState
 from mirror.errors import TargetNotFound
 from mirror.urls import BadURL, host_of, normalize_url
@@ -124,9 +123,8 @@ def add_discovered(conn: Connection, targets: Sequence[Target], now: datetime, r
     ]
     if not rows:
         return 0
-    dialect = importlib.import_module(f"sqlalchemy.dialects.{conn.dialect.name}")  # the engine's own
     # DO NOTHING: another daemon may add the same URL between our SELECT and INSERT.
-    stmt = dialect.insert(T).on_conflict_do_nothing(index_elements=[T.c.url]).returning(T.c.id)
+    stmt = db.insert_ignoring(conn.dialect.name, T, T.c.url).returning(T.c.id)
     return len(conn.execute(stmt, rows).all())
 
 

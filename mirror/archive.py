@@ -181,7 +181,7 @@ class Archive:
         so workers compress in parallel.
 
         Raises:
-            StoreError: a new version has no body, or its body does not match its sha256.
+            StoreError: a new version has no body.
         """
         packed = None
         if outcome.new_version:

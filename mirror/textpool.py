@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -37,12 +37,10 @@ logger = structlog.get_logger("mirror.textpool")
 
 MIN_POOL_BYTES = 64 * 1024  # sides smaller than this together are rendered in place
 START_AFTER = 3  # large changes rendered in place before a helper is started: one or two never pay for it
-MAX_BROKEN = (
-    3  # helpers that died before the pool gives up: one that cannot even start must not respawn forever
-)
+# Helper deaths before the pool gives up: one that cannot even start must not respawn forever.
+MAX_BROKEN = 3
 P = ParamSpec("P")
 R = TypeVar("R")
-Sides = Sequence[tuple[bytes, str | None]]  # (body, content type) of each document to render
 
 
 def default_workers() -> int:
@@ -51,7 +49,7 @@ def default_workers() -> int:
 
 
 class TextPool:
-    """Renders documents to text in `workers` helper processes; `texts` is safe from any thread."""
+    """Runs the comparison of large changes in `workers` helper processes; `run` is safe from any thread."""
 
     def __init__(self, workers: int | None = None, start_after: int = START_AFTER) -> None:
         self.workers = workers or default_workers()
@@ -69,13 +67,9 @@ class TextPool:
             return False
         try:
             self._warm.result(timeout)
-        except Exception:  # a timeout, a dead helper or a closed pool: `texts` deals with each
+        except Exception:  # a timeout, a dead helper or a closed pool: `run` deals with each
             return False
         return True
-
-    def texts(self, sides: Sides) -> list[str | None]:
-        """Return the normalised text of each side (None for a binary), as `text.to_text` does."""
-        return self.run(sum(len(body) for body, _ in sides), to_texts, list(sides))
 
     def run(self, size: int, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Return `fn(*args, **kwargs)`, computed by a helper when its input is `size` >= MIN_POOL_BYTES.
@@ -98,13 +92,7 @@ class TextPool:
         try:
             return pool.submit(fn, *args, **kwargs).result()
         except BrokenProcessPool:  # a helper died, now or before this call: the next call gets new ones
-            self._broken += 1
-            logger.warning(log.TEXTPOOL_BROKEN, workers=self.workers, times=self._broken)
-            if self._broken >= MAX_BROKEN:
-                logger.warning(log.TEXTPOOL_UNAVAILABLE, error=f"helpers died {self._broken} times")
-                self.close()
-            else:
-                self._drop(pool)
+            self._lost(pool)
         except CancelledError:  # closed while this change waited: a reload or a shutdown
             pass
         except OSError as exc:  # no process or semaphore may be made here (a sandbox)
@@ -140,8 +128,16 @@ class TextPool:
                     return None
             return self._pool
 
-    def _drop(self, pool: ProcessPoolExecutor) -> None:
+    def _lost(self, pool: ProcessPoolExecutor) -> None:
+        """Count a broken pool once (several threads may meet it) and replace it, or give up."""
         with self._lock:
-            if self._pool is pool:
-                self._pool = None
+            if self._pool is not pool:
+                return  # another thread counted it already
+            self._pool = None
+            self._broken += 1
+            broken = self._broken
+        logger.warning(log.TEXTPOOL_BROKEN, workers=self.workers, times=broken)
+        if broken >= MAX_BROKEN:
+            logger.warning(log.TEXTPOOL_UNAVAILABLE, error=f"helpers died {broken} times")
+            self.close()
         pool.shutdown(wait=False, cancel_futures=True)

@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from mirror.diff import compare
-from mirror.text import to_text
+from mirror.text import to_text, to_texts
 from mirror.textpool import MAX_BROKEN, MIN_POOL_BYTES, START_AFTER, TextPool
 
 MENU = "".join(f"<li><a href='/etext/{i}.html'>Issue {i} of the newsletter</a></li>" for i in range(600))
@@ -23,6 +23,11 @@ def page(words: str) -> bytes:
 
 
 OLD, NEW = page("The congress met in Bonn."), page("The congress met in Berlin, €.")
+
+
+def texts(pool: TextPool, sides: list[tuple[bytes, str]]) -> list[str | None]:
+    """Return the texts of `sides` as the pool computes them (a helper when they are large)."""
+    return pool.run(sum(len(body) for body, _ in sides), to_texts, sides)
 
 
 @pytest.fixture
@@ -44,9 +49,9 @@ def test_a_large_change_is_rendered_by_a_helper_process_to_the_same_texts(pool, 
     assert helpers() == []
     assert pool.start(timeout=60)
 
-    texts = pool.texts([(OLD, "text/html; charset=utf-8"), (NEW, "text/html; charset=utf-8")])
+    rendered = texts(pool, [(OLD, "text/html; charset=utf-8"), (NEW, "text/html; charset=utf-8")])
 
-    assert texts == [to_text(OLD, "text/html; charset=utf-8"), to_text(NEW, "text/html; charset=utf-8")]
+    assert rendered == [to_text(OLD, "text/html; charset=utf-8"), to_text(NEW, "text/html; charset=utf-8")]
     assert [p.pid != os.getpid() for p in helpers()] == [True]
 
 
@@ -61,7 +66,7 @@ def test_the_diff_through_the_pool_is_the_diff_rendered_in_place(pool):
 
 
 def test_small_bodies_are_rendered_in_place_without_starting_a_helper(pool, helpers):
-    assert pool.texts([(b"<p>short</p>", "text/html"), (b"%PDF-1.4 ...", "application/pdf")]) == [
+    assert texts(pool, [(b"<p>short</p>", "text/html"), (b"%PDF-1.4 ...", "application/pdf")]) == [
         "short",
         None,
     ]
@@ -70,9 +75,9 @@ def test_small_bodies_are_rendered_in_place_without_starting_a_helper(pool, help
 
 def test_a_killed_helper_is_replaced_and_the_change_at_hand_still_gets_its_texts(pool, helpers):
     sides = [(OLD, "text/html"), (NEW, "text/html")]
-    expected = pool.texts(sides)  # rendered here while the helper starts
+    expected = texts(pool, sides)  # rendered here while the helper starts
     assert pool.start(timeout=60)
-    assert pool.texts(sides) == expected
+    assert texts(pool, sides) == expected
     (helper,) = helpers()
 
     os.kill(helper.pid, signal.SIGKILL)
@@ -80,10 +85,10 @@ def test_a_killed_helper_is_replaced_and_the_change_at_hand_still_gets_its_texts
     with capture_logs() as logs:
         deadline = time.monotonic() + 10
         while not any(e["event"] == "textpool.broken" for e in logs) and time.monotonic() < deadline:
-            assert pool.texts(sides) == expected  # in place while the pool notices its loss
+            assert texts(pool, sides) == expected  # in place while the pool notices its loss
 
     assert [e["log_level"] for e in logs if e["event"] == "textpool.broken"] == ["warning"]
-    assert pool.texts(sides) == expected  # a new helper
+    assert texts(pool, sides) == expected  # a new helper
     assert [p.pid for p in helpers()] != [helper.pid]
 
 
@@ -91,10 +96,10 @@ def test_a_check_with_a_few_large_changes_starts_no_helper(helpers):
     pool = TextPool(workers=1)  # the default threshold
     try:
         for _ in range(START_AFTER):
-            assert pool.texts([(OLD, "text/html"), (NEW, "text/html")])[1] == to_text(NEW, "text/html")
+            assert texts(pool, [(OLD, "text/html"), (NEW, "text/html")])[1] == to_text(NEW, "text/html")
         assert helpers() == []
 
-        pool.texts([(OLD, "text/html"), (NEW, "text/html")])
+        texts(pool, [(OLD, "text/html"), (NEW, "text/html")])
 
         assert len(helpers()) == 1  # changes keep coming: now a helper pays for itself
     finally:
@@ -102,9 +107,9 @@ def test_a_check_with_a_few_large_changes_starts_no_helper(helpers):
 
 
 def test_changes_met_while_the_helper_starts_are_rendered_in_place_at_once(pool):
-    texts = pool.texts([(OLD, "text/html"), (NEW, "text/html")])
+    rendered = texts(pool, [(OLD, "text/html"), (NEW, "text/html")])
 
-    assert texts == [to_text(OLD, "text/html"), to_text(NEW, "text/html")]
+    assert rendered == [to_text(OLD, "text/html"), to_text(NEW, "text/html")]
     assert not pool.start(timeout=0)  # the helper had not answered yet: nothing waited for it
     assert pool.start(timeout=60)
 
@@ -117,8 +122,8 @@ def test_helpers_that_cannot_start_are_given_up_after_a_few_tries(pool, monkeypa
     with capture_logs() as logs:
         for _ in range(MAX_BROKEN):
             assert not pool.start(timeout=30)
-            assert pool.texts(sides) == expected
-        assert pool.texts(sides) == expected
+            assert texts(pool, sides) == expected
+        assert texts(pool, sides) == expected
 
     events = [e["event"] for e in logs]
     assert events.count("textpool.broken") == MAX_BROKEN
@@ -129,5 +134,5 @@ def test_helpers_that_cannot_start_are_given_up_after_a_few_tries(pool, monkeypa
 def test_a_closed_pool_renders_in_place(pool, helpers):
     pool.close()
 
-    assert pool.texts([(OLD, "text/html")]) == [to_text(OLD, "text/html")]
+    assert texts(pool, [(OLD, "text/html")]) == [to_text(OLD, "text/html")]
     assert helpers() == []

@@ -303,3 +303,26 @@ def test_a_target_that_never_gave_content_is_unavailable_not_gone_until_it_appea
     assert (appeared.outcome, appeared.status, appeared.version) == ("new", "ok", 1)
     assert [e["event"] for e in later if e["event"].startswith("document.")] == [log.DOCUMENT_NEW]
     assert [e.kind for e in archive.history(url).events] == [log.DOCUMENT_NEW]
+
+
+def test_after_a_move_show_prints_the_destinations_text_from_the_command_line(site, tmp_path, database_url):
+    from tests.test_cli import Mirror, write_config
+
+    q_text = page("Q", "The text that now stands at the new address.")
+    site.put("/etext/q.html", q_text, etag=False)  # older than p.html, honours If-Modified-Since
+    site.put("/etext/p.html", page("P", "The first text."), etag=False)
+    url = site.url("/etext/p.html")
+    mirror = Mirror(write_config(tmp_path / "mirror.toml", [url]), database_url, tmp_path)
+    mirror("check")
+    site.redirect("/etext/p.html", "/etext/q.html")
+
+    moved = mirror.json("check")
+    again = mirror.json("check")
+
+    assert [(t["outcome"], t["version"]) for t in moved["targets"]] == [("moved", 2)]
+    assert [(t["outcome"], t["http_status"]) for t in again["targets"]] == [("unchanged", 304)]
+    assert mirror("show", url).stdout == q_text
+    history = mirror.json("history", url)
+    assert [v["number"] for v in history["versions"]] == [1, 2]
+    move = next(e for e in history["events"] if e["kind"] == log.DOCUMENT_MOVED)
+    assert history["versions"][1]["first_seen"] == move["at"]

@@ -6,6 +6,7 @@ import hashlib
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from structlog.testing import capture_logs
 
 from mirror import log
@@ -253,18 +254,33 @@ def test_a_redirect_to_other_content_is_fetched_without_the_old_validators_and_i
     assert asked_q[1:] == [asked_q[1]] * 2 and asked_q[1] is not None  # then its own validators
 
 
-def test_a_page_too_large_to_take_fails_every_time_but_never_disappears(site, archive):
+def _too_large(site, path: str) -> None:
+    site.put(path, page("Report", "Grown. " * 20_000))  # max_bytes is 50,000 below
+
+
+def _broken_gzip(site, path: str) -> None:
+    site.put(path, b"\x1f\x8b\x08\x00 not deflate at all", headers={"Content-Encoding": "gzip"})
+
+
+def _busy(site, path: str) -> None:
+    site.fail(path, 429)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "error"), [(_too_large, "too_large"), (_broken_gzip, "bad_content"), (_busy, "http")]
+)
+def test_an_answer_we_cannot_take_fails_every_time_but_never_disappears(site, archive, spoil, error):
     url = site.url("/etext/report.html")
     site.put("/etext/report.html", page("Report", "Short at first."))
     (target,) = watch(archive, url)
     checker = checker_for(archive, missing_after=2, max_bytes=50_000)
     checker.check_one(target)
-    site.put("/etext/report.html", page("Report", "Grown. " * 20_000))
+    spoil(site, "/etext/report.html")
     with capture_logs() as logs:
         reports = [checker.check_one(target) for _ in range(5)]
     checker.close()
 
-    assert [(r.outcome, r.status, r.error) for r in reports] == [("failed", "failing", "too_large")] * 5
+    assert [(r.outcome, r.status, r.error) for r in reports] == [("failed", "failing", error)] * 5
     failed = [e for e in logs if e["event"] == log.CHECK_FAILED]
     assert [e["consecutive_failures"] for e in failed] == [1, 2, 3, 4, 5]
     assert [e for e in logs if e["event"] == log.DOCUMENT_DISAPPEARED] == []

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from mirror import blobs, codec, db, ledger, log, recording, tables
 from mirror import targets as targets_table
 from mirror.db import DEFAULT_RETRY, RetrySettings
-from mirror.domain import FetchResult, Outcome, StoredEvent, Target, TargetState, Version
+from mirror.domain import FetchResult, Outcome, Status, StoredEvent, Target, TargetState, Version
 from mirror.errors import StoreError, UsageError, VersionNotFound
 from mirror.recording import CheckRecord
 from mirror.targets import SyncReport, TargetSummary, target_row
@@ -49,20 +49,24 @@ __all__ = ["Archive", "CheckRecord", "History", "SiteEntry", "StoreStatus", "Syn
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """Every version (oldest first) and event (in chain order) of one URL."""
+    """Every version (oldest first) and event (in chain order) of one URL.
+
+    `status` is `unwatched` once the target left the config (since `unwatched_since`).
+    """
 
     url: str
     status: str
     versions: list[Version]
     events: list[StoredEvent]
+    unwatched_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StoreStatus:
     """Counts over the store, for `mirror status`."""
 
-    targets_by_status: dict[str, int]  # active targets only
-    targets: int
+    targets_by_status: dict[str, int]  # watched targets by state, and `unwatched` ones
+    targets: int  # watched targets
     versions: int
     blobs: int
     stored_bytes: int
@@ -107,15 +111,21 @@ class Archive:
     # -- targets -----------------------------------------------------------------------------
 
     def sync_targets(
-        self, targets: Sequence[Target], now: datetime, rng: random.Random | None = None
+        self,
+        targets: Sequence[Target],
+        now: datetime,
+        rng: random.Random | None = None,
+        *,
+        scopes: Sequence[str] | None = None,
     ) -> SyncReport:
         """Make the configured targets in the store match `targets`; return what changed.
 
         See `mirror.targets.sync_targets`: new targets' first checks are spread over
-        their interval; unlisted configured targets become inactive, history kept.
+        their interval; unlisted configured targets, and discovered ones under none of
+        the sources' `scopes` (when given), become unwatched, history kept.
         """
         rng = rng or random.Random()
-        return self._write(lambda conn: targets_table.sync_targets(conn, targets, now, rng))
+        return self._write(lambda conn: targets_table.sync_targets(conn, targets, now, rng, scopes))
 
     def add_discovered(
         self, targets: Sequence[Target], now: datetime, rng: random.Random | None = None
@@ -277,9 +287,10 @@ class Archive:
             events = conn.execute(select(E).where(E.c.target_id == target.id).order_by(E.c.seq)).all()
             return History(
                 target.url,
-                target.status,
+                target.status if target.active else Status.UNWATCHED.value,
                 [_version(v) for v in versions],
                 [ledger.to_stored_event(e) for e in events],
+                target.unwatched_since,
             )
 
         return self._read(load)
@@ -346,6 +357,9 @@ class Archive:
             by_status: dict[str, int] = dict(
                 conn.execute(select(T.c.status, func.count()).where(active).group_by(T.c.status)).all()
             )
+            unwatched = conn.execute(select(func.count()).where(T.c.active.is_(False))).scalar_one()
+            if unwatched:
+                by_status[Status.UNWATCHED.value] = int(unwatched)
             targets, next_at, overdue, suspicious, checking = conn.execute(
                 select(
                     func.count(),
@@ -389,9 +403,9 @@ class Archive:
         return self._read(load)
 
     def targets(self, status: str | None = None) -> list[TargetSummary]:
-        """Return the active targets (in one `status`, if given), by URL.
+        """Return the targets (in one `status`, if given), by URL; those no longer configured are `unwatched`.
 
-        `status="suspicious"` lists the targets flagged suspicious, whatever their status.
+        `status="suspicious"` lists the watched targets flagged suspicious, whatever their status.
         """
         return self._read(lambda conn: targets_table.summaries(conn, status))
 

@@ -185,7 +185,8 @@ class Checker:
         No write transaction is open meanwhile: the old version is read in a short read one.
         """
         result = self._fetch(target.url, state.conditional())
-        outcome = judge(state, result, self.policy, self.clock())
+        now = self.clock()  # one time for the events and the version they announce
+        outcome = judge(state, result, self.policy, now)
         old = None
         if outcome.diff_from is not None and result.body is not None:
             old = self.archive.read(outcome.diff_from)
@@ -209,7 +210,7 @@ class Checker:
             target.url,
             result,
             outcome,
-            self.clock(),
+            now,
             worker=self.worker,
             next_check_in=jittered(target.interval),
             base=base,

@@ -19,11 +19,13 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 class Status(enum.StrEnum):
     """What we believe about a hosted copy after its last check."""
 
-    NEW = "new"  # configured, never fetched successfully
+    NEW = "new"  # configured or discovered, not checked yet
     OK = "ok"  # last check got the document
-    FAILING = "failing"  # failed fewer than `missing_after` times in a row
-    GONE = "gone"  # 404/410, or failed `missing_after` times in a row
+    FAILING = "failing"  # has a version; its last check failed, not (yet) a sign it is gone
+    GONE = "gone"  # had a version, then 404/410, or `missing_after` checks in a row found it not served
     MOVED = "moved"  # answered by a redirect to another URL
+    UNAVAILABLE = "unavailable"  # checked, but no check has got the document yet: it never appeared
+    UNWATCHED = "unwatched"  # removed from the config: no longer checked, its history kept (never judged)
 
 
 class OutcomeKind(enum.StrEnum):
@@ -63,10 +65,15 @@ class FetchLimits:
 
 @dataclass(frozen=True, slots=True)
 class Conditional:
-    """Validators from the previous good fetch, sent as If-None-Match / If-Modified-Since."""
+    """Validators from the previous good fetch, sent as If-None-Match / If-Modified-Since.
+
+    They are sent to `url` only, the URL whose answer gave them (None: the URL asked):
+    another URL's 304 would say nothing about its own content.
+    """
 
     etag: str | None = None
     last_modified: str | None = None
+    url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +127,15 @@ class TargetState:
     last_modified: str | None = None
     moved_to: str | None = None  # the redirect destination last reported as a move
     suspicious: str | None = None  # why the last change looked like tampering; None when it did not
+    missing_checks: int = 0  # checks in a row that found the document not served (see `judge`)
 
     def conditional(self) -> Conditional:
-        return Conditional(self.etag, self.last_modified)
+        """Return the validators and the URL that gave them.
+
+        Validators and `moved_to` are both taken from the last answer (a body or a 304), so
+        the validators' URL is that answer's final URL: `moved_to`, or the target's own URL.
+        """
+        return Conditional(self.etag, self.last_modified, self.moved_to)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@
     ├── UsageError(problem)                        bad command-line input        → exit 2
     ├── NotFound                                                                  → exit 2
     │   ├── TargetNotFound(url)                    the URL is not in the store
+    │   ├── TargetNotWatched(url, since)           in the store, but removed from the config
     │   └── VersionNotFound(url, version)          no such version of that URL
     ├── StoreError(problem)                        the database misbehaved       → exit 3
     │   ├── DatabaseUnavailable(url, problem)      cannot connect / open
@@ -26,6 +27,8 @@ class to exit code.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class MirrorError(Exception):
@@ -53,6 +56,16 @@ class TargetNotFound(NotFound):
     def __init__(self, url: str) -> None:
         self.url = url
         super().__init__(f"{url}: not in the store (is it configured, and has it been checked?)")
+
+
+class TargetNotWatched(NotFound):
+    def __init__(self, url: str, since: datetime | None) -> None:
+        self.url, self.since = url, since
+        when = f" since {since.strftime('%Y-%m-%d %H:%M:%SZ')}" if since else ""
+        super().__init__(
+            f"{url}: no longer watched (removed from the config{when}); add it to `targets` "
+            "in the config to check it again"
+        )
 
 
 class VersionNotFound(NotFound):

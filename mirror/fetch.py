@@ -14,9 +14,9 @@
 - Transient failures (connection refused or reset; 429, 500, 502, 503, 504) are
   retried `limits.retries` times, waiting `backoff * 2**n` seconds or Retry-After,
   never past the deadline. Nothing else is retried.
-- Conditional headers (If-None-Match, If-Modified-Since) go to every hop of a
-  redirect chain: the validators were taken from the final URL of the last good
-  fetch, so only then does a redirected target ever get its 304.
+- Conditional headers (If-None-Match, If-Modified-Since) go only to the hop whose URL
+  gave the validators (`conditional.url`; None: the URL asked). A new redirect
+  destination is asked unconditionally: another URL's 304 says nothing of its content.
 """
 
 from __future__ import annotations
@@ -209,11 +209,13 @@ def _follow(
     Raises:
         FetchError: a network failure, a bad redirect, or a bad body.
     """
-    headers = _conditional_headers(conditional)
+    validators = _conditional_headers(conditional)
+    validated_url = conditional.url or trail.url
     seen = {_normalized(trail.url)}
     last_location: str | None = None
     answer: tuple[bytes | None, str | None, FetchFailure | None] | None
     while True:
+        headers = validators if trail.url == validated_url else {}
         resp = _send(trail.url, session, limits, headers, deadline, sleep)
         try:
             trail.status = resp.status_code

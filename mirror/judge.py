@@ -6,13 +6,27 @@ to record. Rules:
 - a 2xx body on a target with no version yet is `document.new`;
 - a body whose SHA-256 differs from the latest version is `document.changed`
   (a new version); the same SHA-256, or a 304 to a conditional request, is unchanged;
-- 404 and 410 make a present document `document.disappeared` at once; any other
-  failure (timeout, connection, DNS, 5xx, too large, ...) does so after
-  `policy.missing_after` consecutive failed checks; one event on the transition only;
+- a failed fetch is one of two kinds (`not_served`):
+  - "the host no longer serves this": no answer (`connect`, `dns`, `timeout`), a
+    redirect loop or a chain past `max_redirects` (`too_many_redirects`: no reader gets
+    the document either), or an HTTP error status (`http`: 4xx, 5xx) other than 429;
+  - "we could not take it": the host answered, but with more than we accept
+    (`too_large`), something we cannot decode or follow (`bad_content`, which also
+    covers a request we could not send), or 429 Too Many Requests (busy with us, not
+    without the document); and any kind not listed above.
+  Every failure is a failed check (`consecutive_failures` counts them all). Only the
+  first kind counts toward disappearance (`missing_checks`, reset by anything else):
+  404 and 410 make a present document `document.disappeared` at once, the others
+  after `policy.missing_after` of them in a row; one event on the transition only;
+- a target with no version yet whose check fails is `unavailable`, never `gone`: a
+  document that never appeared cannot disappear (its first content is `document.new`);
 - a body (or 304) after `gone` is `document.reappeared`, saying whether the content
   is the same as the last good version (if not, a `document.changed` follows);
 - an answer that came through redirects to another URL is `document.moved`, once
-  per new destination, with `cross_host` when the host differs;
+  per new destination, with `cross_host` when the host differs; validators are sent
+  only to the URL whose answer gave them (`TargetState.conditional`), so the first
+  fetch of a new destination is unconditional and its content, when it differs, is a
+  new version at the time of the move;
 - a fetch that robots.txt forbids is `skipped`: nothing about the document changes.
 
 A change is flagged `suspicious` (the target keeps the reason until a later,
@@ -41,6 +55,10 @@ from mirror.domain import (
 )
 
 HARD_GONE_STATUSES = frozenset({404, 410})
+# Failure kinds (FetchFailure.kind) that say the host no longer serves the document.
+NOT_SERVED_ERRORS = frozenset({"connect", "dns", "timeout", "too_many_redirects"})
+HTTP_ERROR = "http"  # FetchFailure.kind of an answer with an error status
+BUSY_STATUSES = frozenset({429})  # the host is busy with us: no sign that it lost the page
 ROBOTS_ERROR = "robots"  # FetchFailure.kind of a fetch that robots.txt forbids
 
 # Words of the pages that replace a document when it is taken down or a site is lost.
@@ -108,6 +126,7 @@ def _not_modified(state: TargetState, result: FetchResult, now: datetime) -> Out
         state,
         status=Status.MOVED if moved_to else Status.OK,
         consecutive_failures=0,
+        missing_checks=0,
         moved_to=moved_to,
         suspicious=_moved_suspicion(state, moved_to, moved_events, new_version=False),
         etag=result.headers.get("etag", state.etag),
@@ -176,17 +195,31 @@ def _got_body(state: TargetState, result: FetchResult, now: datetime) -> Outcome
     )
 
 
+def not_served(result: FetchResult) -> bool:
+    """Return True when a failed fetch says the host no longer serves the document (see the rules)."""
+    if result.error is None:
+        return False
+    if result.error.kind == HTTP_ERROR:
+        return result.status is not None and result.status not in BUSY_STATUSES
+    return result.error.kind in NOT_SERVED_ERRORS
+
+
 def _failed(state: TargetState, result: FetchResult, policy: DetectPolicy, now: datetime) -> Outcome:
-    failures = state.consecutive_failures + 1
-    hard = result.status in HARD_GONE_STATUSES
-    missing = hard or failures >= policy.missing_after
-    status = Status.GONE if missing else Status.FAILING
-    new_state = replace(state, status=status, consecutive_failures=failures)
-    was_present = state.current_version > 0 and state.status is not Status.GONE
-    if not (missing and was_present):
-        if state.status is Status.GONE:
-            new_state = replace(new_state, status=Status.GONE)
+    counts = not_served(result)
+    new_state = replace(
+        state,
+        consecutive_failures=state.consecutive_failures + 1,
+        missing_checks=state.missing_checks + 1 if counts else 0,
+    )
+    if state.current_version == 0:  # nothing appeared, so nothing can disappear
+        return Outcome(OutcomeKind.FAILED, replace(new_state, status=Status.UNAVAILABLE))
+    if state.status is Status.GONE:
         return Outcome(OutcomeKind.FAILED, new_state)
+    hard = counts and result.status in HARD_GONE_STATUSES
+    if not (hard or new_state.missing_checks >= policy.missing_after):
+        return Outcome(OutcomeKind.FAILED, replace(new_state, status=Status.FAILING))
+    failures = new_state.consecutive_failures
+    new_state = replace(new_state, status=Status.GONE)
     event = Event(
         log.DOCUMENT_DISAPPEARED,
         result.url,

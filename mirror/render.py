@@ -65,7 +65,7 @@ def check_text(report: RoundReport) -> list[str]:
     lines = []
     for r in sorted(report.checks, key=lambda r: r.url):
         extra = f" ({r.error})" if r.error else ""
-        lines.append(f"{r.outcome:<12} {r.status:<8} v{r.version:<4} {r.url}{extra}")
+        lines.append(f"{r.outcome:<12} {r.status:<11} v{r.version:<4} {r.url}{extra}")
     counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts.items())) or "nothing to check"
     lines.append(f"checked {len(report.checks)} in {report.elapsed:.1f}s: {counts}")
     return lines
@@ -88,7 +88,11 @@ def status_text(report: StoreStatus) -> list[str]:
 
 
 def targets_text(rows: list[TargetSummary]) -> list[str]:
-    lines = [f"{t.status:<8} v{t.versions:<4} {fmt_time(t.last_checked_at)}  {t.url}" for t in rows]
+    lines = [
+        f"{t.status:<11} v{t.versions:<4} {fmt_time(t.last_checked_at)}  {t.url}"
+        + (f"  (unwatched since {fmt_time(t.unwatched_since)})" if t.unwatched_since else "")
+        for t in rows
+    ]
     return [*lines, f"{len(rows)} targets"]
 
 
@@ -96,13 +100,15 @@ def history_json(h: History) -> dict[str, Any]:
     return {
         "url": h.url,
         "status": h.status,
+        "unwatched_since": h.unwatched_since,
         "versions": h.versions,
         "events": [{k: v for k, v in asdict(e).items() if k != "diff"} for e in h.events],
     }
 
 
 def history_text(h: History) -> list[str]:
-    lines = [f"{h.url}  ({h.status})"]
+    since = f" since {fmt_time(h.unwatched_since)}" if h.unwatched_since else ""
+    lines = [f"{h.url}  ({h.status}{since})"]
     for v in h.versions:
         lines.append(
             f"  v{v.number:<4} {v.sha256[:12]}  {fmt_size(v.size):>10}  {fmt_time(v.first_seen)} .. "

@@ -63,7 +63,7 @@ def _checker(config: Config, archive: Archive, worker: str | None = None) -> Che
 
 def sync_config(config: Config, archive: Archive, now: datetime) -> None:
     """Store the config's targets (and the start pages of its crawl sources)."""
-    report = archive.sync_targets(config.targets, now)
+    report = archive.sync_targets(config.targets, now, scopes=[s.scope for s in config.sources])
     seeds = archive.add_discovered(config.discovery_seeds(), now)
     logger.info(
         log.TARGETS_SYNCED, added=report.added + seeds, removed=report.removed, total=report.total + seeds

@@ -78,6 +78,9 @@ targets = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("suspicious", Text),  # why the last change looked like tampering
     Column("suspicious_since", UTCDateTime),  # when `suspicious` was last set from empty
+    # Checks in a row that found the document not served (`judge.not_served`); decides `gone`.
+    Column("missing_checks", Integer, server_default="0", nullable=False),
+    Column("unwatched_since", UTCDateTime),  # when it left the config (`active` turned False); else NULL
     Index("ix_targets_due", "active", "next_check_at"),
 )
 

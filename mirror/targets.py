@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, func, select, true, update
 from sqlalchemy.engine import Connection
 
 from mirror import db, tables
 from mirror.domain import Status, Target, TargetState
-from mirror.errors import TargetNotFound
+from mirror.errors import TargetNotFound, TargetNotWatched
 from mirror.urls import BadURL, host_of, normalize_url
 
 T = tables.targets
@@ -43,7 +43,7 @@ class SyncReport:
 
 @dataclass(frozen=True, slots=True)
 class TargetSummary:
-    """One active target, for `mirror targets`."""
+    """One target, for `mirror targets`: `status` is `unwatched` once it left the config."""
 
     url: str
     status: str
@@ -55,18 +55,27 @@ class TargetSummary:
     consecutive_failures: int
     suspicious: str | None = None  # why the last change looked like tampering
     suspicious_since: datetime | None = None
+    unwatched_since: datetime | None = None  # when it left the config; None while watched
 
 
 def sync_targets(
-    conn: Connection, targets: Sequence[Target], now: datetime, rng: random.Random
+    conn: Connection,
+    targets: Sequence[Target],
+    now: datetime,
+    rng: random.Random,
+    scopes: Sequence[str] | None = None,
 ) -> SyncReport:
     """Make the configured targets in the store match `targets`; return what changed.
 
     New targets get their first check spread uniformly over [now, now + interval).
     A changed interval is saved (and a next check beyond the new interval is
-    brought forward). Configured targets no longer listed become inactive, their
-    history kept; one listed again is active again. Discovered targets are left
-    alone. A few bulk statements, whatever the number of targets.
+    brought forward). Configured targets no longer listed become inactive
+    (`unwatched_since = now`: no longer checked or claimed, their history kept); one
+    listed again is active again. Discovered targets follow the sources' `scopes`
+    (canonical URL prefixes, as discovered URLs are stored): one under no scope any
+    more is unwatched the same way, and watched again when a source covers it again;
+    with `scopes` None they are left alone. A few bulk statements, whatever the number
+    of targets.
     """
     wanted = {normalize_url(t.url): seconds_of(t.interval) for t in targets}
     # next_check_at is read only for the few targets whose interval changed: converting 100,000
@@ -88,9 +97,19 @@ def sync_targets(
         elif row.interval_seconds != seconds or row.source != CONFIG:
             next_at = conn.execute(select(T.c.next_check_at).where(T.c.id == row.id)).scalar_one()
             changes.append(_change(row.id, seconds, min(next_at, now + timedelta(seconds=seconds))))
+    back: list[dict[str, Any]] = []  # discovered targets a source covers again
     for row in existing.values():
-        if row.active and row.source == CONFIG and row.url not in wanted:
-            gone.append({"b_id": row.id})
+        if row.url in wanted:
+            continue
+        if row.source == CONFIG:
+            if row.active:
+                gone.append({"b_id": row.id})
+        elif scopes is not None:
+            covered = any(row.url.startswith(scope) for scope in scopes)
+            if row.active and not covered:
+                gone.append({"b_id": row.id})
+            elif not row.active and covered:
+                back.append({"b_id": row.id, "b_next": _spread(now, row.interval_seconds, rng)})
     for i in range(0, len(inserts), INSERT_CHUNK):
         chunk = inserts[i : i + INSERT_CHUNK]
         conn.execute(_INSERT_TARGET, [_new_target(url, CONFIG, seconds, now, rng) for url, seconds in chunk])
@@ -100,16 +119,27 @@ def sync_targets(
             .where(T.c.id == bindparam("b_id"))
             .values(
                 active=True,
+                unwatched_since=None,
                 source=CONFIG,
                 interval_seconds=bindparam("b_interval"),
                 next_check_at=bindparam("b_next"),
             ),
             changes,
         )
+    if back:
+        conn.execute(
+            update(T)
+            .where(T.c.id == bindparam("b_id"))
+            .values(active=True, unwatched_since=None, next_check_at=bindparam("b_next")),
+            back,
+        )
     if gone:
-        conn.execute(update(T).where(T.c.id == bindparam("b_id")).values(active=False), gone)
+        conn.execute(
+            update(T).where(T.c.id == bindparam("b_id")).values(active=False, unwatched_since=now), gone
+        )
     total = conn.execute(select(func.count()).select_from(T).where(T.c.active.is_(True))).scalar_one()
-    return SyncReport(len(inserts) + reactivated, len(gone), len(changes) - reactivated, int(total))
+    added = len(inserts) + reactivated + len(back)
+    return SyncReport(added, len(gone), len(changes) - reactivated, int(total))
 
 
 def add_discovered(conn: Connection, targets: Sequence[Target], now: datetime, rng: random.Random) -> int:
@@ -185,8 +215,9 @@ def active_targets(conn: Connection, urls: Sequence[str] | None = None) -> list[
 
     Raises:
         TargetNotFound: one of `urls` is not in the store.
+        TargetNotWatched: one of `urls` is in the store but no longer in the config.
     """
-    cols = (T.c.url, T.c.interval_seconds, T.c.source)
+    cols = (T.c.url, T.c.interval_seconds, T.c.source, T.c.active, T.c.unwatched_since)
     if urls is None:
         rows = conn.execute(select(*cols).where(T.c.active.is_(True)).order_by(T.c.url)).all()
         return [_target(r) for r in rows]
@@ -194,6 +225,8 @@ def active_targets(conn: Connection, urls: Sequence[str] | None = None) -> list[
     found: dict[str, Target] = {}
     for i in range(0, len(wanted), CHUNK):
         for r in conn.execute(select(*cols).where(T.c.url.in_(wanted[i : i + CHUNK]))):
+            if not r.active:
+                raise TargetNotWatched(r.url, r.unwatched_since)
             found[r.url] = _target(r)
     for url in wanted:
         if url not in found:
@@ -202,16 +235,23 @@ def active_targets(conn: Connection, urls: Sequence[str] | None = None) -> list[
 
 
 def summaries(conn: Connection, status: str | None = None) -> list[TargetSummary]:
-    """Return the active targets (in one `status`, or flagged when it is `SUSPICIOUS`), by URL."""
+    """Return every target (in one `status`, or watched and flagged when it is `SUSPICIOUS`), by URL.
+
+    A target no longer in the config is `unwatched`, whatever its last check found.
+    """
     cond: ColumnElement[bool] = T.c.active.is_(True)
-    if status == SUSPICIOUS:
+    if status is None:
+        cond = true()
+    elif status == Status.UNWATCHED:
+        cond = T.c.active.is_(False)
+    elif status == SUSPICIOUS:
         cond = and_(cond, T.c.suspicious.is_not(None))
-    elif status is not None:
+    else:
         cond = and_(cond, T.c.status == status)
     return [
         TargetSummary(
             url=r.url,
-            status=r.status,
+            status=r.status if r.active else Status.UNWATCHED.value,
             source=r.source,
             last_checked_at=r.last_checked_at,
             next_check_at=r.next_check_at,
@@ -220,6 +260,7 @@ def summaries(conn: Connection, status: str | None = None) -> list[TargetSummary
             consecutive_failures=r.consecutive_failures,
             suspicious=r.suspicious,
             suspicious_since=r.suspicious_since,
+            unwatched_since=r.unwatched_since,
         )
         for r in conn.execute(select(T).where(cond).order_by(T.c.url))
     ]
@@ -262,6 +303,7 @@ def _state(row: AnyRow) -> TargetState:
         last_modified=row.last_modified,
         moved_to=row.moved_to,
         suspicious=row.suspicious,
+        missing_checks=row.missing_checks,
     )
 
 
@@ -270,6 +312,7 @@ def _states_query() -> Select[Any]:
     columns = (
         T.c.url, T.c.status, T.c.current_sha256, T.c.current_version, S.c.content_type,
         T.c.consecutive_failures, T.c.etag, T.c.last_modified, T.c.moved_to, T.c.suspicious,
+        T.c.missing_checks,
     )  # fmt: skip
     return (
         select(*columns)

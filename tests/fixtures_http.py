@@ -146,8 +146,13 @@ class ArchiveServer:
         body: bytes | str,
         content_type: str = "text/html; charset=utf-8",
         headers: dict[str, str] | None = None,
+        *,
+        etag: bool = True,
     ) -> None:
-        """Serve `body` at `path` (200, strong ETag, Last-Modified now; 304 to matching validators)."""
+        """Serve `body` at `path` (200, strong ETag, Last-Modified now; 304 to matching validators).
+
+        `etag=False` leaves the ETag out: only If-Modified-Since then decides a 304.
+        """
         data = body.encode() if isinstance(body, str) else body
         with self._lock:
             # Last-Modified has one-second resolution: a change within the same second must still
@@ -160,7 +165,7 @@ class ArchiveServer:
             self._last_modified[path] = stamp
             fixed = (
                 ("Content-Type", content_type),
-                ("ETag", etag_of(data)),
+                *((("ETag", etag_of(data)),) if etag else ()),
                 ("Last-Modified", formatdate(stamp, usegmt=True)),
             )
             extra = tuple((headers or {}).items())

@@ -6,6 +6,7 @@ import hashlib
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from structlog.testing import capture_logs
 
 from mirror import log
@@ -219,3 +220,125 @@ def test_windows_1252_page_diff_shows_the_right_characters(site, archive):
     text = version_diff(archive, url)
     assert "-Prix: 5 € – „Zitat“ café" in text
     assert "+Prix: 6 € — „Zitat“ café" in text
+
+
+def test_a_redirect_to_other_content_is_fetched_without_the_old_validators_and_is_a_version(site, archive):
+    # q.html honours If-Modified-Since and is older than p.html: sent p's validators, it would answer 304.
+    new_text = page("Q", "Another text now stands at this address.")
+    site.put("/etext/q.html", new_text, etag=False)
+    site.put("/etext/p.html", page("P", "The first text."), etag=False)
+    url = site.url("/etext/p.html")
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    first = checker.check_one(target)
+    site.redirect("/etext/p.html", "/etext/q.html")
+    with capture_logs() as logs:
+        moved = checker.check_one(target)
+    later = [checker.check_one(target) for _ in range(2)]
+    checker.close()
+
+    assert first.outcome == "new"
+    assert (moved.outcome, moved.status, moved.version, moved.http_status) == ("moved", "moved", 2, 200)
+    documents = [e for e in logs if e["event"].startswith("document.")]
+    assert [e["event"] for e in documents] == [log.DOCUMENT_CHANGED, log.DOCUMENT_MOVED]
+    assert archive.read(archive.version(url).sha256) == new_text  # what `mirror show` prints
+    h = archive.history(url)
+    assert [(v.number, v.sha256, v.final_url) for v in h.versions][1:] == [
+        (2, sha(new_text), site.url("/etext/q.html"))
+    ]
+    assert [e.kind for e in h.events] == [log.DOCUMENT_NEW, log.DOCUMENT_CHANGED, log.DOCUMENT_MOVED]
+    assert h.versions[1].first_seen == h.events[1].at == h.events[2].at  # the version dates from the move
+    assert [(r.outcome, r.http_status, r.version) for r in later] == [("unchanged", 304, 2)] * 2
+    asked_q = [r.headers.get("If-Modified-Since") for r in site.requests if r.path == "/etext/q.html"]
+    assert asked_q[0] is None  # the first fetch of the new destination is unconditional
+    assert asked_q[1:] == [asked_q[1]] * 2 and asked_q[1] is not None  # then its own validators
+
+
+def _too_large(site, path: str) -> None:
+    site.put(path, page("Report", "Grown. " * 20_000))  # max_bytes is 50,000 below
+
+
+def _broken_gzip(site, path: str) -> None:
+    site.put(path, b"\x1f\x8b\x08\x00 not deflate at all", headers={"Content-Encoding": "gzip"})
+
+
+def _busy(site, path: str) -> None:
+    site.fail(path, 429)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "error"), [(_too_large, "too_large"), (_broken_gzip, "bad_content"), (_busy, "http")]
+)
+def test_an_answer_we_cannot_take_fails_every_time_but_never_disappears(site, archive, spoil, error):
+    url = site.url("/etext/report.html")
+    site.put("/etext/report.html", page("Report", "Short at first."))
+    (target,) = watch(archive, url)
+    checker = checker_for(archive, missing_after=2, max_bytes=50_000)
+    checker.check_one(target)
+    spoil(site, "/etext/report.html")
+    with capture_logs() as logs:
+        reports = [checker.check_one(target) for _ in range(5)]
+    checker.close()
+
+    assert [(r.outcome, r.status, r.error) for r in reports] == [("failed", "failing", error)] * 5
+    failed = [e for e in logs if e["event"] == log.CHECK_FAILED]
+    assert [e["consecutive_failures"] for e in failed] == [1, 2, 3, 4, 5]
+    assert [e for e in logs if e["event"] == log.DOCUMENT_DISAPPEARED] == []
+    assert [e.kind for e in archive.history(url).events] == [log.DOCUMENT_NEW]
+    (summary,) = archive.targets()
+    assert (summary.status, summary.consecutive_failures) == ("failing", 5)
+
+
+def test_a_server_error_repeated_missing_after_times_disappears(site, archive):
+    url = site.url("/etext/down.html")
+    site.put("/etext/down.html", page("Down", "Hosted on a failing machine."))
+    (target,) = watch(archive, url)
+    checker = checker_for(archive, missing_after=2)
+    checker.check_one(target)
+    site.fail("/etext/down.html", 503)
+    reports = [checker.check_one(target) for _ in range(3)]
+    checker.close()
+
+    assert [r.outcome for r in reports] == ["failed", "disappeared", "failed"]
+    assert [e.kind for e in archive.history(url).events] == [log.DOCUMENT_NEW, log.DOCUMENT_DISAPPEARED]
+
+
+def test_a_target_that_never_gave_content_is_unavailable_not_gone_until_it_appears(site, archive):
+    url = site.url("/etext/not-yet.html")  # nothing there yet: 404
+    (target,) = watch(archive, url)
+    checker = checker_for(archive, missing_after=2)
+    with capture_logs() as logs:
+        reports = [checker.check_one(target) for _ in range(3)]
+    site.put("/etext/not-yet.html", page("At last", "Published now."))
+    with capture_logs() as later:
+        appeared = checker.check_one(target)
+    checker.close()
+
+    assert [(r.outcome, r.status, r.http_status) for r in reports] == [("failed", "unavailable", 404)] * 3
+    assert [e["event"] for e in logs if e["event"].startswith("document.")] == []
+    assert (appeared.outcome, appeared.status, appeared.version) == ("new", "ok", 1)
+    assert [e["event"] for e in later if e["event"].startswith("document.")] == [log.DOCUMENT_NEW]
+    assert [e.kind for e in archive.history(url).events] == [log.DOCUMENT_NEW]
+
+
+def test_after_a_move_show_prints_the_destinations_text_from_the_command_line(site, tmp_path, database_url):
+    from tests.test_cli import Mirror, write_config
+
+    q_text = page("Q", "The text that now stands at the new address.")
+    site.put("/etext/q.html", q_text, etag=False)  # older than p.html, honours If-Modified-Since
+    site.put("/etext/p.html", page("P", "The first text."), etag=False)
+    url = site.url("/etext/p.html")
+    mirror = Mirror(write_config(tmp_path / "mirror.toml", [url]), database_url, tmp_path)
+    mirror("check")
+    site.redirect("/etext/p.html", "/etext/q.html")
+
+    moved = mirror.json("check")
+    again = mirror.json("check")
+
+    assert [(t["outcome"], t["version"]) for t in moved["targets"]] == [("moved", 2)]
+    assert [(t["outcome"], t["http_status"]) for t in again["targets"]] == [("unchanged", 304)]
+    assert mirror("show", url).stdout == q_text
+    history = mirror.json("history", url)
+    assert [v["number"] for v in history["versions"]] == [1, 2]
+    move = next(e for e in history["events"] if e["kind"] == log.DOCUMENT_MOVED)
+    assert history["versions"][1]["first_seen"] == move["at"]

@@ -178,15 +178,25 @@ def test_moved_page_is_followed_to_another_path_by_absolute_location(site, sessi
     assert result.final_url == site.url("/etext/new-place.html")
 
 
-def test_validators_go_along_the_redirect_chain_so_a_moved_page_can_answer_304(site, session):
+def test_validators_go_only_to_the_hop_that_gave_them_so_a_moved_page_can_answer_304(site, session):
     site.put("/etext/new-place.html", "<p>Moved once, long ago.</p>")
     site.redirect("/etext/old-place.html", "/etext/new-place.html")
     first = fetch(site.url("/etext/old-place.html"), session, FAST)
+    validators = Conditional(etag=first.headers["etag"], url=first.final_url)
 
-    second = fetch(site.url("/etext/old-place.html"), session, FAST, Conditional(etag=first.headers["etag"]))
+    second = fetch(site.url("/etext/old-place.html"), session, FAST, validators)
+    asked = Conditional(etag=first.headers["etag"])  # no url: the URL asked gave them
+    elsewhere = fetch(site.url("/etext/old-place.html"), session, FAST, asked)
 
     assert (second.status, second.final_url) == (304, site.url("/etext/new-place.html"))
-    assert [r.headers.get("if-none-match") for r in site.requests[-2:]] == [first.headers["etag"]] * 2
+    assert (elsewhere.status, elsewhere.body) == (200, b"<p>Moved once, long ago.</p>")
+    sent = [(r.path, r.headers.get("if-none-match")) for r in site.requests[-4:]]
+    assert sent == [
+        ("/etext/old-place.html", None),
+        ("/etext/new-place.html", first.headers["etag"]),
+        ("/etext/old-place.html", first.headers["etag"]),  # validators of the URL asked: to it alone
+        ("/etext/new-place.html", None),
+    ]
 
 
 def test_redirect_loop_fails_as_too_many_redirects(site, session):

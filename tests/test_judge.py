@@ -10,6 +10,7 @@ import pytest
 from mirror import log
 from mirror.domain import (
     ChangeDiff,
+    Conditional,
     DetectPolicy,
     FetchFailure,
     FetchResult,
@@ -55,6 +56,11 @@ FAILING_TWICE = TargetState(Status.FAILING, sha(A), 1, "text/html", consecutive_
 FAILING_ONCE = TargetState(Status.FAILING, sha(A), 1, "text/html", consecutive_failures=1)
 GONE = TargetState(Status.GONE, sha(A), 1, "text/html", consecutive_failures=1)
 NEVER_SEEN_FAILING = TargetState(Status.FAILING, None, 0, None, consecutive_failures=2)
+UNAVAILABLE = TargetState(Status.UNAVAILABLE, None, 0, None, consecutive_failures=1)
+LEGACY_GONE_NEVER_SEEN = TargetState(Status.GONE, None, 0, None, consecutive_failures=3)  # before 0003
+FAILING_TWICE_MISSING = TargetState(
+    Status.FAILING, sha(A), 1, "text/html", consecutive_failures=2, missing_checks=2
+)
 
 
 @pytest.mark.parametrize(
@@ -70,22 +76,31 @@ NEVER_SEEN_FAILING = TargetState(Status.FAILING, None, 0, None, consecutive_fail
         (HAS_A, net_error("timeout"), OutcomeKind.FAILED, [], Status.FAILING),
         (FAILING_ONCE, net_error("dns"), OutcomeKind.FAILED, [], Status.FAILING),
         (
-            FAILING_TWICE,
+            FAILING_TWICE_MISSING,
             net_error("connect"),
             OutcomeKind.DISAPPEARED,
             [log.DOCUMENT_DISAPPEARED],
             Status.GONE,
         ),
-        (FAILING_TWICE, ok(A), OutcomeKind.UNCHANGED, [], Status.OK),
+        (FAILING_TWICE_MISSING, ok(A), OutcomeKind.UNCHANGED, [], Status.OK),
+        # Two failures that were no sign of absence (too_large, say): a third is the first that counts.
+        (FAILING_TWICE, net_error("connect"), OutcomeKind.FAILED, [], Status.FAILING),
         (GONE, http_error(404), OutcomeKind.FAILED, [], Status.GONE),
         (GONE, net_error(), OutcomeKind.FAILED, [], Status.GONE),
         (GONE, ok(A), OutcomeKind.REAPPEARED, [log.DOCUMENT_REAPPEARED], Status.OK),
         (GONE, not_modified(), OutcomeKind.REAPPEARED, [log.DOCUMENT_REAPPEARED], Status.OK),
         (GONE, ok(B), OutcomeKind.REAPPEARED, [log.DOCUMENT_REAPPEARED, log.DOCUMENT_CHANGED], Status.OK),
-        (NEW, http_error(404), OutcomeKind.FAILED, [], Status.GONE),
-        (NEW, net_error(), OutcomeKind.FAILED, [], Status.FAILING),
-        (NEVER_SEEN_FAILING, net_error(), OutcomeKind.FAILED, [], Status.GONE),
+        # A document that never appeared is not gone: nothing disappeared.
+        (NEW, http_error(404), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
+        (NEW, http_error(410), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
+        (NEW, net_error(), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
+        (NEW, net_error("too_large"), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
+        (NEVER_SEEN_FAILING, net_error(), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
+        (NEVER_SEEN_FAILING, http_error(404), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
         (NEVER_SEEN_FAILING, ok(A), OutcomeKind.NEW, [log.DOCUMENT_NEW], Status.OK),
+        (UNAVAILABLE, ok(A), OutcomeKind.NEW, [log.DOCUMENT_NEW], Status.OK),
+        (UNAVAILABLE, http_error(404), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
+        (LEGACY_GONE_NEVER_SEEN, net_error(), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
     ],
 )
 def test_each_rule_gives_its_outcome_events_and_status(state, result, kind, events, status):
@@ -105,6 +120,103 @@ def test_a_timeout_counts_as_disappeared_only_after_missing_after_failures():
         state = outcome.state
     assert kinds == [OutcomeKind.FAILED, OutcomeKind.FAILED, OutcomeKind.DISAPPEARED, OutcomeKind.FAILED]
     assert state.consecutive_failures == 4
+
+
+def failure(kind: str, status: int | None = None):
+    message = f"HTTP {status}" if kind == "http" else "it failed"
+    return FetchResult(URL, URL, status, {}, None, None, FetchFailure(kind, message), NOW, 0.1)
+
+
+# What "the host no longer serves this" means; everything else is "we could not take it".
+NOT_SERVED = [
+    failure("connect"),
+    failure("dns"),
+    failure("timeout"),
+    failure("too_many_redirects", 302),
+    failure("http", 500),
+    failure("http", 502),
+    failure("http", 503),
+    failure("http", 403),
+    failure("http", 401),
+    failure("http", 451),
+]
+NOT_TAKEN = [
+    failure("too_large", 200),
+    failure("bad_content", 200),
+    failure("bad_content", None),  # a header value we could not send: nothing reached the host
+    failure("http", 429),  # the host is busy with us, not without the document
+    failure("some_future_kind"),
+]
+
+
+@pytest.mark.parametrize("result", NOT_SERVED, ids=lambda r: f"{r.error.kind}-{r.status}")
+def test_a_failure_that_says_the_host_no_longer_serves_it_disappears_after_missing_after(result):
+    state, kinds = HAS_A, []
+    for _ in range(POLICY.missing_after):
+        outcome = judge(state, result, POLICY, NOW)
+        kinds.append(outcome.kind)
+        state = outcome.state
+    assert kinds == [OutcomeKind.FAILED, OutcomeKind.FAILED, OutcomeKind.DISAPPEARED]
+    assert state.status is Status.GONE
+    assert state.consecutive_failures == state.missing_checks == 3
+
+
+@pytest.mark.parametrize("result", NOT_TAKEN, ids=lambda r: f"{r.error.kind}-{r.status}")
+def test_a_failure_that_says_we_could_not_take_it_never_disappears(result):
+    state = HAS_A
+    for attempt in range(1, 3 * POLICY.missing_after + 1):
+        outcome = judge(state, result, POLICY, NOW)
+        assert outcome.kind is OutcomeKind.FAILED
+        assert outcome.events == ()
+        state = outcome.state
+        assert (state.status, state.consecutive_failures) == (Status.FAILING, attempt)
+        assert state.missing_checks == 0
+
+
+def test_an_answer_we_could_not_take_breaks_a_run_of_missing_checks():
+    state = HAS_A
+    kinds = []
+    for result in (failure("timeout"), failure("timeout"), failure("too_large", 200), failure("timeout")):
+        outcome = judge(state, result, POLICY, NOW)
+        kinds.append(outcome.kind)
+        state = outcome.state
+    assert kinds == [OutcomeKind.FAILED] * 4  # the host answered the third check: not three in a row
+    assert (state.consecutive_failures, state.missing_checks) == (4, 1)
+    outcome = judge(judge(state, failure("timeout"), POLICY, NOW).state, failure("connect"), POLICY, NOW)
+    assert outcome.kind is OutcomeKind.DISAPPEARED
+    assert outcome.events[0].details["consecutive_failures"] == 6
+
+
+def test_a_404_disappears_at_once_even_after_answers_we_could_not_take():
+    state = judge(HAS_A, failure("too_large", 200), POLICY, NOW).state
+    outcome = judge(state, http_error(404), POLICY, NOW)
+    assert outcome.kind is OutcomeKind.DISAPPEARED
+
+
+def test_content_again_clears_both_counters():
+    state = judge(FAILING_TWICE_MISSING, ok(A), POLICY, NOW).state
+    assert (state.consecutive_failures, state.missing_checks) == (0, 0)
+    state = judge(FAILING_TWICE_MISSING, not_modified(), POLICY, NOW).state
+    assert (state.consecutive_failures, state.missing_checks) == (0, 0)
+
+
+def test_validators_are_sent_only_to_the_url_that_gave_them():
+    moved_url = "https://archive.example/etext/q.html"
+    in_place = judge(NEW, ok(A, etag='"a"'), POLICY, NOW).state
+    assert in_place.conditional() == Conditional('"a"', None, None)  # None: the target's own URL
+    moved = judge(in_place, ok(B, final_url=moved_url, etag='"b"', redirects=(URL,)), POLICY, NOW).state
+    assert moved.conditional() == Conditional('"b"', None, moved_url)
+    back = judge(moved, ok(A, etag='"a2"'), POLICY, NOW).state
+    assert back.conditional() == Conditional('"a2"', None, None)
+
+
+def test_a_move_to_other_content_is_a_new_version_at_the_time_of_the_move():
+    moved_url = "https://archive.example/etext/q.html"
+    outcome = judge(HAS_A, ok(B, final_url=moved_url, redirects=(URL,)), POLICY, NOW)
+    assert outcome.kind is OutcomeKind.MOVED
+    assert [e.kind for e in outcome.events] == [log.DOCUMENT_CHANGED, log.DOCUMENT_MOVED]
+    assert outcome.new_version and outcome.state.current_version == 2
+    assert all(e.at == NOW for e in outcome.events)
 
 
 @pytest.mark.parametrize("missing_after", [1, 2, 5])

@@ -24,7 +24,7 @@ from mirror.log import DOCUMENT_NEW, STORE_MIGRATED
 from mirror.tables import metadata
 from tests.fixtures_store import T0, save_version, watch
 
-HEAD = "0002"
+HEAD = "0003"
 URL = "https://www.prisoncensorship.info/archive/etext/wim/"
 
 
@@ -298,3 +298,59 @@ def test_opening_a_migrated_store_does_not_import_alembic(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["True", "False"]
+
+
+def test_upgrading_a_0002_store_gives_its_targets_the_states_and_counts_of_0003(database_url):
+    engine = open_engine(database_url, migrate=False)
+    try:
+        with engine.connect() as conn, conn.begin():
+            command.upgrade(alembic_config(conn), "0002")
+        urls = [f"https://archive.example/{name}.html" for name in ("dropped", "never", "moved", "flaky")]
+        Archive(engine).sync_targets([Target(u, timedelta(hours=1)) for u in urls], T0)
+        checked = T0 + timedelta(hours=5)
+        with engine.begin() as conn:
+            for sql, url in [
+                ("active = false, status = 'ok', current_version = 1, last_checked_at = :at", urls[0]),
+                ("status = 'gone', consecutive_failures = 3", urls[1]),
+                (
+                    "status = 'moved', moved_to = :to, etag = '\"p\"', last_modified = 'Mon, 01 Jan 2024'",
+                    urls[2],
+                ),
+                (
+                    "status = 'failing', current_version = 1, consecutive_failures = 2, etag = '\"f\"'",
+                    urls[3],
+                ),
+            ]:
+                conn.execute(
+                    text(f"UPDATE targets SET {sql} WHERE url = :url"),  # noqa: S608 - literals above
+                    {"url": url, "at": checked, "to": "https://archive.example/q.html"},
+                )
+        engine.dispose()
+        engine = open_engine(database_url)
+        assert revision(engine) == HEAD
+        assert schema_differences(engine) == []
+
+        archive = Archive(engine)
+        listed = {t.url: t for t in archive.targets()}
+        assert [(listed[u].status, listed[u].unwatched_since) for u in urls] == [
+            ("unwatched", checked),  # its last check is the last time we know it was watched
+            ("unavailable", None),  # it never had a version: it did not disappear
+            ("moved", None),
+            ("failing", None),
+        ]
+        states = archive.states_of(urls)
+        assert (states[urls[2]].etag, states[urls[2]].last_modified) == (None, None)  # asked afresh once
+        assert (states[urls[3]].etag, states[urls[3]].missing_checks) == ('"f"', 2)
+    finally:
+        engine.dispose()
+
+
+def test_downgrading_to_0002_keeps_targets_and_gives_unavailable_ones_the_old_state(engine):
+    watch(Archive(engine), URL)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE targets SET status = 'unavailable', missing_checks = 2"))
+    with engine.connect() as conn, conn.begin():
+        command.downgrade(alembic_config(conn), "0002")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT url, status FROM targets")).all() == [(URL, "gone")]
+    assert "unwatched_since" not in {c["name"] for c in inspect(engine).get_columns("targets")}

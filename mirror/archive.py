@@ -204,13 +204,15 @@ class Archive:
         next_check_in: timedelta | None = None,
         base: str | blobs.DeltaBase | None = None,
         base_bytes: bytes | None = None,
+        judged: TargetState | None = None,
     ) -> CheckRecord:
         """Return the check ready for `record_many`: a new version's blob hashed and compressed now.
 
         The blob is a delta against `base` (the previous version's sha256, or a whole blob
         as a `DeltaBase`; `base_bytes` its content when the caller has it already) when that
         is smaller. Runs outside any write transaction (at most a short read of the base),
-        so workers compress in parallel.
+        so workers compress in parallel. `judged` is the state the check was judged
+        against: the check is recorded only if the store still holds it (`record_many`).
 
         Raises:
             StoreError: a new version has no body.
@@ -220,7 +222,7 @@ class Archive:
             if result.body is None:
                 raise StoreError(f"{url}: a new version needs a body")
             packed = blobs.pack(result.body, result.body_sha256, **self._base(base, base_bytes, result.body))
-        return CheckRecord(url, result, outcome, now, worker, next_check_in, packed)
+        return CheckRecord(url, result, outcome, now, worker, next_check_in, packed, judged)
 
     def _base(
         self, base: str | blobs.DeltaBase | None, base_bytes: bytes | None, body: bytes

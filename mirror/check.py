@@ -224,6 +224,7 @@ class Checker:
             next_check_in=jittered(target.interval),
             base=base,
             base_bytes=base_bytes,
+            judged=state,
         )
 
     def _offer_base(self, record: CheckRecord) -> None:

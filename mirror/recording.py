@@ -9,9 +9,10 @@ All of it commits together or not at all.
 
 A check is recorded only on top of the state it was judged against: the targets' rows
 are read under the write lock (`FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite),
-and a check judged against an older version than the store now holds, or one whose
-new content equals the latest version, is superseded: another process recorded this
-target meanwhile (a lease that expired under it). It writes nothing but freeing its
+and a check judged against another state than the store now holds (its status, version,
+failures or move; at least its version), or one whose new content equals the latest
+version, is superseded: another process recorded this target meanwhile (a lease that
+expired under it). It writes nothing but freeing its
 lease, so no version is recorded twice and no event announces a version number twice.
 """
 
@@ -26,7 +27,7 @@ from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.engine import Connection
 
 from mirror import blobs, ledger, log, tables
-from mirror.domain import Event, FetchResult, Outcome, StoredEvent
+from mirror.domain import Event, FetchResult, Outcome, StoredEvent, TargetState
 from mirror.errors import StoreError
 from mirror.targets import by_url, normal
 
@@ -45,6 +46,8 @@ class CheckRecord:
 
     `blob` is the new version's content packed outside any transaction (None when the
     outcome has no new version). `next_check_in` defaults to the target's interval.
+    `judged` is the state the check was judged against, as the store gave it: when set,
+    the check is recorded only while the store still holds that state.
     """
 
     url: str
@@ -54,6 +57,7 @@ class CheckRecord:
     worker: str | None = None
     next_check_in: timedelta | None = None
     blob: blobs.Packed | None = None
+    judged: TargetState | None = None
 
 
 @dataclass(slots=True)
@@ -64,6 +68,9 @@ class _Current:
     interval_seconds: int
     version: int
     sha256: str | None
+    status: str
+    failures: int
+    moved_to: str | None
     suspicious: str | None
     suspicious_since: datetime | None
 
@@ -103,6 +110,9 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
             snapshots.append(_snapshot(target, record))
         elif record.outcome.seen_again:
             seen.append({"b_target": target.id, "b_version": target.version, "b_seen": now})
+        # As this batch leaves the target: a later check of it in the batch is judged on top.
+        target.status, target.failures = state.status.value, state.consecutive_failures
+        target.moved_to = state.moved_to
         checks.append(_check(target, record))
         diff = record.outcome.diff
         unified = diff.unified if diff is not None and diff.unified else None
@@ -154,9 +164,14 @@ def _superseded(target: _Current, record: CheckRecord) -> bool:
     The judged state's version is the outcome's, less the one it adds; content equal to
     the latest version is never a new version, whatever the judged state said.
     """
-    outcome = record.outcome
-    judged = outcome.state.current_version - (1 if outcome.new_version else 0)
-    if judged != target.version:
+    outcome, judged = record.outcome, record.judged
+    if judged is not None and (
+        (judged.status.value, judged.current_version, judged.current_sha256)
+        != (target.status, target.version, target.sha256)
+        or (judged.consecutive_failures, judged.moved_to) != (target.failures, target.moved_to)
+    ):
+        return True  # another check of this target was recorded since this one read its state
+    if outcome.state.current_version - (1 if outcome.new_version else 0) != target.version:
         return True
     return outcome.new_version and record.blob is not None and record.blob.sha256 == target.sha256
 
@@ -250,6 +265,9 @@ def _load_targets(conn: Connection, urls: Sequence[str]) -> dict[str, _Current]:
             row.interval_seconds,
             row.current_version,
             row.current_sha256,
+            row.status,
+            row.consecutive_failures,
+            row.moved_to,
             row.suspicious,
             row.suspicious_since,
         )
@@ -297,6 +315,9 @@ _TARGETS = (
         T.c.interval_seconds,
         T.c.current_version,
         T.c.current_sha256,
+        T.c.status,
+        T.c.consecutive_failures,
+        T.c.moved_to,
         T.c.suspicious,
         T.c.suspicious_since,
     )

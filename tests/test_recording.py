@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -14,7 +15,17 @@ from mirror.blobs import DeltaBase
 from mirror.check import Checker
 from mirror.dictionaries import HostBases
 from mirror.diff import TEXTS
-from mirror.domain import DetectPolicy, Event, FetchLimits, Outcome, OutcomeKind, Status, Target, TargetState
+from mirror.domain import (
+    DetectPolicy,
+    Event,
+    FetchFailure,
+    FetchLimits,
+    Outcome,
+    OutcomeKind,
+    Status,
+    Target,
+    TargetState,
+)
 from mirror.errors import StoreError, TargetNotFound
 from mirror.politeness import HostGate
 from mirror.tables import metadata
@@ -90,6 +101,23 @@ def test_content_equal_to_the_latest_version_is_never_recorded_as_a_new_one(arch
     assert stored is None
     assert [v.number for v in archive.history(URL).versions] == [1]
     assert [e.kind for e in archive.history(URL).events] == [log.DOCUMENT_NEW]
+
+
+def test_two_checks_judged_from_one_state_make_a_document_disappear_once(archive):
+    watch(archive, URL)
+    save_version(archive, URL, b"<p>one</p>")
+    state = archive.state_of(URL)
+    event = Event(log.DOCUMENT_DISAPPEARED, URL, T0, old_sha256=state.current_sha256, status=404)
+    outcome = Outcome(
+        OutcomeKind.DISAPPEARED, replace(state, status=Status.GONE, consecutive_failures=1), (event,)
+    )
+    result = fetched(URL, None, T0, status=404, error=FetchFailure("http", "HTTP 404"))
+    first, second = (archive.prepare(URL, result, outcome, T0, worker=w, judged=state) for w in ("a", "b"))
+
+    assert archive.record_many([first]) != [None]
+    assert archive.record_many([second]) == [None]  # no version changed, but the state it read did
+    assert [e.kind for e in archive.history(URL).events] == [log.DOCUMENT_NEW, log.DOCUMENT_DISAPPEARED]
+    assert archive.state_of(URL).consecutive_failures == 1
 
 
 def test_processes_recording_one_target_from_one_state_at_once_write_one_version(archive):

@@ -11,6 +11,7 @@ the writer frees each target's lease as it records the check (`recording.record_
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import threading
@@ -131,7 +132,7 @@ class Feed:
         """
         with self._lock:
             while not self._ready:
-                chunk = [t for _, t in zip(range(self._chunk), self._todo, strict=False)]
+                chunk = list(itertools.islice(self._todo, self._chunk))
                 if not chunk:
                     return None
                 claimed = self.claims.these(chunk)

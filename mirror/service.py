@@ -213,7 +213,7 @@ class Daemon:
 
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.freed = threading.Event()  # set when a worker finishes: dispatch may claim more
-        self.tally: Counter[str] = Counter()  # outcomes of the checks queued since the last summary
+        self.tally: Counter[str] = Counter()  # checks queued since the last summary: done, changed, failed
         self.summarised = time.monotonic()
         self.store_error: StoreError | None = None
         self.writer = BatchWriter(self.archive, on_error=self._store_failed)

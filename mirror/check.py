@@ -70,7 +70,10 @@ _LEVELS = {
 
 JITTER = 0.05  # next checks land within ±5% of the interval, so targets added together drift apart
 DEFAULT_LEASE = timedelta(minutes=5)  # as `schedule.lease`
-CLAIM_CHUNK = 16  # targets a round claims at once, at least: a claim costs one short write transaction
+# Targets a round claims at once, at least: each claim is a write transaction, and then a read
+# of their states. Measured, 2000 unchanged loopback pages: chunks of 16 made the round ~20%
+# slower than claiming nothing; chunks of 100 are within noise.
+CLAIM_CHUNK = 100
 
 
 def _check_id() -> str:

@@ -392,6 +392,11 @@ class Daemon:
         except StoreError as exc:  # a summary never stops the daemon; the writer reports store failures
             logger.warning(log.SERVICE_SUMMARY, problem=str(exc))
             return
+        next_in = in_words(next_at, now)
+        sd_notify(
+            f"STATUS={tally['checks']} checks in the last {round(seconds)}s "
+            f"({tally['changed']} changed, {tally['failed']} failed); next due {next_in}"
+        )
         logger.info(
             log.SERVICE_SUMMARY,
             seconds=round(seconds, 1),
@@ -402,7 +407,7 @@ class Daemon:
             checking=self.claims.held,
             due=due,
             next_check_at=next_at.isoformat() if next_at else None,
-            next_check_in=in_words(next_at, now),
+            next_check_in=next_in,
         )
 
     def shutdown(self) -> None:

@@ -309,6 +309,7 @@ def test_the_daemon_tells_systemd_it_is_ready_alive_and_stopping(site, tmp_path,
         listener.settimeout(20)
         site.put("/n.html", b"<p>n</p>")
         config = write_config(tmp_path / "mirror.toml", [site.url("/n.html")])
+        config.write_text(config.read_text().replace('tick = "200ms"', 'tick = "200ms"\nsummary = "1s"'))
         env = {**os.environ, "MIRROR_DATABASE_URL": database_url, "NOTIFY_SOCKET": str(notify_path)}
         proc = subprocess.Popen(
             [sys.executable, "-m", "mirror", "--config", str(config), "run"],
@@ -318,7 +319,9 @@ def test_the_daemon_tells_systemd_it_is_ready_alive_and_stopping(site, tmp_path,
         )
         try:
             messages = [listener.recv(4096).decode()]
-            while "WATCHDOG=1" not in messages[-1]:
+            while "WATCHDOG=1" not in messages[-1] or not any(
+                "STATUS=" in m and "next" in m for m in messages
+            ):
                 messages.append(listener.recv(4096).decode())
             proc.send_signal(signal.SIGTERM)
             while "STOPPING=1" not in messages[-1]:
@@ -331,6 +334,11 @@ def test_the_daemon_tells_systemd_it_is_ready_alive_and_stopping(site, tmp_path,
     assert messages[0].startswith("READY=1")
     assert any("WATCHDOG=1" in m for m in messages)
     assert "STOPPING=1" in messages[-1]
+    # `systemctl status mirror` shows the latest summary
+    (status,) = [m for m in messages if m.startswith("STATUS=") and "next" in m][:1]
+    assert re.fullmatch(
+        r"STATUS=\d+ checks in the last \d+s \(\d+ changed, \d+ failed\); next due .+", status
+    )
 
 
 def test_a_store_failing_under_the_writer_stops_the_daemon_with_exit_3(

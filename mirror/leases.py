@@ -100,8 +100,15 @@ def extend(conn: Connection, owner: str, urls: Sequence[str], until: datetime) -
     """Push `owner`'s leases on `urls` to `until`; return how many are still held."""
     held = 0
     for i in range(0, len(urls), CHUNK):
-        chunk = list(urls[i : i + CHUNK])
-        stmt = update(T).where(T.c.lease_owner == owner, T.c.url.in_(chunk)).values(lease_until=until)
+        # Rows locked in id order, as claims and the writer lock them: no deadlock between them.
+        mine = (
+            select(T.c.id)
+            .where(T.c.lease_owner == owner, T.c.url.in_(list(urls[i : i + CHUNK])))
+            .order_by(T.c.id)
+            .with_for_update()
+            .cte("mine")
+        )
+        stmt = update(T).where(T.c.id.in_(select(mine.c.id))).values(lease_until=until)
         held += int(conn.execute(stmt).rowcount)
     return held
 

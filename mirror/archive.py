@@ -76,7 +76,7 @@ class StoreStatus:
     database: str
     suspicious: int = 0  # active targets whose last change looked like tampering
     lag_seconds: float = 0.0  # how far the most overdue target is behind its schedule
-    checking: int = 0  # targets leased by a daemon right now (being checked or queued)
+    checking: int = 0  # targets leased by a process (`run` or `check`) right now: being checked or queued
 
 
 @dataclass(frozen=True, slots=True)

@@ -294,7 +294,7 @@ class Checker:
         """
         started = time.monotonic()
         logger.info(log.ROUND_STARTED, targets=len(targets), concurrency=concurrency)
-        claims = Claims(self.archive, self.worker, lease, self.clock)
+        claims = Claims(self.archive, self.worker, lease)  # wall-clock time, as other processes read it
         feed = Feed(claims, targets, max(CLAIM_CHUNK, 2 * concurrency))
         reports: list[CheckReport] = []
         crashed: list[str] = []

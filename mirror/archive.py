@@ -18,10 +18,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy import Row, and_, delete, exists, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from mirror import blobs, codec, db, ledger, log, recording, tables
+from mirror import blobs, codec, db, leases, ledger, log, recording, tables
 from mirror import targets as targets_table
 from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import FetchResult, Outcome, Status, StoredEvent, Target, TargetState, Version
@@ -35,6 +36,7 @@ C = tables.checks
 E = tables.events
 B = tables.blobs
 AnyRow = Row[*tuple[Any, ...]]
+logger = structlog.get_logger("mirror.archive")
 
 R = TypeVar("R")
 
@@ -78,7 +80,7 @@ class StoreStatus:
     database: str
     suspicious: int = 0  # active targets whose last change looked like tampering
     lag_seconds: float = 0.0  # how far the most overdue target is behind its schedule
-    checking: int = 0  # targets leased by a daemon right now (being checked or queued)
+    checking: int = 0  # targets leased by a process (`run` or `check`) right now: being checked or queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,36 @@ class Archive:
         """
         return self._read(lambda conn: targets_table.active_targets(conn, urls))
 
+    # -- leases (see `mirror.leases`) --------------------------------------------------------
+
+    def claim_due(self, owner: str, now: datetime, limit: int, lease: timedelta) -> list[Target]:
+        """Lease up to `limit` due active targets to `owner` until `now + lease`; return them, by due time."""
+        return self._write(lambda conn: leases.claim_due(conn, owner, now, limit, lease))
+
+    def claim(self, owner: str, urls: Sequence[str], now: datetime, lease: timedelta) -> list[Target]:
+        """Lease those of `urls` no other process holds to `owner`, due or not; return them in order."""
+        return self._write(lambda conn: leases.claim(conn, owner, urls, now, lease))
+
+    def extend_leases(self, owner: str, urls: Sequence[str], until: datetime) -> int:
+        """Push `owner`'s leases on `urls` to `until`; return how many it still holds."""
+        return self._write(lambda conn: leases.extend(conn, owner, urls, until))
+
+    def release_leases(self, owner: str, urls: Sequence[str] | None = None) -> int:
+        """Free the leases `owner` holds (on `urls`, or all); return how many."""
+        return self._write(lambda conn: leases.release(conn, owner, urls))
+
+    def reap_abandoned(self, now: datetime) -> int:
+        """Free every lease expired by `now` (left by a killed process); return how many."""
+        return self._write(lambda conn: leases.reap_abandoned(conn, now))
+
+    def schedule(self, now: datetime) -> tuple[int, int, datetime | None]:
+        """Return the active targets, how many are due by `now`, and when the next is due (one query)."""
+        query = select(
+            func.count(), func.count().filter(T.c.next_check_at <= now), func.min(T.c.next_check_at)
+        ).where(T.c.active.is_(True))
+        targets, due, first = self._read(lambda conn: conn.execute(query).one())
+        return int(targets), int(due), first
+
     def state_of(self, url: str) -> TargetState:
         """Return what the store knows about `url` before its next check.
 
@@ -182,13 +214,15 @@ class Archive:
         next_check_in: timedelta | None = None,
         base: str | blobs.DeltaBase | None = None,
         base_bytes: bytes | None = None,
+        judged: TargetState | None = None,
     ) -> CheckRecord:
         """Return the check ready for `record_many`: a new version's blob hashed and compressed now.
 
         The blob is a delta against `base` (the previous version's sha256, or a whole blob
         as a `DeltaBase`; `base_bytes` its content when the caller has it already) when that
         is smaller. Runs outside any write transaction (at most a short read of the base),
-        so workers compress in parallel.
+        so workers compress in parallel. `judged` is the state the check was judged
+        against: the check is recorded only if the store still holds it (`record_many`).
 
         Raises:
             StoreError: a new version has no body.
@@ -198,7 +232,7 @@ class Archive:
             if result.body is None:
                 raise StoreError(f"{url}: a new version needs a body")
             packed = blobs.pack(result.body, result.body_sha256, **self._base(base, base_bytes, result.body))
-        return CheckRecord(url, result, outcome, now, worker, next_check_in, packed)
+        return CheckRecord(url, result, outcome, now, worker, next_check_in, packed, judged)
 
     def _base(
         self, base: str | blobs.DeltaBase | None, base_bytes: bytes | None, body: bytes
@@ -221,13 +255,15 @@ class Archive:
 
         return self._read(load)
 
-    def record_many(self, records: Sequence[CheckRecord]) -> list[list[StoredEvent]]:
+    def record_many(self, records: Sequence[CheckRecord]) -> list[list[StoredEvent] | None]:
         """Store `records` in ONE transaction, in order; return each one's events as chained.
 
         For each check: the blob and snapshot (for a new version), the check row, the
-        events and the target's new state (lease cleared, next check `next_check_in` from
-        its time, by default one interval). All are written together or not at all, and
-        the whole is retried on transient database errors.
+        events and the target's new state (its owner's lease cleared, next check
+        `next_check_in` from its time, by default one interval). All are written together
+        or not at all, and the whole is retried on transient database errors. A check
+        judged against a state the store has moved past is superseded: nothing of it is
+        written, its entry is None, and `check.superseded` is logged (`mirror.recording`).
 
         Raises:
             TargetNotFound: a URL is not in the store.
@@ -235,7 +271,16 @@ class Archive:
         """
         if not records:
             return []
-        return self._write(lambda conn: recording.record_many(conn, records))
+        stored = self._write(lambda conn: recording.record_many(conn, records))
+        for record, events in zip(records, stored, strict=True):
+            if events is None:
+                logger.warning(
+                    log.CHECK_SUPERSEDED,
+                    url=record.url,
+                    outcome=str(record.outcome.kind),
+                    judged_version=record.outcome.state.current_version - int(record.outcome.new_version),
+                )
+        return stored
 
     def record(
         self,
@@ -248,6 +293,8 @@ class Archive:
         next_check_in: timedelta | None = None,
     ) -> list[StoredEvent]:
         """Store one check of `url` in one transaction; return its events as chained (see `record_many`).
+
+        A superseded check is not written and returns no events.
 
         A new version is stored as a delta against `outcome.diff_from`, or else the
         target's current version, when that is smaller.
@@ -262,7 +309,7 @@ class Archive:
         record = self.prepare(
             url, result, outcome, now, worker=worker, next_check_in=next_check_in, base=base
         )
-        return self.record_many([record])[0]
+        return self.record_many([record])[0] or []
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ DEFAULT_INTERVAL = timedelta(hours=6)
 DEFAULT_CHECK_RETENTION = timedelta(days=90)
 DEFAULT_TICK = timedelta(seconds=5)
 DEFAULT_LEASE = timedelta(minutes=5)  # a killed daemon's claimed targets wait this long for another
+DEFAULT_SUMMARY = timedelta(minutes=1)  # how often `mirror run` says at info that it is alive
 DEFAULT_CONCURRENCY = 8
 DEFAULT_PER_HOST_CONCURRENCY = 2
 DEFAULT_PER_HOST_DELAY = timedelta(seconds=1)
@@ -135,6 +136,7 @@ class ScheduleConfig(_Section):
     check_retention: PositiveDuration = DEFAULT_CHECK_RETENTION
     tick: PositiveDuration = DEFAULT_TICK
     lease: PositiveDuration = DEFAULT_LEASE
+    summary: PositiveDuration = DEFAULT_SUMMARY
 
 
 class FetchConfig(_Section):

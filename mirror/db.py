@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
+    IntegrityError,
     InterfaceError,
     NoSuchModuleError,
     OperationalError,
@@ -60,8 +61,10 @@ MIGRATION_LOCK_KEY = 0x6D6972726F72  # "mirror": the PostgreSQL advisory lock he
 _READ_ONLY = "mirror_read_only"
 
 # SQLSTATE classes and codes that a retry can cure: connection exceptions (08...),
-# serialisation failure, deadlock, server shutting down or starting up.
-_TRANSIENT_SQLSTATES = ("08", "40001", "40P01", "57P01", "57P02", "57P03")
+# serialisation failure, deadlock, server shutting down or starting up, and a unique
+# violation (23505): another transaction committed the same key first (a version number,
+# should two processes record one target at once); the retry re-reads what it committed.
+_TRANSIENT_SQLSTATES = ("08", "23505", "40001", "40P01", "57P01", "57P02", "57P03")
 _TRANSIENT_SQLITE = ("database is locked", "database table is locked", "database is busy")
 
 
@@ -158,7 +161,7 @@ def run_in_transaction(
                     conn.execution_options(**{_READ_ONLY: True})
                 with conn.begin():
                     return fn(conn)
-        except (OperationalError, InterfaceError) as exc:
+        except (OperationalError, InterfaceError, IntegrityError) as exc:
             if not is_transient(exc) or attempt >= retry.attempts:
                 raise _translate(exc, engine.url) from exc
             pause = min(retry.wait * 2 ** (attempt - 1), retry.max_wait)

@@ -6,6 +6,14 @@ transaction only writes rows. `record_many` writes a batch: blobs before the sna
 that name them, snapshots, check rows, the events appended to the hash chain in order
 (the ledger head is locked and updated once per batch), and the targets' new states.
 All of it commits together or not at all.
+
+A check is recorded only on top of the state it was judged against: the targets' rows
+are read under the write lock (`FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite),
+and a check judged against another state than the store now holds (its status, version,
+failures or move; at least its version), or one whose new content equals the latest
+version, is superseded: another process recorded this target meanwhile (a lease that
+expired under it). It writes nothing but freeing its
+lease, so no version is recorded twice and no event announces a version number twice.
 """
 
 from __future__ import annotations
@@ -15,11 +23,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.engine import Connection
 
 from mirror import blobs, ledger, log, tables
-from mirror.domain import Event, FetchResult, Outcome, StoredEvent
+from mirror.domain import Event, FetchResult, Outcome, StoredEvent, TargetState
 from mirror.errors import StoreError
 from mirror.targets import by_url, normal
 
@@ -38,6 +46,8 @@ class CheckRecord:
 
     `blob` is the new version's content packed outside any transaction (None when the
     outcome has no new version). `next_check_in` defaults to the target's interval.
+    `judged` is the state the check was judged against, as the store gave it: when set,
+    the check is recorded only while the store still holds that state.
     """
 
     url: str
@@ -47,6 +57,7 @@ class CheckRecord:
     worker: str | None = None
     next_check_in: timedelta | None = None
     blob: blobs.Packed | None = None
+    judged: TargetState | None = None
 
 
 @dataclass(slots=True)
@@ -56,15 +67,19 @@ class _Current:
     id: int
     interval_seconds: int
     version: int
+    sha256: str | None
+    status: str
+    failures: int
+    moved_to: str | None
     suspicious: str | None
     suspicious_since: datetime | None
 
 
-def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[StoredEvent]]:
+def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[StoredEvent] | None]:
     """Store `records` in the caller's transaction, in order; return each one's events as chained.
 
-    Version numbers come from the store: a new version is the target's current one plus
-    one, whatever the (possibly stale) state the check was judged against.
+    A superseded check (see the module's docstring) is not written: its entry is None.
+    A check frees its target's lease when its owner (`record.worker`) holds it.
 
     Raises:
         TargetNotFound: a URL is not in the store.
@@ -77,18 +92,27 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
     checks: list[dict[str, Any]] = []
     events: list[tuple[Event, int, str | None]] = []
     targets: list[dict[str, Any]] = []
-    counts: list[int] = []
+    counts: list[int | None] = []
+    superseded: list[dict[str, Any]] = []
     for record in records:
         target = current.get(record.url) or current[normal(record.url)]
         state, result, now = record.outcome.state, record.result, record.now
+        if _superseded(target, record):
+            superseded.append({"b_id": target.id, "b_owner": record.worker})
+            counts.append(None)
+            continue
         if record.outcome.new_version:
             if result.body is None or record.blob is None:
                 raise StoreError(f"{record.url}: a new version needs a body and its packed blob")
             target.version += 1
+            target.sha256 = record.blob.sha256
             packed.setdefault(record.blob.sha256, record.blob)
             snapshots.append(_snapshot(target, record))
         elif record.outcome.seen_again:
             seen.append({"b_target": target.id, "b_version": target.version, "b_seen": now})
+        # As this batch leaves the target: a later check of it in the batch is judged on top.
+        target.status, target.failures = state.status.value, state.consecutive_failures
+        target.moved_to = state.moved_to
         checks.append(_check(target, record))
         diff = record.outcome.diff
         unified = diff.unified if diff is not None and diff.unified else None
@@ -114,6 +138,7 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
                 "b_since": since,
                 "b_checked": now,
                 "b_next": now + (record.next_check_in or timedelta(seconds=target.interval_seconds)),
+                "b_owner": record.worker,
             }
         )
     # Rows before the rows that name them: blobs, snapshots, then the rest.
@@ -124,11 +149,32 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
     stored = append_events(conn, events)
     if targets:
         conn.execute(_UPDATE_TARGET, targets)
-    grouped, start = [], 0
+    if superseded:
+        conn.execute(_FREE_LEASE, superseded)
+    grouped: list[list[StoredEvent] | None] = []
+    start = 0
     for n in counts:
-        grouped.append(stored[start : start + n])
-        start += n
+        grouped.append(None if n is None else stored[start : start + n])
+        start += n or 0
     return grouped
+
+
+def _superseded(target: _Current, record: CheckRecord) -> bool:
+    """Return whether the store moved past the state `record` was judged against.
+
+    The judged state's version is the outcome's, less the one it adds; content equal to
+    the latest version is never a new version, whatever the judged state said.
+    """
+    outcome, judged = record.outcome, record.judged
+    if judged is not None and (
+        (judged.status.value, judged.current_version, judged.current_sha256)
+        != (target.status, target.version, target.sha256)
+        or (judged.consecutive_failures, judged.moved_to) != (target.failures, target.moved_to)
+    ):
+        return True  # another check of this target was recorded since this one read its state
+    if outcome.state.current_version - (1 if outcome.new_version else 0) != target.version:
+        return True
+    return outcome.new_version and record.blob is not None and record.blob.sha256 == target.sha256
 
 
 def append_events(conn: Connection, events: Sequence[tuple[Event, int, str | None]]) -> list[StoredEvent]:
@@ -211,9 +257,21 @@ def _with_bases(
 
 
 def _load_targets(conn: Connection, urls: Sequence[str]) -> dict[str, _Current]:
+    # Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the whole file) and re-read once the
+    # lock is granted, in id order: what another process commits meanwhile is seen, not overwritten.
     rows = by_url(conn, _TARGETS, urls)
     return {
-        url: _Current(row.id, row.interval_seconds, row.current_version, row.suspicious, row.suspicious_since)
+        url: _Current(
+            row.id,
+            row.interval_seconds,
+            row.current_version,
+            row.current_sha256,
+            row.status,
+            row.consecutive_failures,
+            row.moved_to,
+            row.suspicious,
+            row.suspicious_since,
+        )
         for url, row in rows.items()
     }
 
@@ -251,9 +309,23 @@ def _check(target: _Current, record: CheckRecord) -> dict[str, Any]:
 
 
 # Built once: building statements costs more Python time than running them (see benchmarks/RESULTS.md).
-_TARGETS = select(
-    T.c.id, T.c.url, T.c.interval_seconds, T.c.current_version, T.c.suspicious, T.c.suspicious_since
-).where(T.c.url.in_(bindparam("urls", expanding=True)))
+_TARGETS = (
+    select(
+        T.c.id,
+        T.c.url,
+        T.c.interval_seconds,
+        T.c.current_version,
+        T.c.current_sha256,
+        T.c.status,
+        T.c.consecutive_failures,
+        T.c.moved_to,
+        T.c.suspicious,
+        T.c.suspicious_since,
+    )
+    .where(T.c.url.in_(bindparam("urls", expanding=True)))
+    .order_by(T.c.id)
+    .with_for_update()
+)
 B = tables.blobs
 _STORED_BLOBS = select(B.c.sha256).where(B.c.sha256.in_(bindparam("shas", expanding=True)))
 _INSERT_SNAPSHOT = S.insert()
@@ -284,7 +356,13 @@ _UPDATE_TARGET = (
         suspicious_since=bindparam("b_since"),
         last_checked_at=bindparam("b_checked"),
         next_check_at=bindparam("b_next"),
-        lease_owner=None,
-        lease_until=None,
+        # Only the recording process's lease: one taken over after it expired stays its new owner's.
+        lease_owner=case((T.c.lease_owner == bindparam("b_owner"), None), else_=T.c.lease_owner),
+        lease_until=case((T.c.lease_owner == bindparam("b_owner"), None), else_=T.c.lease_until),
     )
+)
+_FREE_LEASE = (
+    update(T)
+    .where(T.c.id == bindparam("b_id"), T.c.lease_owner == bindparam("b_owner"))
+    .values(lease_owner=None, lease_until=None)
 )

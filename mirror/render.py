@@ -57,6 +57,7 @@ def check_json(report: RoundReport) -> dict[str, Any]:
         "elapsed_seconds": round(report.elapsed, 3),
         "outcomes": report.counts,
         "crashed": list(report.crashed),
+        "skipped_claimed": report.skipped_claimed,
         "targets": report.checks,
     }
 
@@ -68,6 +69,10 @@ def check_text(report: RoundReport) -> list[str]:
         lines.append(f"{r.outcome:<12} {r.status:<11} v{r.version:<4} {r.url}{extra}")
     counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts.items())) or "nothing to check"
     lines.append(f"checked {len(report.checks)} in {report.elapsed:.1f}s: {counts}")
+    if report.skipped_claimed:
+        lines.append(
+            f"skipped {report.skipped_claimed} being checked by another process (`mirror run` or `check`)"
+        )
     return lines
 
 

@@ -1,11 +1,13 @@
 """The process: one check round on demand, or the daemon with its signals and systemd notifications.
 
 The daemon: an APScheduler job ("dispatch") ticks every few seconds, claims due
-targets from the database (`leases.claim_due`) and hands them to a bounded worker
-pool; one writer thread records the checks in batches (`mirror.writer`). SIGTERM/SIGINT
-stop claiming, let in-flight checks finish within a grace period, write them, release
-leases and exit 0. A store error in the writer stops the daemon (exit 3). SIGHUP
-reloads the config; a bad config is logged (`config.rejected`) and the old one kept.
+targets from the database with leases (`mirror.claims`) and hands them to a bounded
+worker pool; one writer thread records the checks in batches (`mirror.writer`).
+SIGTERM/SIGINT stop claiming, let in-flight checks finish within a grace period, write
+them, release leases and exit 0. A store error in the writer stops the daemon (exit 3).
+SIGHUP reloads the config; a bad config is logged (`config.rejected`) and the old one
+kept. Every `schedule.summary` it logs `service.summary` at info: it is alive, and what it did.
+`mirror check` claims the targets of its round the same way (`Checker.run_round`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import math
 import os
 import signal
 import socket
 import threading
 import time
-import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,13 +33,14 @@ from typing import IO
 import structlog
 from sqlalchemy.engine import make_url
 
-from mirror import leases, log
+from mirror import log
 from mirror.archive import Archive
 from mirror.check import Checker, RoundReport
+from mirror.claims import Claims, lease_owner
 from mirror.config import Config, config_path, load_config
 from mirror.crawl import Discovery
 from mirror.db import open_engine
-from mirror.domain import Target, TargetState
+from mirror.domain import OutcomeKind, Target, TargetState
 from mirror.errors import ConfigError, StoreError, StoreLocked
 from mirror.fetch import make_session
 from mirror.politeness import HostGate
@@ -46,6 +50,7 @@ from mirror.writer import BatchWriter
 logger = structlog.get_logger("mirror.service")
 
 SHUTDOWN_GRACE = 30.0  # seconds in-flight checks get to finish after SIGTERM
+_NEW_VERSION_EVENTS = frozenset({log.DOCUMENT_NEW, log.DOCUMENT_CHANGED})
 
 
 def _checker(config: Config, archive: Archive, worker: str | None = None) -> Checker:
@@ -98,6 +103,9 @@ def check_round(config: Config, archive: Archive, urls: list[str], *, progress: 
     With crawl or sitemap sources and no `urls`, pages found during the round are
     checked in the same round, until nothing new turns up (`max_pages` bounds it).
 
+    Targets another process holds (a daemon, another `check`) are skipped and counted
+    in `RoundReport.skipped_claimed`; the rest are checked now, due or not.
+
     Raises:
         TargetNotFound: a URL in `urls` is not a target.
         StoreError: the database failed.
@@ -108,14 +116,15 @@ def check_round(config: Config, archive: Archive, urls: list[str], *, progress: 
         if not urls:
             read_sitemaps(checker)
         targets = archive.active_targets(urls or None)
-        report = checker.run_round(targets, config.fetch.concurrency, progress=progress)
+        concurrency, lease = config.fetch.concurrency, config.schedule.lease
+        report = checker.run_round(targets, concurrency, progress=progress, lease=lease)
         seen = {t.url for t in targets}
         while not urls and any(r.discovered for r in report.checks):
             more = [t for t in archive.active_targets() if t.url not in seen]
             if not more:
                 break
             seen.update(t.url for t in more)
-            report = _merge(report, checker.run_round(more, config.fetch.concurrency, progress=progress))
+            report = _merge(report, checker.run_round(more, concurrency, progress=progress, lease=lease))
         return report
     finally:
         checker.close()
@@ -126,7 +135,11 @@ def _merge(first: RoundReport, then: RoundReport) -> RoundReport:
     for kind, n in then.counts.items():
         counts[kind] = counts.get(kind, 0) + n
     return RoundReport(
-        first.checks + then.checks, first.elapsed + then.elapsed, first.crashed + then.crashed, counts
+        first.checks + then.checks,
+        first.elapsed + then.elapsed,
+        first.crashed + then.crashed,
+        counts,
+        first.skipped_claimed + then.skipped_claimed,
     )
 
 
@@ -187,9 +200,10 @@ class Daemon:
 
     def __init__(self, config: Config, config_option: str | None) -> None:
         self.config_option = config_option
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.owner = lease_owner()
         self.archive = Archive(open_engine(config.storage.database))
         self.running = _Running(config, _checker(config, self.archive, self.owner))
+        self.claims = Claims(self.archive, self.owner, self.lease_length())
         self.pool = ThreadPoolExecutor(max_workers=config.fetch.concurrency, thread_name_prefix="check")
         self.in_flight: dict[str, Future[bool]] = {}
         self.lock = threading.Lock()
@@ -198,10 +212,9 @@ class Daemon:
         from apscheduler.schedulers.background import BackgroundScheduler  # only the daemon ticks
 
         self.scheduler = BackgroundScheduler(timezone=UTC)
-        self.extended_at = datetime.now(UTC)
         self.freed = threading.Event()  # set when a worker finishes: dispatch may claim more
-        # Checks done by a worker and queued for the writer: their leases are kept until written.
-        self.unwritten: set[str] = set()
+        self.tally: Counter[str] = Counter()  # checks queued since the last summary: done, changed, failed
+        self.summarised = time.monotonic()
         self.store_error: StoreError | None = None
         self.writer = BatchWriter(self.archive, on_error=self._store_failed)
 
@@ -220,19 +233,16 @@ class Daemon:
         until = time.monotonic() + 0.8 * tick  # end before the next tick is due
         while not self.stop.is_set() and time.monotonic() < until:
             self.freed.clear()
-            now = datetime.now(UTC)
             with self.lock:
                 free = self.running.config.fetch.concurrency * 2 - len(self.in_flight)
-                held = list(self.in_flight.keys() | self.unwritten)
-            lease = self.lease_length()
-            if held and now - self.extended_at > lease / 3:
-                # Keep what we still work on: an expired lease would let another daemon check it too.
-                leases.extend(self.archive.engine, self.owner, held, now + lease)
-                self.extended_at = now
+            # Keep what we still work on (checking, or queued for the writer): an expired
+            # lease would let another process check it too.
+            self.claims.lease = self.lease_length()
+            self.claims.keep()
             if free <= 0:
                 self.freed.wait(max(0.0, until - time.monotonic()))
                 continue
-            claimed = leases.claim_due(self.archive.engine, self.owner, now, free, lease)
+            claimed = self.claims.due(free)
             states = self.archive.states_of([t.url for t in claimed]) if claimed else {}
             checker = self.running.checker
             for target in claimed:
@@ -246,25 +256,34 @@ class Daemon:
                 return  # nothing more is due now
 
     def _check(self, checker: Checker, target: Target, state: TargetState) -> bool:
-        """Check `target` and queue it for the writer; return whether it was queued."""
+        """Check `target` and queue it for the writer; return whether it was queued.
+
+        Its lease is kept (and extended) until the writer is done with it. A crashed
+        check's lease is left to expire, so a target that crashes is not retried at once.
+        """
         if self.stop.is_set():
             return False
-        with self.lock:
-            self.unwritten.add(target.url)
         try:
-            checker.check_queued(target, state, self.writer, functools.partial(self._written, target.url))
+            report = checker.check_queued(
+                target, state, self.writer, functools.partial(self._written, target.url)
+            )
         except StoreError:  # the writer has stopped, and with it the daemon
-            self._written(target.url, None)
+            self.claims.done(target.url)
             return False
         except Exception:
             logger.exception("check.crashed", url=target.url)
-            self._written(target.url, None)
+            self.claims.done(target.url)
+            with self.lock:
+                self.tally["crashed"] += 1
             return False
+        with self.lock:
+            self.tally["checks"] += 1
+            self.tally["changed"] += any(e in _NEW_VERSION_EVENTS for e in report.events)
+            self.tally["failed"] += report.error is not None and report.outcome != OutcomeKind.SKIPPED
         return True
 
     def _written(self, url: str, _stored: object) -> None:
-        with self.lock:
-            self.unwritten.discard(url)
+        self.claims.done(url)
 
     def _done(self, url: str, _future: Future[bool]) -> None:
         with self.lock:
@@ -315,7 +334,7 @@ class Daemon:
         """Run until SIGTERM/SIGINT; return after a clean shutdown."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        leases.reap_abandoned(self.archive.engine, datetime.now(UTC))
+        self.archive.reap_abandoned(datetime.now(UTC))
         self.sync()
         tick = self.running.config.schedule.tick.total_seconds()
         self.scheduler.add_job(
@@ -334,15 +353,18 @@ class Daemon:
             )
         self.writer.start()
         self.scheduler.start()
-        status = self.archive.status(datetime.now(UTC))
+        now = datetime.now(UTC)
+        targets, _due, next_at = self.archive.schedule(now)
         logger.info(
-            "service.started",
+            log.SERVICE_STARTED,
             owner=self.owner,
-            targets=status.targets,
+            targets=targets,
             tick=tick,
-            next_check_at=status.next_check_at.isoformat() if status.next_check_at else None,
+            next_check_at=next_at.isoformat() if next_at else None,
+            first_check_in=in_words(next_at, now),
         )
         sd_notify("READY=1\nSTATUS=checking targets")
+        self.summarised = time.monotonic()
         try:
             while not self.stop.wait(1.0):
                 if self.reload_requested.is_set():
@@ -350,15 +372,47 @@ class Daemon:
                     sd_notify("RELOADING=1")
                     self.reload()
                     sd_notify("READY=1")
+                if time.monotonic() - self.summarised >= self.running.config.schedule.summary.total_seconds():
+                    self.summarise()
                 sd_notify("WATCHDOG=1")
         finally:
             self.shutdown()
         if self.store_error is not None:
             raise self.store_error
 
+    def summarise(self) -> None:
+        """Log `service.summary`: the checks since the last one, and when the next target is due."""
+        with self.lock:
+            tally, self.tally = self.tally, Counter()
+        seconds = time.monotonic() - self.summarised
+        self.summarised = time.monotonic()
+        now = datetime.now(UTC)
+        try:
+            _targets, due, next_at = self.archive.schedule(now)
+        except StoreError as exc:  # a summary never stops the daemon; the writer reports store failures
+            logger.warning(log.SERVICE_SUMMARY, problem=str(exc))
+            return
+        next_in = in_words(next_at, now)
+        sd_notify(
+            f"STATUS={tally['checks']} checks in the last {round(seconds)}s "
+            f"({tally['changed']} changed, {tally['failed']} failed); next due {next_in}"
+        )
+        logger.info(
+            log.SERVICE_SUMMARY,
+            seconds=round(seconds, 1),
+            checks=tally["checks"],
+            changed=tally["changed"],
+            failed=tally["failed"],
+            crashed=tally["crashed"],
+            checking=self.claims.held,
+            due=due,
+            next_check_at=next_at.isoformat() if next_at else None,
+            next_check_in=next_in,
+        )
+
     def shutdown(self) -> None:
         sd_notify("STOPPING=1")
-        logger.info("service.stopping", in_flight=len(self.in_flight))
+        logger.info(log.SERVICE_STOPPING, in_flight=len(self.in_flight))
         self.scheduler.shutdown(wait=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + SHUTDOWN_GRACE
@@ -366,10 +420,25 @@ class Daemon:
             self.freed.wait(0.1)
             self.freed.clear()
         self.writer.close()  # the checks done so far are written before their leases go
-        released = leases.release(self.archive.engine, self.owner)
+        released = self.claims.release_all()
         self.running.checker.close()
         self.archive.engine.dispose()
-        logger.info("service.stopped", released=released, unfinished=len(self.in_flight))
+        logger.info(log.SERVICE_STOPPED, released=released, unfinished=len(self.in_flight))
+
+
+def in_words(when: datetime | None, now: datetime) -> str:
+    """Return when `when` is, from `now`, in words: "now", "in 45s", "in 5m", "in 1h30m", "in 2d6h"."""
+    if when is None:
+        return "never (no targets)"
+    seconds = math.ceil((when - now).total_seconds())
+    if seconds <= 0:
+        return "now"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "in " + "".join(parts[:2])
 
 
 def run_service(config: Config, config_option: str | None) -> None:

@@ -8,8 +8,9 @@ writer means no writer waits on SQLite's lock, and a batch costs about one commi
 A batch is all-or-nothing: a crash loses at most the unwritten checks, whose targets
 keep their leases until they expire and are simply checked again. Each check's
 `done` callback runs after its batch commits (it logs the events), or with None when
-the check was not written. A store error stops the writer: `submit` and `flush` then
-raise it, and `on_error` (if given) is told once. A record that cannot be written for
+the check was not written (a store error, or superseded: see `mirror.recording`).
+A store error stops the writer: `submit` and `flush` then raise it, and `on_error`
+(if given) is told once. A record that cannot be written for
 another reason (an event that JSON cannot hold) is retried alone so it spoils only itself.
 """
 
@@ -167,7 +168,7 @@ class BatchWriter:
             # Write them one by one so it spoils only itself.
             self._write_alone(batch)
             return
-        self.written += len(batch)
+        self.written += sum(events is not None for events in stored)
         for item, events in zip(batch, stored, strict=True):
             self._call(item, events)
 
@@ -182,7 +183,7 @@ class BatchWriter:
                 logger.exception("check.crashed", url=item.record.url)
                 self._call(item, None)
                 continue
-            self.written += 1
+            self.written += events is not None
             self._call(item, events)
 
     def _fail(self, exc: StoreError, lost: list[_Item]) -> None:

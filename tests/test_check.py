@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
@@ -15,8 +17,10 @@ from mirror.domain import DetectPolicy, FetchLimits, Target
 from mirror.history import version_diff
 from mirror.politeness import HostGate
 from mirror.restore import restore_version
+from tests.test_service import checks_of
 
 HOUR = timedelta(hours=1)
+LEASE = timedelta(seconds=0.9)
 
 
 def sha(data: bytes) -> str:
@@ -342,3 +346,53 @@ def test_after_a_move_show_prints_the_destinations_text_from_the_command_line(si
     assert [v["number"] for v in history["versions"]] == [1, 2]
     move = next(e for e in history["events"] if e["kind"] == log.DOCUMENT_MOVED)
     assert history["versions"][1]["first_seen"] == move["at"]
+
+def leases_of(archive) -> dict[str, str | None]:
+    from sqlalchemy import select
+
+    from mirror.tables import targets
+
+    with archive.engine.connect() as conn:
+        return dict(conn.execute(select(targets.c.url, targets.c.lease_owner)).all())
+
+
+def test_a_round_skips_the_targets_another_process_holds_and_says_how_many(site, archive):
+    urls = [site.url(f"/held/{i}.html") for i in range(6)]
+    for i in range(6):
+        site.put(f"/held/{i}.html", page("Held", f"Page {i}."))
+    targets = watch(archive, *urls)
+    archive.claim("daemon-elsewhere", urls[:2], datetime.now(UTC), HOUR)  # a `mirror run` checks these
+    checker = checker_for(archive)
+    with capture_logs() as logs:
+        report = checker.run_round(targets, 3)
+    checker.close()
+
+    assert report.skipped_claimed == 2
+    assert sorted(r.url for r in report.checks) == urls[2:]
+    assert site.hits("/held/0.html") == site.hits("/held/1.html") == 0
+    skipped = [e for e in logs if e["event"] == log.ROUND_SKIPPED_CLAIMED]
+    assert [e["skipped_claimed"] for e in skipped] == [2]
+    finished = [e for e in logs if e["event"] == log.ROUND_FINISHED]
+    assert finished[0]["skipped_claimed"] == 2
+    # The other process keeps its leases; the round leaves none of its own behind.
+    assert leases_of(archive) == {u: "daemon-elsewhere" if u in urls[:2] else None for u in urls}
+
+
+def test_a_round_longer_than_its_lease_keeps_its_targets_from_other_processes(site, archive):
+    urls = [site.url(f"/slow?seconds=0.6&n={i}") for i in range(5)]
+    targets = watch(archive, *urls)
+    checker = checker_for(archive)
+    result: list = []
+    round_ = threading.Thread(target=lambda: result.append(checker.run_round(targets, 1, lease=LEASE)))
+    round_.start()
+    time.sleep(2 * LEASE.total_seconds())  # twice the lease: unextended, every lease would have expired
+    taken = archive.claim("other", urls, datetime.now(UTC), HOUR)
+    checked_then = {u for u, n in checks_of(archive).items() if n}
+    round_.join(30)
+    checker.close()
+
+    assert {t.url for t in taken} <= checked_then  # only what the round had already written and freed
+    assert len(checked_then) < len(urls)  # the round was still going
+    (report,) = result
+    assert len(report.checks) + report.skipped_claimed == len(urls)
+    assert all(n <= 1 for n in checks_of(archive).values())

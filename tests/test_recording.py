@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -14,7 +15,17 @@ from mirror.blobs import DeltaBase
 from mirror.check import Checker
 from mirror.dictionaries import HostBases
 from mirror.diff import TEXTS
-from mirror.domain import DetectPolicy, Event, FetchLimits, Outcome, OutcomeKind, Status, Target, TargetState
+from mirror.domain import (
+    DetectPolicy,
+    Event,
+    FetchFailure,
+    FetchLimits,
+    Outcome,
+    OutcomeKind,
+    Status,
+    Target,
+    TargetState,
+)
 from mirror.errors import StoreError, TargetNotFound
 from mirror.politeness import HostGate
 from mirror.tables import metadata
@@ -62,18 +73,98 @@ def test_a_batch_is_one_transaction_with_every_check_its_events_chained_in_order
     assert all(ledger.chain_hash(e.prev_hash, e.event) == e.event.hash for e in entries)
 
 
-def test_a_target_recorded_twice_in_one_batch_gets_two_numbered_versions(archive):
+def test_a_check_judged_against_a_state_the_store_has_moved_past_records_nothing(archive, engine):
     watch(archive, URL)
-    # Both were judged against the same state (no version yet): the store numbers them.
-    records = [new_version(archive, URL, b"<p>first</p>", 1), new_version(archive, URL, b"<p>then</p>", 1)]
+    # Both were judged against the same state (no version yet), as two processes would:
+    # the first is version 1; the second, in the same batch or a later one, is superseded.
+    first, second, third = (new_version(archive, URL, f"<p>{n}</p>".encode(), 1) for n in range(3))
+    with capture_logs() as logs:
+        in_one = archive.record_many([first, second])
+        later = archive.record_many([third])
 
+    assert (len(in_one[0]), in_one[1], later) == (1, None, [None])
+    h = archive.history(URL)
+    assert [(v.number, v.sha256) for v in h.versions] == [(1, sha(b"<p>0</p>"))]
+    assert [e.kind for e in h.events] == [log.DOCUMENT_NEW]
+    assert (count(engine, "checks"), count(engine, "snapshots")) == (1, 1)
+    superseded = [e for e in logs if e["event"] == log.CHECK_SUPERSEDED]
+    assert [(e["url"], e["judged_version"]) for e in superseded] == [(URL, 0), (URL, 0)]
+
+
+def test_content_equal_to_the_latest_version_is_never_recorded_as_a_new_one(archive):
+    watch(archive, URL)
+    save_version(archive, URL, b"<p>one</p>")
+    # A check that says "changed" to the very content the store holds now (judged from a
+    # state whose sha256 was not the store's): no version 2, no `document.changed`.
+    (stored,) = archive.record_many([new_version(archive, URL, b"<p>one</p>", 2)])
+
+    assert stored is None
+    assert [v.number for v in archive.history(URL).versions] == [1]
+    assert [e.kind for e in archive.history(URL).events] == [log.DOCUMENT_NEW]
+
+
+def test_two_checks_judged_from_one_state_make_a_document_disappear_once(archive):
+    watch(archive, URL)
+    save_version(archive, URL, b"<p>one</p>")
+    state = archive.state_of(URL)
+    event = Event(log.DOCUMENT_DISAPPEARED, URL, T0, old_sha256=state.current_sha256, status=404)
+    outcome = Outcome(
+        OutcomeKind.DISAPPEARED, replace(state, status=Status.GONE, consecutive_failures=1), (event,)
+    )
+    result = fetched(URL, None, T0, status=404, error=FetchFailure("http", "HTTP 404"))
+    first, second = (archive.prepare(URL, result, outcome, T0, worker=w, judged=state) for w in ("a", "b"))
+
+    assert archive.record_many([first]) != [None]
+    assert archive.record_many([second]) == [None]  # no version changed, but the state it read did
+    assert [e.kind for e in archive.history(URL).events] == [log.DOCUMENT_NEW, log.DOCUMENT_DISAPPEARED]
+    assert archive.state_of(URL).consecutive_failures == 1
+
+
+def test_processes_recording_one_target_from_one_state_at_once_write_one_version(archive):
+    watch(archive, URL)
+    records = [new_version(archive, URL, f"<p>writer {n}</p>".encode(), 1) for n in range(4)]
+    start = threading.Barrier(len(records))
+    results: list[object] = []
+
+    def write(record) -> None:
+        start.wait(5)
+        try:
+            results.extend(archive.record_many([record]))
+        except Exception as exc:  # a unique-constraint error on PostgreSQL, before the fix
+            results.append(exc)
+
+    threads = [threading.Thread(target=write, args=(r,)) for r in records]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+    assert [r for r in results if not isinstance(r, list)] == [None, None, None]  # superseded
+    assert [v.number for v in archive.history(URL).versions] == [1]
+    assert archive.state_of(URL).current_version == 1
+
+
+def test_recording_frees_only_the_lease_its_own_process_holds(archive, engine):
+    watch(archive, URL, OTHER)
+    now = datetime.now(UTC)
+    (mine,) = archive.claim("me", [URL], now, HOUR)
+    (theirs,) = archive.claim("them", [OTHER], now, HOUR)
+    records = [
+        archive.prepare(
+            u, fetched(u, b"<p>x</p>"), new_version(archive, u, b"<p>x</p>", 1).outcome, T0, worker="me"
+        )
+        for u in (URL, OTHER)
+    ]
     archive.record_many(records)
 
-    assert [(v.number, v.sha256) for v in archive.history(URL).versions] == [
-        (1, sha(b"<p>first</p>")),
-        (2, sha(b"<p>then</p>")),
-    ]
-    assert archive.state_of(URL).current_version == 2
+    with engine.connect() as conn:
+        leases = dict(
+            conn.execute(
+                select(metadata.tables["targets"].c.url, metadata.tables["targets"].c.lease_owner)
+            ).all()
+        )
+    assert leases == {URL: None, OTHER: "them"}
+    assert (mine.url, theirs.url) == (URL, OTHER)
 
 
 def test_the_same_new_bytes_in_one_batch_are_one_blob(archive, engine):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -308,6 +309,7 @@ def test_the_daemon_tells_systemd_it_is_ready_alive_and_stopping(site, tmp_path,
         listener.settimeout(20)
         site.put("/n.html", b"<p>n</p>")
         config = write_config(tmp_path / "mirror.toml", [site.url("/n.html")])
+        config.write_text(config.read_text().replace('tick = "200ms"', 'tick = "200ms"\nsummary = "1s"'))
         env = {**os.environ, "MIRROR_DATABASE_URL": database_url, "NOTIFY_SOCKET": str(notify_path)}
         proc = subprocess.Popen(
             [sys.executable, "-m", "mirror", "--config", str(config), "run"],
@@ -317,7 +319,9 @@ def test_the_daemon_tells_systemd_it_is_ready_alive_and_stopping(site, tmp_path,
         )
         try:
             messages = [listener.recv(4096).decode()]
-            while "WATCHDOG=1" not in messages[-1]:
+            while "WATCHDOG=1" not in messages[-1] or not any(
+                "STATUS=" in m and "next" in m for m in messages
+            ):
                 messages.append(listener.recv(4096).decode())
             proc.send_signal(signal.SIGTERM)
             while "STOPPING=1" not in messages[-1]:
@@ -330,6 +334,11 @@ def test_the_daemon_tells_systemd_it_is_ready_alive_and_stopping(site, tmp_path,
     assert messages[0].startswith("READY=1")
     assert any("WATCHDOG=1" in m for m in messages)
     assert "STOPPING=1" in messages[-1]
+    # `systemctl status mirror` shows the latest summary
+    (status,) = [m for m in messages if m.startswith("STATUS=") and "next" in m][:1]
+    assert re.fullmatch(
+        r"STATUS=\d+ checks in the last \d+s \(\d+ changed, \d+ failed\); next due .+", status
+    )
 
 
 def test_a_store_failing_under_the_writer_stops_the_daemon_with_exit_3(
@@ -347,3 +356,54 @@ def test_a_store_failing_under_the_writer_stops_the_daemon_with_exit_3(
     (failed,) = daemon.named("store.failed")
     assert "checks" in failed["error"]
     assert daemon.named("service.stopped")
+
+
+def test_the_daemon_says_when_the_first_check_is_due_and_sums_up_what_it_did_every_period(
+    site, tmp_path, database_url, daemons, store
+):
+    site.put("/alive.html", b"<p>alive</p>")
+    site.put("/broken.html", b"")
+    site.fail("/broken.html", 500)
+    urls = [site.url("/alive.html"), site.url("/broken.html"), site.url("/later.html")]
+    config = write_config(tmp_path / "mirror.toml", urls, interval="1h")
+    config.write_text(config.read_text().replace('tick = "200ms"', 'tick = "200ms"\nsummary = "1s"'))
+    all_due_now(store, config)
+    with store.engine.begin() as conn:  # one target is due only in 50 minutes
+        conn.execute(
+            text("UPDATE targets SET next_check_at = :later WHERE url = :url"),
+            {"later": later(store, minutes=50), "url": urls[2]},
+        )
+    daemon = daemons(config, database_url)
+    (started,) = wait_for(lambda: daemon.named("service.started"), what="service.started")
+    assert started["first_check_in"] == "now"
+    assert started["level"] == "info"
+
+    def summed(field: str) -> int:
+        return sum(s[field] for s in daemon.named("service.summary"))
+
+    wait_for(lambda: summed("checks") == 2, what="summaries of the two due checks")
+    time.sleep(1.5)  # one more period: nothing else was due
+    assert daemon.stop() == 0
+    summaries = daemon.named("service.summary")
+    assert all(s["level"] == "info" for s in summaries)
+    assert (summed("checks"), summed("changed"), summed("failed"), summed("crashed")) == (2, 1, 1, 0)
+    assert re.fullmatch(r"in (49|50)m\d+s", summaries[-1]["next_check_in"])
+    assert (summaries[-1]["due"], summaries[-1]["checks"]) == (0, 0)
+    assert summaries[-1]["next_check_at"].startswith(str(datetime.now(UTC).year))
+
+
+def later(store: Archive, minutes: int) -> datetime:
+    value = datetime.now(UTC) + timedelta(minutes=minutes, seconds=30)
+    return value.replace(tzinfo=None) if store.engine.dialect.name == "sqlite" else value
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(-30, "now"), (0, "now"), (0.2, "in 1s"), (45, "in 45s"), (300, "in 5m"), (5400, "in 1h30m"),
+     (3 * 86400 + 6 * 3600 + 59, "in 3d6h"), (None, "never (no targets)")],
+)  # fmt: skip
+def test_when_the_next_check_is_due_is_said_in_words(seconds, words):
+    from mirror.service import in_words
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert in_words(None if seconds is None else now + timedelta(seconds=seconds), now) == words

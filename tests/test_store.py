@@ -112,8 +112,8 @@ def test_a_new_version_writes_blob_snapshot_check_event_and_target_together(arch
     body = b"<html>first</html>"
     watch(archive, URL, interval=6 * HOUR)
     targets = metadata.tables["targets"]
-    with engine.begin() as conn:  # as if a daemon had claimed it
-        conn.execute(update(targets).values(lease_owner="host:1", lease_until=T0 + HOUR))
+    with engine.begin() as conn:  # as if the recording process ("test") had claimed it
+        conn.execute(update(targets).values(lease_owner="test", lease_until=T0 + HOUR))
 
     (event,) = save_version(archive, URL, body, T0, etag='"v1"')
 

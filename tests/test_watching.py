@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import pytest
 
-from mirror import leases
 from mirror.domain import Target
 from mirror.errors import TargetNotWatched
 from tests.fixtures_store import HOUR, T0, save_version, watch
@@ -22,13 +21,13 @@ B = "https://archive.example/etext/b.html"
 FAR = T0 + timedelta(days=30)
 
 
-def claimable(engine) -> list[str]:
-    claimed = [t.url for t in leases.claim_due(engine, "probe", FAR, 100, timedelta(minutes=5))]
-    leases.release(engine, "probe")
+def claimable(archive) -> list[str]:
+    claimed = [t.url for t in archive.claim_due("probe", FAR, 100, timedelta(minutes=5))]
+    archive.release_leases("probe")
     return claimed
 
 
-def test_a_target_removed_from_the_config_is_unwatched_since_then_and_never_claimed(archive, engine):
+def test_a_target_removed_from_the_config_is_unwatched_since_then_and_never_claimed(archive):
     watch(archive, A, B)
     save_version(archive, A, b"<p>kept</p>", T0)
     removed_at = T0 + 2 * HOUR
@@ -43,13 +42,13 @@ def test_a_target_removed_from_the_config_is_unwatched_since_then_and_never_clai
     assert (h.status, h.unwatched_since, len(h.versions)) == ("unwatched", removed_at, 1)
     status = archive.status(FAR)
     assert (status.targets_by_status, status.targets) == ({"new": 1, "unwatched": 1}, 1)
-    assert claimable(engine) == [B]
+    assert claimable(archive) == [B]
     assert [t.url for t in archive.active_targets()] == [B]
     with pytest.raises(TargetNotWatched, match=r"no longer watched .*since 2025-03-01 14:00:00Z"):
         archive.active_targets([A])
 
 
-def test_a_target_configured_again_is_watched_again_with_its_history(archive, engine):
+def test_a_target_configured_again_is_watched_again_with_its_history(archive):
     watch(archive, A, B)
     save_version(archive, A, b"<p>kept</p>", T0)
     archive.sync_targets([Target(B, HOUR)], T0 + HOUR)
@@ -58,26 +57,26 @@ def test_a_target_configured_again_is_watched_again_with_its_history(archive, en
     (a,) = archive.targets("ok")
     assert (a.url, a.unwatched_since, a.versions) == (A, None, 1)
     assert archive.history(A).status == "ok"
-    assert sorted(claimable(engine)) == [A, B]
+    assert sorted(claimable(archive)) == [A, B]
     assert archive.targets("unwatched") == []
 
 
-def test_discovered_pages_of_a_source_removed_from_the_config_are_unwatched_until_it_returns(archive, engine):
+def test_discovered_pages_of_a_source_removed_from_the_config_are_unwatched_until_it_returns(archive):
     scope = "https://archive.example/etext/"
     crawled = [Target(A, HOUR, "crawl"), Target(B, HOUR, "sitemap")]
     archive.add_discovered(crawled, T0)
     archive.sync_targets([], T0, scopes=[scope])
-    assert sorted(claimable(engine)) == [A, B]
+    assert sorted(claimable(archive)) == [A, B]
 
     report = archive.sync_targets([], T0 + HOUR, scopes=[])
     assert report.removed == 2
     assert [(t.status, t.unwatched_since) for t in archive.targets()] == [("unwatched", T0 + HOUR)] * 2
-    assert claimable(engine) == []
+    assert claimable(archive) == []
 
     report = archive.sync_targets([], T0 + 2 * HOUR, scopes=["https://archive.example/"])
     assert report.added == 2
     assert [t.status for t in archive.targets()] == ["new", "new"]
-    assert sorted(claimable(engine)) == [A, B]
+    assert sorted(claimable(archive)) == [A, B]
 
 
 # -- the command line ---------------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""The leases one process holds, from claim to write: how every way of checking takes its targets.
+
+The daemon claims what is due (`Claims.due`); `mirror check` claims the targets of its
+round a chunk at a time, due or not, just before it checks them (`Feed`), and skips
+those another process holds. Either way a target's state is loaded after it is claimed,
+so a check is judged against the latest recorded state. While checks run, `keep`
+extends the leases still held (a third of the lease at most after the last extension);
+the writer frees each target's lease as it records the check (`recording.record_many`),
+`release_all` frees the rest when the process stops, and a killed process's leases expire.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+
+from mirror.archive import Archive
+from mirror.domain import Target, TargetState
+
+
+def lease_owner() -> str:
+    """Return a name for this process's leases: host, pid and a random tag (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Claims:
+    """The targets `owner` holds leases on: claimed, not yet written. Thread-safe."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        owner: str,
+        lease: timedelta,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.archive = archive
+        self.owner = owner
+        self.lease = lease
+        self.clock = clock
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+        self._extended = time.monotonic()
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def due(self, limit: int) -> list[Target]:
+        """Claim up to `limit` due targets; return them, oldest due first.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        return self._hold(self.archive.claim_due(self.owner, self.clock(), limit, self.lease))
+
+    def these(self, targets: Iterable[Target]) -> list[Target]:
+        """Claim those of `targets` no other process holds, due or not; return them in order.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        urls = [t.url for t in targets]
+        return self._hold(self.archive.claim(self.owner, urls, self.clock(), self.lease)) if urls else []
+
+    def done(self, url: str) -> None:
+        """Stop holding `url`: its check is written (which freed the lease), or given up."""
+        with self._lock:
+            self._held.discard(url)
+
+    def keep(self) -> int:
+        """Extend the leases still held once a third of the lease has passed; return how many were extended.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        if time.monotonic() - self._extended < self.lease.total_seconds() / 3:
+            return 0
+        with self._lock:
+            held = sorted(self._held)
+        self._extended = time.monotonic()
+        if not held:
+            return 0
+        return self.archive.extend_leases(self.owner, held, self.clock() + self.lease)
+
+    def release_all(self) -> int:
+        """Free every lease this owner still holds; return how many.
+
+        Raises:
+            StoreError: the database failed (the leases then expire on their own).
+        """
+        with self._lock:
+            self._held.clear()
+        return self.archive.release_leases(self.owner)
+
+    def _hold(self, claimed: list[Target]) -> list[Target]:
+        with self._lock:
+            self._held.update(t.url for t in claimed)
+        return claimed
+
+
+class Feed:
+    """The targets of one round, claimed `chunk` at a time as workers need them, each with its state.
+
+    Targets another process holds are skipped and counted (`skipped`). Thread-safe.
+    """
+
+    def __init__(self, claims: Claims, targets: Iterable[Target], chunk: int) -> None:
+        self.claims = claims
+        self.skipped = 0
+        self._todo: Iterator[Target] = iter(targets)
+        self._chunk = max(1, chunk)
+        self._ready: deque[tuple[Target, TargetState]] = deque()
+        self._lock = threading.Lock()
+
+    def next(self) -> tuple[Target, TargetState] | None:
+        """Return the next claimed target and its state, or None when the round has no more.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        with self._lock:
+            while not self._ready:
+                chunk = list(itertools.islice(self._todo, self._chunk))
+                if not chunk:
+                    return None
+                claimed = self.claims.these(chunk)
+                self.skipped += len(chunk) - len(claimed)
+                if claimed:
+                    states = self.claims.archive.states_of([t.url for t in claimed])
+                    self._ready.extend((t, states[t.url]) for t in claimed)
+            return self._ready.popleft()

@@ -191,7 +191,7 @@ class Reader:
         try:
             for row in reversed(chain):  # oldest first: each delta applies to the bytes before it
                 data = self._decode(row, data)
-        except zstandard.ZstdError as exc:
+        except _UNDECODABLE as exc:
             raise StoreError(self._culprit(sha256, chain, base, str(exc))) from None
         assert data is not None  # the chain is never empty: it starts with the requested row
         if verify:
@@ -229,6 +229,8 @@ class Reader:
 
     def _decode(self, row: AnyRow, base: bytes | None) -> bytes:
         self.decoded += 1
+        if not isinstance(row.data, bytes):  # SQLite keeps whatever an UPDATE put there (`data = 'abc'`)
+            raise _NotBytes(f"its data is {type(row.data).__name__}, not bytes")
         if row.codec == ZSTD:
             return decompress(row.data)
         assert base is not None  # `_chain` ends at a whole blob or a cached base
@@ -240,7 +242,7 @@ class Reader:
         for row in reversed(chain):
             try:
                 data = self._decode(row, data)
-            except zstandard.ZstdError as exc:
+            except _UNDECODABLE as exc:
                 return _damaged(wanted, row.sha256, str(exc))
             if (found := _problem(data, row)) is not None:
                 return _damaged(wanted, row.sha256, found)
@@ -266,6 +268,13 @@ class Reader:
             _, old = self._cache.popitem(last=False)
             self._cached -= len(old)
 
+
+class _NotBytes(Exception):
+    """A blob's `data` column holds something other than bytes."""
+
+
+# What decoding a stored row raises when its bytes (or their type) are damaged.
+_UNDECODABLE = (zstandard.ZstdError, _NotBytes)
 
 _COLUMNS = (B.c.sha256, B.c.size, B.c.codec, B.c.base_sha256, B.c.data)
 _BASE_INFO = select(B.c.size, B.c.chain_length, B.c.root_sha256).where(B.c.sha256 == bindparam("sha"))

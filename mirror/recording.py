@@ -56,6 +56,7 @@ class _Current:
     id: int
     interval_seconds: int
     version: int
+    sha256: str | None  # the latest version's content: the store's, not a (possibly stale) judgement's
     suspicious: str | None
     suspicious_since: datetime | None
 
@@ -64,7 +65,9 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
     """Store `records` in the caller's transaction, in order; return each one's events as chained.
 
     Version numbers come from the store: a new version is the target's current one plus
-    one, whatever the (possibly stale) state the check was judged against.
+    one, whatever the (possibly stale) state the check was judged against; so does the
+    target's latest content, which only a new version changes. The event that makes a
+    version announces its number and snapshot (`announced`), so the chain covers them.
 
     Raises:
         TargetNotFound: a URL is not in the store.
@@ -81,20 +84,24 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
     for record in records:
         target = current.get(record.url) or current[normal(record.url)]
         state, result, now = record.outcome.state, record.result, record.now
+        outcome_events = record.outcome.events
         if record.outcome.new_version:
             if result.body is None or record.blob is None:
                 raise StoreError(f"{record.url}: a new version needs a body and its packed blob")
             target.version += 1
+            target.sha256 = record.blob.sha256
             packed.setdefault(record.blob.sha256, record.blob)
-            snapshots.append(_snapshot(target, record))
+            snapshot = _snapshot(target, record)
+            snapshots.append(snapshot)
+            outcome_events = announced(outcome_events, snapshot)
         elif record.outcome.seen_again:
             seen.append({"b_target": target.id, "b_version": target.version, "b_seen": now})
         checks.append(_check(target, record))
         diff = record.outcome.diff
         unified = diff.unified if diff is not None and diff.unified else None
-        for event in record.outcome.events:
+        for event in outcome_events:
             events.append((event, target.id, unified if event.kind == log.DOCUMENT_CHANGED else None))
-        counts.append(len(record.outcome.events))
+        counts.append(len(outcome_events))
         since = None
         if state.suspicious is not None:
             since = target.suspicious_since if target.suspicious is not None else now
@@ -103,7 +110,7 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
             {
                 "b_id": target.id,
                 "b_status": state.status.value,
-                "b_sha": state.current_sha256,
+                "b_sha": target.sha256,
                 "b_version": target.version,
                 "b_failures": state.consecutive_failures,
                 "b_etag": state.etag,
@@ -185,6 +192,32 @@ def append_events(conn: Connection, events: Sequence[tuple[Event, int, str | Non
     return stored
 
 
+# Events that make a version, in the order versions are made: each announces its snapshot.
+VERSION_EVENTS = (log.DOCUMENT_NEW, log.DOCUMENT_CHANGED)
+# The snapshot's columns an announcing event carries in its details, so the chain's hash covers
+# what `history`, `show`, `restore` and `--at` read of it (`mirror.verify` compares them).
+ANNOUNCED = ("version", "size", "first_seen", "http_status", "content_type", "final_url")
+
+
+def announced(events: Sequence[Event], snapshot: dict[str, Any]) -> tuple[Event, ...]:
+    """Return `events` with the one that makes the new version announcing `snapshot`'s number and metadata.
+
+    That is the `document.new` or `document.changed` event; failing one, the first event
+    whose new SHA-256 is the snapshot's (a move or reappearance that makes a version).
+    The number is the store's, whatever (possibly stale) number the judge wrote.
+    """
+    at = next((i for i, e in enumerate(events) if e.kind in VERSION_EVENTS), None)
+    if at is None:
+        at = next((i for i, e in enumerate(events) if e.new_sha256 == snapshot["sha256"]), None)
+    if at is None:
+        return tuple(events)
+    fields = {key: snapshot[key] for key in ANNOUNCED}
+    fields["first_seen"] = ledger.iso_time(snapshot["first_seen"])
+    out = list(events)
+    out[at] = out[at].with_details(**fields)
+    return tuple(out)
+
+
 def _with_bases(
     conn: Connection, packed: dict[str, blobs.Packed], records: Sequence[CheckRecord]
 ) -> list[blobs.Packed]:
@@ -212,7 +245,14 @@ def _with_bases(
 def _load_targets(conn: Connection, urls: Sequence[str]) -> dict[str, _Current]:
     rows = by_url(conn, _TARGETS, urls)
     return {
-        url: _Current(row.id, row.interval_seconds, row.current_version, row.suspicious, row.suspicious_since)
+        url: _Current(
+            row.id,
+            row.interval_seconds,
+            row.current_version,
+            row.current_sha256,
+            row.suspicious,
+            row.suspicious_since,
+        )
         for url, row in rows.items()
     }
 
@@ -251,7 +291,13 @@ def _check(target: _Current, record: CheckRecord) -> dict[str, Any]:
 
 # Built once: building statements costs more Python time than running them (see benchmarks/RESULTS.md).
 _TARGETS = select(
-    T.c.id, T.c.url, T.c.interval_seconds, T.c.current_version, T.c.suspicious, T.c.suspicious_since
+    T.c.id,
+    T.c.url,
+    T.c.interval_seconds,
+    T.c.current_version,
+    T.c.current_sha256,
+    T.c.suspicious,
+    T.c.suspicious_since,
 ).where(T.c.url.in_(bindparam("urls", expanding=True)))
 B = tables.blobs
 _STORED_BLOBS = select(B.c.sha256).where(B.c.sha256.in_(bindparam("shas", expanding=True)))

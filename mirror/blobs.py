@@ -315,9 +315,11 @@ def _is_whole(wanted: str, row: AnyRow) -> bool:
 
 def _problem(data: bytes, row: AnyRow) -> str | None:
     actual = sha256_of(data)
-    if actual == row.sha256 and len(data) == row.size:
-        return None
-    return f"its {len(data)} bytes hash to {actual}"
+    if actual != row.sha256:
+        return f"its {len(data)} bytes hash to {actual}"
+    if len(data) != row.size:
+        return f"its size is recorded as {row.size!r}, but it has {len(data)} bytes"
+    return None
 
 
 def _damaged(wanted: str, culprit: str, problem: str) -> str:

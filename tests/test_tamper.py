@@ -392,3 +392,26 @@ def test_a_store_written_before_events_announced_snapshots_still_verifies(filled
     for seq in seqs:
         rewrite_chain(filled, seq, first_seen=None, final_url=None, http_status=None)
     assert verify_command(database_url, tmp_path)("--json").returncode == 0
+
+
+def test_a_deleted_ledger_head_is_damage_not_a_crash(filled, database_url, tmp_path):
+    sql(filled, "DELETE FROM ledger_head")
+    assert "missing" in named(damage(filled, database_url, tmp_path), "head", "ledger_head")["problem"]
+
+
+def test_garbage_in_blob_columns_sqlite_cannot_refuse_is_damage_not_a_crash(filled, database_url, tmp_path):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's column types refuse these values")
+    key = sha(b"<p>short page b</p>")
+    sql(filled, "UPDATE blobs SET root_sha256 = 5, chain_length = 'x', size = 'big' WHERE sha256 = :s", s=key)
+    sql(filled, "UPDATE ledger_head SET seq = 'five'")
+    found = damage(filled, database_url, tmp_path)
+    assert "size is recorded as 'big'" in named(found, "blob", key)["problem"]
+    named(found, "head", "ledger_head")
+
+
+def test_an_edited_blob_size_is_named(filled, database_url, tmp_path):
+    key = sha(b"<p>short page b</p>")
+    sql(filled, "UPDATE blobs SET size = 7 WHERE sha256 = :s", s=key)
+    problem = named(damage(filled, database_url, tmp_path), "blob", key)
+    assert "size is recorded as 7, but it has 19 bytes" in problem["problem"] and problem["url"] == URL_B

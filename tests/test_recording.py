@@ -360,3 +360,18 @@ def test_a_check_judged_before_another_made_a_version_leaves_the_latest_content_
 
     assert archive.state_of(URL).current_sha256 == sha(b"<p>two</p>")
     assert verify.run(engine).ok
+
+
+def test_a_version_made_by_a_move_alone_is_announced_by_the_move(archive, engine):
+    from mirror import verify
+
+    watch(archive, URL)
+    save_version(archive, URL, b"<p>one</p>", T0)
+    body = b"<p>served elsewhere now</p>"
+    moved = Event(log.DOCUMENT_MOVED, URL, T0 + HOUR, new_sha256=sha(body), details={"to": OTHER})
+    outcome = Outcome(OutcomeKind.MOVED, TargetState(Status.MOVED, sha(body), 2), (moved,), new_version=True)
+    archive.record(URL, fetched(URL, body, T0 + HOUR), outcome, T0 + HOUR, worker="test")
+
+    event = archive.history(URL).events[-1]
+    assert (event.kind, event.details["version"], event.details["size"]) == (log.DOCUMENT_MOVED, 2, len(body))
+    assert verify.run(engine).ok

@@ -336,6 +336,8 @@ def test_a_damaged_blob_names_every_snapshot_and_url_rebuilt_from_it(filled, dat
     for n in (1, 2):  # later versions of a.html are deltas on the first
         later = named(found, "blob", sha((PAGE.format(n=n) + "</p></body></html>").encode()))
         assert later["url"] == URL_A and later["snapshots"] == [f"{URL_A} v{n + 1}"]
+    lines = verify_command(database_url, tmp_path)().stdout.decode().splitlines()
+    assert f"  spoils {copy} v1" in lines and f"  spoils {URL_A} v3" in lines
 
 
 def test_a_blob_holding_text_instead_of_bytes_is_damage_and_verify_goes_on(filled, database_url, tmp_path):
@@ -384,13 +386,12 @@ def test_garbage_in_columns_sqlite_cannot_refuse_is_damage_not_a_crash(filled, d
 def test_a_store_written_before_events_announced_snapshots_still_verifies(filled, database_url, tmp_path):
     # Events of earlier releases carry no snapshot fields: not damage (verify checks what is announced).
     with filled.engine.connect() as conn:
-        seqs = (
-            conn.execute(text("SELECT seq FROM events WHERE kind IN ('document.new', 'document.changed')"))
-            .scalars()
-            .all()
-        )
-    for seq in seqs:
-        rewrite_chain(filled, seq, first_seen=None, final_url=None, http_status=None)
+        rows = conn.execute(
+            text("SELECT seq, kind FROM events WHERE kind IN ('document.new', 'document.changed')")
+        ).all()
+    for seq, kind in rows:
+        gone = {"version": None} if kind == "document.new" else {"size": None}  # as they were written
+        rewrite_chain(filled, seq, first_seen=None, final_url=None, http_status=None, **gone)
     assert verify_command(database_url, tmp_path)("--json").returncode == 0
 
 
@@ -415,3 +416,52 @@ def test_an_edited_blob_size_is_named(filled, database_url, tmp_path):
     sql(filled, "UPDATE blobs SET size = 7 WHERE sha256 = :s", s=key)
     problem = named(damage(filled, database_url, tmp_path), "blob", key)
     assert "size is recorded as 7, but it has 19 bytes" in problem["problem"] and problem["url"] == URL_B
+
+
+def test_versions_recorded_by_real_checks_are_announced_and_proven(site, tmp_path, database_url):
+    from tests.test_cli import Mirror, write_config
+
+    site.put("/note.html", b"<p>First words of the note.</p>")
+    site.put("/moving.html", b"<p>Here for now.</p>")
+    site.put("/elsewhere.html", b"<p>Moved here with new words.</p>")
+    urls = [site.url("/note.html"), site.url("/moving.html")]
+    m = Mirror(write_config(tmp_path / "mirror.toml", urls), database_url, tmp_path)
+    m("check")
+    site.put("/note.html", b"<p>Second words of the note.</p>")
+    site.redirect("/moving.html", "/elsewhere.html")
+    m("check")
+
+    assert m.json("verify")["ok"] is True
+    for url in urls:
+        history = m.json("history", url)
+        made = [e for e in history["events"] if "first_seen" in e["details"]]
+        assert len(made) == len(history["versions"]) == 2
+        for version, event in zip(history["versions"], made, strict=True):
+            details = event["details"]
+            assert (details["version"], event["new_sha256"], details["size"]) == (
+                version["number"],
+                version["sha256"],
+                version["size"],
+            )
+            assert (details["http_status"], details["content_type"], details["final_url"]) == (
+                version["status"],
+                version["content_type"],
+                version["final_url"],
+            )
+            assert datetime.fromisoformat(details["first_seen"]) == datetime.fromisoformat(
+                version["first_seen"]
+            )
+
+    from mirror.db import open_engine
+
+    engine = open_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("UPDATE snapshots SET final_url = 'https://attacker.example/' WHERE version = 2")
+            )
+    finally:
+        engine.dispose()
+    damaged = m("verify", "--json", check=False)
+    assert damaged.returncode == 1
+    assert {p["key"] for p in json.loads(damaged.stdout)["problems"]} == {f"{u} v2" for u in urls}

@@ -74,7 +74,13 @@ def run(
     report.problems = [_with_urls(p) for p in report.problems]
     for p in report.problems:
         logger.error(
-            log.INTEGRITY_DAMAGED, item=p.item, key=p.key, problem=p.problem, url=p.url, urls=list(p.urls)
+            log.INTEGRITY_DAMAGED,
+            item=p.item,
+            key=p.key,
+            problem=p.problem,
+            url=p.url,
+            urls=list(p.urls),
+            snapshots=list(p.snapshots),
         )
     return report
 

@@ -303,6 +303,18 @@ def test_a_target_pointing_at_another_latest_version_is_named(filled, database_u
     assert "v3" in named(damage(filled, database_url, tmp_path), "target", URL_A)["problem"]
 
 
+def test_a_target_pointing_at_other_latest_content_is_named(filled, database_url, tmp_path):
+    # `targets --json` shows it, and the next check diffs against it.
+    sql(
+        filled,
+        "UPDATE targets SET current_sha256 = :s WHERE url = :u",
+        s=sha(b"<p>short page b</p>"),
+        u=URL_A,
+    )
+    problem = named(damage(filled, database_url, tmp_path), "target", URL_A)
+    assert "latest content" in problem["problem"]
+
+
 @pytest.mark.parametrize(
     ("column", "value"),
     [

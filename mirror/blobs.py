@@ -230,7 +230,12 @@ class Reader:
     def _decode(self, row: AnyRow, base: bytes | None) -> bytes:
         self.decoded += 1
         if not isinstance(row.data, bytes):  # SQLite keeps whatever an UPDATE put there (`data = 'abc'`)
-            raise _NotBytes(f"its data is {type(row.data).__name__}, not bytes")
+            raise _Undecodable(f"its data is {type(row.data).__name__}, not bytes")
+        # zstd allocates the size a frame declares before decoding it: an edited header must not
+        # make a reader (verify above all) allocate terabytes, so it must declare the row's size.
+        declared = zstandard.frame_content_size(row.data)
+        if declared not in (-1, row.size):
+            raise _Undecodable(f"its frame declares {declared} bytes, not its size {row.size!r}")
         if row.codec == ZSTD:
             return decompress(row.data)
         assert base is not None  # `_chain` ends at a whole blob or a cached base
@@ -269,12 +274,13 @@ class Reader:
             self._cached -= len(old)
 
 
-class _NotBytes(Exception):
-    """A blob's `data` column holds something other than bytes."""
+class _Undecodable(Exception):
+    """A blob's `data` is not bytes, or its frame declares another size than the row."""
 
 
-# What decoding a stored row raises when its bytes (or their type) are damaged.
-_UNDECODABLE = (zstandard.ZstdError, _NotBytes)
+# What decoding a stored row raises when its bytes (or their type) are damaged. MemoryError:
+# a frame that declares more than the machine holds (a row whose size was edited to match it).
+_UNDECODABLE = (zstandard.ZstdError, _Undecodable, MemoryError)
 
 _COLUMNS = (B.c.sha256, B.c.size, B.c.codec, B.c.base_sha256, B.c.data)
 _BASE_INFO = select(B.c.size, B.c.chain_length, B.c.root_sha256).where(B.c.sha256 == bindparam("sha"))

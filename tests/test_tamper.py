@@ -477,3 +477,14 @@ def test_versions_recorded_by_real_checks_are_announced_and_proven(site, tmp_pat
     damaged = m("verify", "--json", check=False)
     assert damaged.returncode == 1
     assert {p["key"] for p in json.loads(damaged.stdout)["problems"]} == {f"{u} v2" for u in urls}
+
+
+def test_a_blob_frame_declaring_a_terabyte_is_damage_not_a_crash(filled, database_url, tmp_path):
+    key = sha(b"<p>short page b</p>")
+    # A zstd frame header declaring 2**40 bytes of content (single segment, 8-byte size), one empty block.
+    bomb = b"\x28\xb5\x2f\xfd\xe0" + (2**40).to_bytes(8, "little") + b"\x01\x00\x00"
+    sql(filled, "UPDATE blobs SET data = :d WHERE sha256 = :s", d=bomb, s=key)
+    assert (
+        "declares 1099511627776 bytes"
+        in named(damage(filled, database_url, tmp_path), "blob", key)["problem"]
+    )

@@ -488,3 +488,23 @@ def test_a_blob_frame_declaring_a_terabyte_is_damage_not_a_crash(filled, databas
         "declares 1099511627776 bytes"
         in named(damage(filled, database_url, tmp_path), "blob", key)["problem"]
     )
+
+
+def test_a_bug_in_verify_exits_3_never_1_which_means_damage(filled, database_url, tmp_path):
+    # A check that raises what no code expects (a stand-in for a bug) in a real `mirror verify` process.
+    program = (
+        "import sys\n"
+        "from mirror import cli, verify_versions\n"
+        "def broken(conn, report):\n"
+        "    raise TypeError('a bug, not damage')\n"
+        "verify_versions.check_versions = broken\n"
+        "cli.main(sys.argv[1:])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, "--config", os.devnull, "verify"],
+        capture_output=True,
+        env={**os.environ, "MIRROR_DATABASE_URL": database_url},
+        timeout=60,
+    )
+    assert done.returncode == 3
+    assert done.stderr.decode().splitlines()[-1] == "mirror: error: unexpected TypeError: a bug, not damage"

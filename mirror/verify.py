@@ -17,6 +17,10 @@ What a clean report proves:
 What it cannot prove: `last_seen` (moved by each unchanged check, which writes no event),
 the recorded headers (no command reads them), the target's state, validators and schedule,
 the `checks` log (pruned by retention), and anything about a target with no event yet.
+
+Versions and targets are checked in `verify_versions`. Damage is reported, never raised:
+rows are read as stored (`integrity.AsStored`), so a value SQLite let an UPDATE write in
+a column of another type is a problem like any other.
 """
 
 from __future__ import annotations

@@ -419,7 +419,7 @@ def test_garbage_in_blob_columns_sqlite_cannot_refuse_is_damage_not_a_crash(fill
     sql(filled, "UPDATE blobs SET root_sha256 = 5, chain_length = 'x', size = 'big' WHERE sha256 = :s", s=key)
     sql(filled, "UPDATE ledger_head SET seq = 'five'")
     found = damage(filled, database_url, tmp_path)
-    assert "size is recorded as 'big'" in named(found, "blob", key)["problem"]
+    assert "its size 'big'" in named(found, "blob", key)["problem"]
     named(found, "head", "ledger_head")
 
 
@@ -427,7 +427,14 @@ def test_an_edited_blob_size_is_named(filled, database_url, tmp_path):
     key = sha(b"<p>short page b</p>")
     sql(filled, "UPDATE blobs SET size = 7 WHERE sha256 = :s", s=key)
     problem = named(damage(filled, database_url, tmp_path), "blob", key)
-    assert "size is recorded as 7, but it has 19 bytes" in problem["problem"] and problem["url"] == URL_B
+    assert "19 bytes, more than its size 7" in problem["problem"] and problem["url"] == URL_B
+
+
+def test_a_blob_size_edited_upwards_is_named(filled, database_url, tmp_path):
+    key = sha(b"<p>short page b</p>")
+    sql(filled, "UPDATE blobs SET size = 70 WHERE sha256 = :s", s=key)
+    problem = named(damage(filled, database_url, tmp_path), "blob", key)
+    assert "size is recorded as 70, but it has 19 bytes" in problem["problem"] and problem["url"] == URL_B
 
 
 def test_versions_recorded_by_real_checks_are_announced_and_proven(site, tmp_path, database_url):

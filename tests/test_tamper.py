@@ -515,3 +515,28 @@ def test_a_bug_in_verify_exits_3_never_1_which_means_damage(filled, database_url
     )
     assert done.returncode == 3
     assert done.stderr.decode().splitlines()[-1] == "mirror: error: unexpected TypeError: a bug, not damage"
+
+
+def test_a_deleted_target_is_named_by_the_events_it_leaves(filled, database_url, tmp_path):
+    # Foreign keys do not stop someone with the file or a superuser: `history` would say "not
+    # in the store" and `restore --all` would leave the document out, silently.
+    if database_url.startswith("sqlite"):
+        filled.engine.dispose()
+        with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as conn:  # foreign_keys off
+            conn.execute(
+                "DELETE FROM snapshots WHERE target_id = (SELECT id FROM targets WHERE url = ?)", (URL_B,)
+            )
+            conn.execute("DELETE FROM targets WHERE url = ?", (URL_B,))
+            conn.commit()
+    else:
+        with filled.engine.begin() as conn:
+            conn.execute(text("SET LOCAL session_replication_role = replica"))  # foreign keys off
+            conn.execute(
+                text("DELETE FROM snapshots WHERE target_id = (SELECT id FROM targets WHERE url = :u)"),
+                {"u": URL_B},
+            )
+            conn.execute(text("DELETE FROM targets WHERE url = :u"), {"u": URL_B})
+    found = damage(filled, database_url, tmp_path)
+    for seq in ("#4", "#5"):
+        problem = named(found, "event", seq)
+        assert problem["url"] == URL_B and "no target" in problem["problem"]

@@ -68,8 +68,9 @@ def run(
         StoreError: the database failed (damage is reported, not raised).
     """
     report = VerifyReport()
-    _check_blobs(engine, report, batch, progress)
-    _name_snapshots(engine, report, batch)
+    culprits: dict[str, str] = {}  # damaged blob -> the blob (itself or a base) whose damage spoils it
+    _check_blobs(engine, report, batch, progress, culprits)
+    _name_snapshots(engine, report, batch, culprits)
     read(engine, lambda conn: verify_versions.check_versions(conn, report))
     read(engine, lambda conn: verify_versions.check_event_targets(conn, report))
     read(engine, lambda conn: _check_chain(conn, report, batch))
@@ -126,7 +127,9 @@ def total_blob_bytes(engine: Engine) -> int:
     )
 
 
-def _check_blobs(engine: Engine, report: VerifyReport, batch: int, progress: Progress | None) -> None:
+def _check_blobs(
+    engine: Engine, report: VerifyReport, batch: int, progress: Progress | None, culprits: dict[str, str]
+) -> None:
     # Blobs in chain order (root, then its deltas by chain length), so each delta's base was
     # just decoded and sits in the reader's bounded cache: every blob is decoded once and
     # memory stays flat. Keyset pagination: each batch is its own short read transaction.
@@ -146,7 +149,8 @@ def _check_blobs(engine: Engine, report: VerifyReport, batch: int, progress: Pro
         if not rows:
             break
         keys = [row.sha256 for row in rows]
-        read(engine, partial(_check_blob_batch, keys=keys, report=report, progress=progress, reader=reader))
+        check = partial(_check_blob_batch, keys=keys, report=report, progress=progress, reader=reader)
+        read(engine, partial(check, culprits=culprits))
         last = tuple(rows[-1])
     after_key = ""
     while True:
@@ -158,7 +162,8 @@ def _check_blobs(engine: Engine, report: VerifyReport, batch: int, progress: Pro
         keys = read(engine, rootless)
         if not keys:
             return
-        read(engine, partial(_check_blob_batch, keys=keys, report=report, progress=progress, reader=reader))
+        check = partial(_check_blob_batch, keys=keys, report=report, progress=progress, reader=reader)
+        read(engine, partial(check, culprits=culprits))
         after_key = keys[-1]
 
 
@@ -168,6 +173,7 @@ def _check_blob_batch(
     report: VerifyReport,
     progress: Progress | None,
     reader: blobs.Reader | None = None,
+    culprits: dict[str, str] | None = None,
 ) -> None:
     reader = reader or blobs.Reader()
     for key in keys:
@@ -175,6 +181,11 @@ def _check_blob_batch(
         try:
             # Re-hashes the blob and every base it is rebuilt from; a damaged base is named.
             data = reader.get(conn, key)
+        except blobs.Damaged as exc:
+            report.problems.append(Problem("blob", key, str(exc).removeprefix(f"blob {key}: ")))
+            if culprits is not None:
+                culprits[key] = exc.culprit
+            continue
         except (StoreError, zstandard.ZstdError) as exc:
             report.problems.append(Problem("blob", key, str(exc).removeprefix(f"blob {key}: ")))
             continue
@@ -183,11 +194,11 @@ def _check_blob_batch(
             progress(len(data))
 
 
-def _name_snapshots(engine: Engine, report: VerifyReport, batch: int) -> None:
+def _name_snapshots(engine: Engine, report: VerifyReport, batch: int, culprits: dict[str, str]) -> None:
     """Give each damaged blob's problem every snapshot and URL whose bytes are rebuilt from it.
 
-    A blob rebuilt from a damaged base has its own problem (naming that base), so through
-    delta chains every version that cannot be read back is named.
+    Through delta chains: a damaged base's problem names its own versions and those of every
+    blob rebuilt from it (`culprits`), and each of those blobs has its own problem too.
     """
     keys = sorted({p.key for p in report.problems if p.item == "blob"})
     users: dict[str, list[tuple[str, Any]]] = {}
@@ -205,13 +216,22 @@ def _name_snapshots(engine: Engine, report: VerifyReport, batch: int) -> None:
 
         for row in read(engine, load):
             users.setdefault(row.sha256, []).append((row.url, row.version))
+    spoiled: dict[str, list[tuple[str, Any]]] = {}
+    for key, culprit in culprits.items():
+        if culprit != key:
+            spoiled.setdefault(culprit, []).extend(users.get(key, []))
     for n, p in enumerate(report.problems):
-        if p.item == "blob" and p.key in users:
-            named = users[p.key]
+        named = sorted(set(users.get(p.key, []) + spoiled.get(p.key, [])), key=_by_url_and_version)
+        if p.item == "blob" and named:
             urls = tuple(dict.fromkeys(url for url, _ in named))
             report.problems[n] = replace(
                 p, url=urls[0], urls=urls, snapshots=tuple(f"{url} v{v}" for url, v in named)
             )
+
+
+def _by_url_and_version(snapshot: tuple[str, Any]) -> tuple[str, int, str]:
+    url, version = snapshot
+    return (url, version, "") if isinstance(version, int) else (url, 0, str(version))
 
 
 def _event_rows(conn: Connection, batch: int) -> Iterator[Any]:

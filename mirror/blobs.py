@@ -59,6 +59,7 @@ __all__ = [
     "ZSTD",
     "ZSTD_DELTA",
     "ZSTD_LEVEL",
+    "Damaged",
     "DeltaBase",
     "Packed",
     "Reader",
@@ -191,13 +192,13 @@ class Reader:
         try:
             for row in reversed(chain):  # oldest first: each delta applies to the bytes before it
                 data = self._decode(row, data)
-        except zstandard.ZstdError as exc:
-            raise StoreError(self._culprit(sha256, chain, base, str(exc))) from None
+        except _UNDECODABLE as exc:
+            raise self._culprit(sha256, chain, base, str(exc)) from None
         assert data is not None  # the chain is never empty: it starts with the requested row
         if verify:
             problem = _problem(data, chain[0])
             if problem is not None:
-                raise StoreError(self._culprit(sha256, chain, base, problem))
+                raise self._culprit(sha256, chain, base, problem)
             self._remember(sha256, data)
         return data
 
@@ -224,27 +225,35 @@ class Reader:
             if (cached := self._cached_bytes(row.base_sha256)) is not None:
                 return chain, cached
         if len(chain) > _CHAIN_LIMIT:
-            raise StoreError(f"blob {sha256}: damaged (its chain of bases is longer than {_CHAIN_LIMIT})")
-        raise StoreError(_damaged(sha256, chain[-1].base_sha256, "it is not in the store"))
+            raise Damaged(sha256, sha256, f"its chain of bases is longer than {_CHAIN_LIMIT}")
+        raise Damaged(sha256, chain[-1].base_sha256, "it is not in the store")
 
     def _decode(self, row: AnyRow, base: bytes | None) -> bytes:
         self.decoded += 1
+        if not isinstance(row.data, bytes):  # SQLite keeps whatever an UPDATE put there (`data = 'abc'`)
+            raise _Undecodable(f"its data is {type(row.data).__name__}, not bytes")
+        # zstd allocates the size a frame declares before decoding it: an edited header must not
+        # make a reader (verify above all) allocate terabytes, so it may declare no more than the
+        # row's size (less decodes, and the hash names the damage).
+        declared = zstandard.frame_content_size(row.data)
+        if declared != -1 and not (isinstance(row.size, int) and declared <= row.size):
+            raise _Undecodable(f"its frame declares {declared} bytes, more than its size {row.size!r}")
         if row.codec == ZSTD:
             return decompress(row.data)
         assert base is not None  # `_chain` ends at a whole blob or a cached base
         return decompress_delta(row.data, base)
 
-    def _culprit(self, wanted: str, chain: list[AnyRow], base: bytes | None, problem: str) -> str:
-        """Return the message naming the oldest damaged blob of `chain` (rebuilt from `base`)."""
+    def _culprit(self, wanted: str, chain: list[AnyRow], base: bytes | None, problem: str) -> Damaged:
+        """Return the error naming the oldest damaged blob of `chain` (rebuilt from `base`)."""
         data = base
         for row in reversed(chain):
             try:
                 data = self._decode(row, data)
-            except zstandard.ZstdError as exc:
-                return _damaged(wanted, row.sha256, str(exc))
+            except _UNDECODABLE as exc:
+                return Damaged(wanted, row.sha256, str(exc))
             if (found := _problem(data, row)) is not None:
-                return _damaged(wanted, row.sha256, found)
-        return _damaged(wanted, wanted, problem)
+                return Damaged(wanted, row.sha256, found)
+        return Damaged(wanted, wanted, problem)
 
     @property
     def cached_bytes(self) -> int:
@@ -266,6 +275,14 @@ class Reader:
             _, old = self._cache.popitem(last=False)
             self._cached -= len(old)
 
+
+class _Undecodable(Exception):
+    """A blob's `data` is not bytes, or its frame declares another size than the row."""
+
+
+# What decoding a stored row raises when its bytes (or their type) are damaged. MemoryError:
+# a frame that declares more than the machine holds (a row whose size was edited to match it).
+_UNDECODABLE = (zstandard.ZstdError, _Undecodable, MemoryError)
 
 _COLUMNS = (B.c.sha256, B.c.size, B.c.codec, B.c.base_sha256, B.c.data)
 _BASE_INFO = select(B.c.size, B.c.chain_length, B.c.root_sha256).where(B.c.sha256 == bindparam("sha"))
@@ -298,20 +315,26 @@ def _is_whole(wanted: str, row: AnyRow) -> bool:
     if row.codec == ZSTD:
         return True
     if row.codec != ZSTD_DELTA:
-        raise StoreError(f"blob {wanted}: unknown codec {row.codec!r} (in blob {row.sha256})")
+        raise Damaged(wanted, row.sha256, f"unknown codec {row.codec!r}")
     if row.base_sha256 is None:
-        raise StoreError(_damaged(wanted, row.sha256, "a delta that names no base"))
+        raise Damaged(wanted, row.sha256, "a delta that names no base")
     return False
 
 
 def _problem(data: bytes, row: AnyRow) -> str | None:
     actual = sha256_of(data)
-    if actual == row.sha256 and len(data) == row.size:
-        return None
-    return f"its {len(data)} bytes hash to {actual}"
+    if actual != row.sha256:
+        return f"its {len(data)} bytes hash to {actual}"
+    if len(data) != row.size:
+        return f"its size is recorded as {row.size!r}, but it has {len(data)} bytes"
+    return None
 
 
-def _damaged(wanted: str, culprit: str, problem: str) -> str:
-    if culprit == wanted:
-        return f"blob {wanted}: damaged ({problem})"
-    return f"blob {wanted}: damaged base {culprit} ({problem})"
+class Damaged(StoreError):
+    """Blob `sha256` cannot be read back intact because blob `culprit` (itself, or a base it is
+    rebuilt from) is damaged: `problem` says how."""
+
+    def __init__(self, sha256: str, culprit: str, problem: str) -> None:
+        self.sha256, self.culprit, self.problem = sha256, culprit, problem
+        where = "damaged" if culprit == sha256 else f"damaged base {culprit}"
+        super().__init__(f"blob {sha256}: {where} ({problem})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -418,6 +419,10 @@ def _errors_to_exit_codes() -> Iterator[None]:
         _fail(exc)
     except OSError as exc:  # disk full, permission denied, ...: a runtime failure, one line
         click.echo(f"mirror: error: {exc}", err=True)
+        raise SystemExit(EXIT_RUNTIME) from None
+    except Exception as exc:  # a bug: a runtime failure (3), never 1, which `verify` says only of damage
+        traceback.print_exc()
+        click.echo(f"mirror: error: unexpected {type(exc).__name__}: {exc}", err=True)
         raise SystemExit(EXIT_RUNTIME) from None
 
 

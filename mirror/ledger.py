@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import zstandard
 from sqlalchemy import Row, select, update
 from sqlalchemy.engine import Connection
 
@@ -63,7 +64,7 @@ def canonical(
         "seq": seq,
         "kind": kind,
         "url": url,
-        "at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "at": iso_time(at),
         "old_sha256": old_sha256,
         "new_sha256": new_sha256,
         "details": details,
@@ -72,6 +73,11 @@ def canonical(
     return json.dumps(
         document, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     ).encode()
+
+
+def iso_time(at: datetime) -> str:
+    """Return `at` as the chain writes times: ISO 8601 UTC with microseconds (`...T12:00:00.000000Z`)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def chain_hash(prev_hash: str, event: StoredEvent) -> str:
@@ -156,7 +162,11 @@ def walk(conn: Connection, batch: int = 1000, *, after: int = 0) -> Iterator[Led
 
 
 def to_stored_event(row: AnyRow) -> StoredEvent:
-    """Return the StoredEvent of an `events` row (its diff decompressed)."""
+    """Return the StoredEvent of an `events` row (its diff decompressed).
+
+    Raises:
+        StoreError: its diff is damaged.
+    """
     return StoredEvent(
         seq=int(row.seq),
         kind=row.kind,
@@ -165,9 +175,25 @@ def to_stored_event(row: AnyRow) -> StoredEvent:
         old_sha256=row.old_sha256,
         new_sha256=row.new_sha256,
         details=row.details or {},
-        diff=None if row.diff is None else blobs.decompress(row.diff).decode("utf-8"),
+        diff=diff_text(row.seq, row.diff),
         hash=row.hash,
     )
+
+
+def diff_text(seq: int, stored: Any) -> str | None:
+    """Return the unified diff stored (compressed) with event `seq`, or None when it has none.
+
+    Raises:
+        StoreError: the stored diff is damaged (not a zstd frame of UTF-8 text).
+    """
+    if stored is None:
+        return None
+    try:
+        if not isinstance(stored, bytes):
+            raise TypeError(f"it is {type(stored).__name__}, not bytes")
+        return blobs.decompress(stored).decode("utf-8")
+    except (zstandard.ZstdError, UnicodeDecodeError, TypeError) as exc:
+        raise StoreError(f"event #{seq}: its diff cannot be read ({exc})") from None
 
 
 def _lock_head(conn: Connection) -> tuple[int, str]:

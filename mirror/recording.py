@@ -67,7 +67,7 @@ class _Current:
     id: int
     interval_seconds: int
     version: int
-    sha256: str | None
+    sha256: str | None  # the latest version's content: the store's, not a (possibly stale) judgement's
     status: str
     failures: int
     moved_to: str | None
@@ -80,6 +80,10 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
 
     A superseded check (see the module's docstring) is not written: its entry is None.
     A check frees its target's lease when its owner (`record.worker`) holds it.
+    Version numbers come from the store: a new version is the target's current one plus
+    one, whatever the (possibly stale) state the check was judged against; so does the
+    target's latest content, which only a new version changes. The event that makes a
+    version announces its number and snapshot (`announced`), so the chain covers them.
 
     Raises:
         TargetNotFound: a URL is not in the store.
@@ -101,13 +105,16 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
             superseded.append({"b_id": target.id, "b_owner": record.worker})
             counts.append(None)
             continue
+        outcome_events = record.outcome.events
         if record.outcome.new_version:
             if result.body is None or record.blob is None:
                 raise StoreError(f"{record.url}: a new version needs a body and its packed blob")
             target.version += 1
             target.sha256 = record.blob.sha256
             packed.setdefault(record.blob.sha256, record.blob)
-            snapshots.append(_snapshot(target, record))
+            snapshot = _snapshot(target, record)
+            snapshots.append(snapshot)
+            outcome_events = announced(outcome_events, snapshot)
         elif record.outcome.seen_again:
             seen.append({"b_target": target.id, "b_version": target.version, "b_seen": now})
         # As this batch leaves the target: a later check of it in the batch is judged on top.
@@ -116,9 +123,9 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
         checks.append(_check(target, record))
         diff = record.outcome.diff
         unified = diff.unified if diff is not None and diff.unified else None
-        for event in record.outcome.events:
+        for event in outcome_events:
             events.append((event, target.id, unified if event.kind == log.DOCUMENT_CHANGED else None))
-        counts.append(len(record.outcome.events))
+        counts.append(len(outcome_events))
         since = None
         if state.suspicious is not None:
             since = target.suspicious_since if target.suspicious is not None else now
@@ -127,7 +134,7 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
             {
                 "b_id": target.id,
                 "b_status": state.status.value,
-                "b_sha": state.current_sha256,
+                "b_sha": target.sha256,
                 "b_version": target.version,
                 "b_failures": state.consecutive_failures,
                 "b_missing": state.missing_checks,
@@ -230,6 +237,32 @@ def append_events(conn: Connection, events: Sequence[tuple[Event, int, str | Non
     conn.execute(_INSERT_EVENT, rows)
     conn.execute(_UPDATE_HEAD, {"b_seq": seq, "b_hash": prev})
     return stored
+
+
+# Events that make a version, in the order versions are made: each announces its snapshot.
+VERSION_EVENTS = (log.DOCUMENT_NEW, log.DOCUMENT_CHANGED)
+# The snapshot's columns an announcing event carries in its details, so the chain's hash covers
+# what `history`, `show`, `restore` and `--at` read of it (`mirror.verify` compares them).
+ANNOUNCED = ("version", "size", "first_seen", "http_status", "content_type", "final_url")
+
+
+def announced(events: Sequence[Event], snapshot: dict[str, Any]) -> tuple[Event, ...]:
+    """Return `events` with the one that makes the new version announcing `snapshot`'s number and metadata.
+
+    That is the `document.new` or `document.changed` event; failing one, the first event
+    whose new SHA-256 is the snapshot's (a move or reappearance that makes a version).
+    The number is the store's, whatever (possibly stale) number the judge wrote.
+    """
+    at = next((i for i, e in enumerate(events) if e.kind in VERSION_EVENTS), None)
+    if at is None:
+        at = next((i for i, e in enumerate(events) if e.new_sha256 == snapshot["sha256"]), None)
+    if at is None:
+        return tuple(events)
+    fields = {key: snapshot[key] for key in ANNOUNCED}
+    fields["first_seen"] = ledger.iso_time(snapshot["first_seen"])
+    out = list(events)
+    out[at] = out[at].with_details(**fields)
+    return tuple(out)
 
 
 def _with_bases(

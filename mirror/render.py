@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mirror.archive import History, StoreStatus, TargetSummary
     from mirror.check import RoundReport
-    from mirror.verify import VerifyReport
+    from mirror.verify import Problem, VerifyReport
 
 
 def jsonable(value: Any) -> Any:
@@ -158,6 +158,14 @@ def verify_text(report: VerifyReport) -> list[str]:
         f"snapshots:  {report.snapshots} checked against blobs and the event log",
         f"events:     {report.events} in the hash chain",
         f"head:       {report.head_seq} {report.head_hash}",
-        *(f"DAMAGED {p.item} {p.key}: {p.problem}" for p in report.problems),
+        *(line for p in report.problems for line in _problem_lines(p)),
         "intact" if report.ok else f"{n} problem{'' if n == 1 else 's'} found",
     ]
+
+
+def _problem_lines(p: Problem) -> list[str]:
+    """Return a problem's line, and for a damaged blob one line per version whose bytes it spoils."""
+    lines = [f"DAMAGED {p.item} {p.key}: {p.problem}"]
+    if p.item == "blob":
+        lines += [f"  spoils {name}" for name in p.snapshots]
+    return lines

@@ -1,63 +1,52 @@
-"""Fixity: re-hash every blob, check every snapshot names a stored blob whose history the
-event log tells, and recompute the event hash chain. Collects every problem; never stops at the first.
+"""Fixity: re-hash every blob, check every row a reader uses against the events that announced it,
+and recompute the event hash chain. Collects every problem; never stops at the first.
 
-What a clean report proves: each stored blob's bytes hash to its key; each version of
-each document points at such a blob, in the order the chained `document.new` /
-`document.changed` / `document.reappeared` events announced it; and no event was
-edited, removed, inserted or reordered since the head (seq, hash) was published.
+What a clean report proves:
+- each stored blob's bytes (rebuilt through its deltas) hash to its key and have its size;
+- each version of each document is the one its chained events announced: for the i-th
+  `document.new` / `document.changed` event (or any event announcing a snapshot) of a
+  target, snapshot vi exists, names that event's new SHA-256 and a stored blob, and has the
+  size, first seen time, HTTP status, content type and final URL the event announced
+  (events written before they announced these are checked for what they carry); the
+  event's `version`, when it has one, is i; no snapshot exists that no event announced;
+- each target's URL is the URL its events carry, and its latest version (what `show`
+  and `-1` read) is the last one announced;
+- no event was edited, removed, inserted or reordered since the head (seq, hash), and
+  none since a published head, when one is given.
+
+What it cannot prove: `last_seen` (moved by each unchanged check, which writes no event),
+the recorded headers (no command reads them), the target's state, validators and schedule,
+the `checks` log (pruned by retention), and anything about a target with no event yet.
+
+Versions and targets are checked in `verify_versions`. Damage is reported, never raised:
+rows are read as stored (`integrity.AsStored`), so a value SQLite let an UPDATE write in
+a column of another type is a problem like any other.
 """
 
 from __future__ import annotations
 
-import itertools
+import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import structlog
 import zstandard
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
-from mirror import blobs, ledger, log, tables
+from mirror import blobs, ledger, log, tables, verify_versions
 from mirror.db import read
+from mirror.domain import StoredEvent
 from mirror.errors import StoreError
+from mirror.integrity import AsStored, Problem, VerifyReport, as_time
 
-B, S, E, T = tables.blobs, tables.snapshots, tables.events, tables.targets
+B, S, E, T, H = tables.blobs, tables.snapshots, tables.events, tables.targets, tables.ledger_head
 
 logger = structlog.get_logger("mirror.verify")
 
-# Events that announce the content of a new version, in the order versions were made.
-_VERSION_EVENTS = ("document.new", "document.changed")
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One damaged item: what (`blob`, `snapshot`, `event`, `head`), which, and how."""
-
-    item: str
-    key: str
-    problem: str
-    url: str | None = None
-
-
-@dataclass
-class VerifyReport:
-    """All that `verify` checked and every problem it found."""
-
-    blobs: int = 0
-    blob_bytes: int = 0
-    snapshots: int = 0
-    events: int = 0
-    head_seq: int = 0
-    head_hash: str = ledger.GENESIS
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
+__all__ = ["Problem", "VerifyReport", "check_published", "head", "run", "total_blob_bytes"]
 
 Progress = Callable[[int], object]
 
@@ -79,14 +68,33 @@ def run(
         StoreError: the database failed (damage is reported, not raised).
     """
     report = VerifyReport()
-    _check_blobs(engine, report, batch, progress)
-    read(engine, lambda conn: _check_snapshots(conn, report))
+    culprits: dict[str, str] = {}  # damaged blob -> the blob (itself or a base) whose damage spoils it
+    _check_blobs(engine, report, batch, progress, culprits)
+    _name_snapshots(engine, report, batch, culprits)
+    read(engine, lambda conn: verify_versions.check_versions(conn, report))
+    read(engine, lambda conn: verify_versions.check_event_targets(conn, report))
     read(engine, lambda conn: _check_chain(conn, report, batch))
     if published is not None:
         check_published(engine, report, *published)
+    report.problems = [_with_urls(p) for p in report.problems]
     for p in report.problems:
-        logger.error(log.INTEGRITY_DAMAGED, item=p.item, key=p.key, problem=p.problem, url=p.url)
+        logger.error(
+            log.INTEGRITY_DAMAGED,
+            item=p.item,
+            key=p.key,
+            problem=p.problem,
+            url=p.url,
+            urls=list(p.urls),
+            snapshots=list(p.snapshots),
+        )
     return report
+
+
+def _with_urls(p: Problem) -> Problem:
+    """Return `p` with `urls` and `snapshots` filled from its URL and key when nothing set them."""
+    urls = p.urls or ((p.url,) if p.url is not None else ())
+    snapshots = p.snapshots or ((p.key,) if p.item == "snapshot" else ())
+    return replace(p, urls=urls, snapshots=snapshots)
 
 
 def head(engine: Engine) -> tuple[int, str]:
@@ -114,14 +122,14 @@ def check_published(engine: Engine, report: VerifyReport, seq: int, digest: str)
 
 def total_blob_bytes(engine: Engine) -> int:
     """Return the content bytes verify will re-hash (for a progress bar)."""
-    from sqlalchemy import func
-
     return int(
         read(engine, lambda conn: conn.execute(select(func.coalesce(func.sum(B.c.size), 0))).scalar_one())
     )
 
 
-def _check_blobs(engine: Engine, report: VerifyReport, batch: int, progress: Progress | None) -> None:
+def _check_blobs(
+    engine: Engine, report: VerifyReport, batch: int, progress: Progress | None, culprits: dict[str, str]
+) -> None:
     # Blobs in chain order (root, then its deltas by chain length), so each delta's base was
     # just decoded and sits in the reader's bounded cache: every blob is decoded once and
     # memory stays flat. Keyset pagination: each batch is its own short read transaction.
@@ -141,7 +149,8 @@ def _check_blobs(engine: Engine, report: VerifyReport, batch: int, progress: Pro
         if not rows:
             break
         keys = [row.sha256 for row in rows]
-        read(engine, partial(_check_blob_batch, keys=keys, report=report, progress=progress, reader=reader))
+        check = partial(_check_blob_batch, keys=keys, report=report, progress=progress, reader=reader)
+        read(engine, partial(check, culprits=culprits))
         last = tuple(rows[-1])
     after_key = ""
     while True:
@@ -153,7 +162,8 @@ def _check_blobs(engine: Engine, report: VerifyReport, batch: int, progress: Pro
         keys = read(engine, rootless)
         if not keys:
             return
-        read(engine, partial(_check_blob_batch, keys=keys, report=report, progress=progress, reader=reader))
+        check = partial(_check_blob_batch, keys=keys, report=report, progress=progress, reader=reader)
+        read(engine, partial(check, culprits=culprits))
         after_key = keys[-1]
 
 
@@ -163,6 +173,7 @@ def _check_blob_batch(
     report: VerifyReport,
     progress: Progress | None,
     reader: blobs.Reader | None = None,
+    culprits: dict[str, str] | None = None,
 ) -> None:
     reader = reader or blobs.Reader()
     for key in keys:
@@ -170,6 +181,11 @@ def _check_blob_batch(
         try:
             # Re-hashes the blob and every base it is rebuilt from; a damaged base is named.
             data = reader.get(conn, key)
+        except blobs.Damaged as exc:
+            report.problems.append(Problem("blob", key, str(exc).removeprefix(f"blob {key}: ")))
+            if culprits is not None:
+                culprits[key] = exc.culprit
+            continue
         except (StoreError, zstandard.ZstdError) as exc:
             report.problems.append(Problem("blob", key, str(exc).removeprefix(f"blob {key}: ")))
             continue
@@ -178,98 +194,135 @@ def _check_blob_batch(
             progress(len(data))
 
 
-def _check_snapshots(conn: Connection, report: VerifyReport) -> None:
-    snaps = conn.execute(
-        select(S.c.target_id, S.c.version, S.c.sha256, T.c.url, B.c.sha256.label("blob"))
-        .join(T, T.c.id == S.c.target_id)
-        .outerjoin(B, B.c.sha256 == S.c.sha256)
-        .order_by(S.c.target_id, S.c.version)
-        .execution_options(yield_per=1000)
-    )
-    announced = conn.execute(
-        select(E.c.target_id, E.c.new_sha256, E.c.seq)
-        .where(E.c.kind.in_(_VERSION_EVENTS))
-        .order_by(E.c.target_id, E.c.seq)
-        .execution_options(yield_per=1000)
-    )
-    by_target = _merge(
-        itertools.groupby(snaps, key=lambda r: r.target_id),
-        itertools.groupby(announced, key=lambda r: r.target_id),
-    )
-    for target_id, versions, events in by_target:
-        shas = [e.new_sha256 for e in events]
-        for row in versions:
-            report.snapshots += 1
-            where = f"{row.url} v{row.version}"
-            if row.blob is None:
-                report.problems.append(
-                    Problem("snapshot", where, f"names blob {row.sha256}, which is missing", row.url)
+def _name_snapshots(engine: Engine, report: VerifyReport, batch: int, culprits: dict[str, str]) -> None:
+    """Give each damaged blob's problem every snapshot and URL whose bytes are rebuilt from it.
+
+    Through delta chains: a damaged base's problem names its own versions and those of every
+    blob rebuilt from it (`culprits`), and each of those blobs has its own problem too.
+    """
+    keys = sorted({p.key for p in report.problems if p.item == "blob"})
+    users: dict[str, list[tuple[str, Any]]] = {}
+    for i in range(0, len(keys), batch):
+
+        def load(conn: Connection, chunk: list[str] = keys[i : i + batch]) -> list[Any]:
+            return list(
+                conn.execute(
+                    select(S.c.sha256, T.c.url, S.c.version)
+                    .join(T, T.c.id == S.c.target_id)
+                    .where(S.c.sha256.in_(chunk))
+                    .order_by(T.c.url, S.c.version)
                 )
-            if row.version > len(shas):
-                report.problems.append(Problem("snapshot", where, "no event announced this version", row.url))
-            elif shas[row.version - 1] != row.sha256:
-                report.problems.append(
-                    Problem(
-                        "snapshot",
-                        where,
-                        f"is {row.sha256} but the event log announced {shas[row.version - 1]}",
-                        row.url,
-                    )
-                )
-        del target_id
+            )
+
+        for row in read(engine, load):
+            users.setdefault(row.sha256, []).append((row.url, row.version))
+    spoiled: dict[str, list[tuple[str, Any]]] = {}
+    for key, culprit in culprits.items():
+        if culprit != key:
+            spoiled.setdefault(culprit, []).extend(users.get(key, []))
+    for n, p in enumerate(report.problems):
+        named = sorted(set(users.get(p.key, []) + spoiled.get(p.key, [])), key=_by_url_and_version)
+        if p.item == "blob" and named:
+            urls = tuple(dict.fromkeys(url for url, _ in named))
+            report.problems[n] = replace(
+                p, url=urls[0], urls=urls, snapshots=tuple(f"{url} v{v}" for url, v in named)
+            )
 
 
-def _merge(
-    left: Iterator[tuple[int, Iterator[Any]]], right: Iterator[tuple[int, Iterator[Any]]]
-) -> Iterator[tuple[int, list[Any], list[Any]]]:
-    """Join two streams grouped by ascending target id; a side with no group gives []."""
-    lk, lv = next(left, (None, None))
-    rk, rv = next(right, (None, None))
-    while lk is not None:
-        if rk is None or lk < rk:
-            yield lk, list(lv or []), []
-            lk, lv = next(left, (None, None))
-        elif rk < lk:
-            rk, rv = next(right, (None, None))
-        else:
-            yield lk, list(lv or []), list(rv or [])
-            lk, lv = next(left, (None, None))
-            rk, rv = next(right, (None, None))
+def _by_url_and_version(snapshot: tuple[str, Any]) -> tuple[str, int, str]:
+    url, version = snapshot
+    return (url, version, "") if isinstance(version, int) else (url, 0, str(version))
+
+
+def _event_rows(conn: Connection, batch: int) -> Iterator[Any]:
+    """Yield every event row in seq order, `batch` at a time, its time and details as stored."""
+    columns = (
+        E.c.seq,
+        E.c.url,
+        type_coerce(E.c.at, AsStored()).label("at"),
+        E.c.kind,
+        E.c.old_sha256,
+        E.c.new_sha256,
+        type_coerce(E.c.details, AsStored()).label("details"),
+        type_coerce(E.c.diff, AsStored()).label("diff"),
+        E.c.prev_hash,
+        E.c.hash,
+    )
+    last = 0
+    while True:
+        rows = conn.execute(select(*columns).where(E.c.seq > last).order_by(E.c.seq).limit(batch)).all()
+        yield from rows
+        if len(rows) < batch:
+            return
+        last = rows[-1].seq
+
+
+def _stored_event(row: Any) -> StoredEvent:
+    """Return the event of a row read as stored.
+
+    Raises:
+        StoreError: its time, details or diff cannot be read.
+    """
+    at = as_time(row.at)
+    if at is None:
+        raise StoreError(f"its time {row.at!r} is not a time")
+    details = row.details
+    if isinstance(details, str | bytes):
+        try:
+            details = json.loads(details)
+        except ValueError:
+            raise StoreError("its details are not JSON") from None
+    if not isinstance(details, dict):
+        raise StoreError("its details are not a JSON object")
+    diff = ledger.diff_text(row.seq, row.diff)
+    return StoredEvent(
+        row.seq, row.kind, row.url, at, row.old_sha256, row.new_sha256, details, diff, row.hash
+    )
 
 
 def _check_chain(conn: Connection, report: VerifyReport, batch: int) -> None:
     prev = ledger.GENESIS
     expected_seq = 1
-    for entry in ledger.walk(conn, batch):
-        event = entry.event
+    for row in _event_rows(conn, batch):
         report.events += 1
-        where = f"#{event.seq}"
-        if event.seq != expected_seq:
+        where, url = f"#{row.seq}", row.url if isinstance(row.url, str) else None
+        if row.seq != expected_seq:
             report.problems.append(
-                Problem("event", where, f"expected seq {expected_seq}: events missing or inserted", event.url)
+                Problem("event", where, f"expected seq {expected_seq}: events missing or inserted", url)
             )
-        if entry.prev_hash != prev:
+        if row.prev_hash != prev:
             report.problems.append(
                 Problem(
                     "event",
                     where,
                     "does not follow the previous event (prev_hash mismatch: deleted, inserted or reordered)",
-                    event.url,
+                    url,
                 )
             )
-        recomputed = ledger.chain_hash(entry.prev_hash, event)
-        if recomputed != event.hash:
-            report.problems.append(
-                Problem(
-                    "event",
-                    where,
-                    f"{event.kind} was edited: its content no longer matches its hash",
-                    event.url,
+        try:
+            recomputed = ledger.chain_hash(row.prev_hash, _stored_event(row))
+        except (StoreError, TypeError, ValueError, AttributeError) as exc:
+            why = str(exc).removeprefix(f"event #{row.seq}: ")
+            report.problems.append(Problem("event", where, f"{row.kind} cannot be read: {why}", url))
+        else:
+            if recomputed != row.hash:
+                report.problems.append(
+                    Problem(
+                        "event", where, f"{row.kind} was edited: its content no longer matches its hash", url
+                    )
                 )
-            )
-        prev = event.hash
-        expected_seq = event.seq + 1
-    seq, digest = ledger.head(conn)
+        prev = row.hash
+        expected_seq = row.seq + 1
+    row = conn.execute(select(H.c.seq, H.c.hash).where(H.c.id == ledger.HEAD_ID)).first()
+    if row is None:
+        report.problems.append(Problem("head", "ledger_head", "the head row is missing"))
+        return
+    seq, digest = row.seq, row.hash
+    if not isinstance(seq, int) or not isinstance(digest, str):
+        report.problems.append(
+            Problem("head", "ledger_head", f"the head row ({seq!r}, {digest!r}) is unreadable")
+        )
+        return
     report.head_seq, report.head_hash = seq, digest
     if seq != expected_seq - 1 or digest != prev:
         report.problems.append(

@@ -347,6 +347,7 @@ def test_after_a_move_show_prints_the_destinations_text_from_the_command_line(si
     move = next(e for e in history["events"] if e["kind"] == log.DOCUMENT_MOVED)
     assert history["versions"][1]["first_seen"] == move["at"]
 
+
 def leases_of(archive) -> dict[str, str | None]:
     from sqlalchemy import select
 

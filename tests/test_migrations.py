@@ -142,8 +142,8 @@ def _store_at_0001(database_url):
         target_id = conn.execute(text("SELECT id FROM targets")).scalar_one()
         conn.execute(
             text(
-                "INSERT INTO snapshots (target_id, version, sha256, size, first_seen, last_seen, headers) "
-                "VALUES (:t, 1, :sha, :size, :at, :at, '{}')"
+                "INSERT INTO snapshots (target_id, version, sha256, size, first_seen, last_seen, "
+                "http_status, headers) VALUES (:t, 1, :sha, :size, :at, :at, 200, '{}')"
             ),
             {"t": target_id, "sha": digest, "size": len(body), "at": T0},
         )

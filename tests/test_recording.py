@@ -409,3 +409,62 @@ def test_binaries_kept_as_bases_by_name_stay_within_their_memory_budget():
     ]
     assert kept == []  # another host
     assert found == [7, 8, 9]  # the three most recent fit in 100,000 bytes
+
+
+def test_each_version_event_announces_the_number_and_snapshot_the_store_gave_it(archive, engine):
+    from mirror import verify
+
+    watch(archive, URL)
+    save_version(archive, URL, b"<p>one</p>", T0)
+    # Two checks judged against the same state (v1) both say "version 2": the store makes v2 from the
+    # first; the second is superseded (judged against a state the store has moved past) and writes nothing.
+    records = []
+    for body in (b"<p>two</p>", b"<p>three</p>"):
+        event = Event(log.DOCUMENT_CHANGED, URL, T0, new_sha256=sha(body), status=200, details={"version": 2})
+        judged = TargetState(Status.OK, sha(body), 2, "text/html")
+        outcome = Outcome(OutcomeKind.CHANGED, judged, (event,), new_version=True)
+        records.append(archive.prepare(URL, fetched(URL, body, T0), outcome, T0 + HOUR, worker="test"))
+
+    assert [r is None for r in archive.record_many(records)] == [False, True]
+
+    history = archive.history(URL)
+    for version, event in zip(history.versions, history.events, strict=True):
+        assert event.new_sha256 == version.sha256
+        assert event.details["version"] == version.number
+        assert event.details["size"] == version.size
+        assert event.details["first_seen"] == ledger.iso_time(version.first_seen)
+        assert event.details["http_status"] == version.status
+        assert event.details["content_type"] == version.content_type
+        assert event.details["final_url"] == version.final_url
+    assert [e.details["version"] for e in history.events] == [1, 2]
+    assert [v.sha256 for v in history.versions] == [sha(b"<p>one</p>"), sha(b"<p>two</p>")]
+    assert verify.run(engine).ok
+
+
+def test_a_check_judged_before_another_made_a_version_leaves_the_latest_content_alone(archive, engine):
+    from mirror import verify
+
+    watch(archive, URL)
+    save_version(archive, URL, b"<p>one</p>", T0)
+    judged = archive.state_of(URL)  # an unchanged check judged now, written after v2
+    save_version(archive, URL, b"<p>two</p>", T0 + HOUR)
+    outcome = Outcome(OutcomeKind.UNCHANGED, judged, seen_again=True)
+    archive.record(URL, fetched(URL, b"<p>one</p>", T0), outcome, T0 + 2 * HOUR, worker="test")
+
+    assert archive.state_of(URL).current_sha256 == sha(b"<p>two</p>")
+    assert verify.run(engine).ok
+
+
+def test_a_version_made_by_a_move_alone_is_announced_by_the_move(archive, engine):
+    from mirror import verify
+
+    watch(archive, URL)
+    save_version(archive, URL, b"<p>one</p>", T0)
+    body = b"<p>served elsewhere now</p>"
+    moved = Event(log.DOCUMENT_MOVED, URL, T0 + HOUR, new_sha256=sha(body), details={"to": OTHER})
+    outcome = Outcome(OutcomeKind.MOVED, TargetState(Status.MOVED, sha(body), 2), (moved,), new_version=True)
+    archive.record(URL, fetched(URL, body, T0 + HOUR), outcome, T0 + HOUR, worker="test")
+
+    event = archive.history(URL).events[-1]
+    assert (event.kind, event.details["version"], event.details["size"]) == (log.DOCUMENT_MOVED, 2, len(body))
+    assert verify.run(engine).ok

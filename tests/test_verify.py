@@ -64,6 +64,9 @@ def test_damage_in_a_base_blob_is_reported_for_every_version_rebuilt_from_it(arc
     assert damaged[keys[2]].startswith("damaged (its 30 bytes hash to")
     for dependant in keys[3:]:
         assert damaged[dependant].startswith(f"damaged base {keys[2]}")
+    spoiled = {p.key: p.snapshots for p in report.problems}
+    assert spoiled[keys[2]] == tuple(f"{URL} v{n}" for n in range(3, 7))  # its own and every dependant
+    assert all(spoiled[key] == (f"{URL} v{n}",) for n, key in enumerate(keys[3:], 4))
     assert [p for p in report.problems if p.item != "blob"] == []
 
 

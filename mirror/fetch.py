@@ -6,9 +6,11 @@
 - Redirects are followed by hand so the chain is recorded (`redirects`, `final_url`).
   A loop, or more than `max_redirects` hops, is `too_many_redirects`.
 - `limits.timeout` is one deadline for the whole fetch, over every hop and retry,
-  connect to last byte. The body is read with `read1` (at most one socket read per
-  chunk) and the remaining time is checked between chunks, so a server that drips
-  one byte at a time cannot hold a worker past the deadline.
+  connect to last byte, the status line and headers included: `mirror.deadline`'s
+  watchdog shuts the connection's socket down when it passes, and whatever that cut
+  becomes is a `timeout` whose message gives the real time taken. The body is read with
+  `read1` (at most one socket read per chunk) and the time left is checked between
+  chunks and at its end, so a body cut by the watchdog is never taken for a whole one.
 - The body is hashed while it streams and refused the moment it passes `max_bytes`
   (decoded bytes: a gzip bomb fails as `too_large` without inflating in memory).
 - Transient failures (connection refused or reset; 429, 500, 502, 503, 504) are
@@ -38,9 +40,13 @@ import requests
 import urllib3.exceptions
 import urllib3.util
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager
 from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 
+from mirror.deadline import Deadline
+from mirror.deadline import current as current_deadline
 from mirror.domain import Conditional, FetchFailure, FetchLimits, FetchResult
 from mirror.errors import (
     BadContent,
@@ -122,6 +128,43 @@ class _Adapter(HTTPAdapter):
             pool_kwargs["ca_certs"] = verify
         return host_params, pool_kwargs
 
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        _watch_pools(manager)
+        return manager
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    """A pool that puts each connection it hands out under the running fetch's deadline."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _watched(super()._get_conn(timeout))
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _watched(super()._get_conn(timeout))
+
+
+def _watched(conn: Any) -> Any:
+    deadline = current_deadline()
+    if deadline is not None:
+        deadline.watch(conn)
+    return conn
+
+
+_STOCK_POOLS = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
+
+
+def _watch_pools(manager: PoolManager) -> None:
+    """Make `manager` build watched pools; a SOCKS proxy's own pools are left as they are."""
+    if manager.pool_classes_by_scheme == _STOCK_POOLS:
+        manager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
 
 def _proxy_set() -> bool:
     """Return True when a proxy variable (http_proxy, HTTPS_PROXY, all_proxy, ...) is set."""
@@ -143,15 +186,22 @@ def fetch(
     `status` is set whenever a response came. `sleep` is how retries wait (tests count it).
     """
     started_at = clock()
-    start = time.monotonic()
     trail = _Trail(url)
     body: bytes | None = None
     sha256: str | None = None
     failure: FetchFailure | None = None
+    deadline = Deadline(limits.timeout)
     try:
-        body, sha256, failure = _follow(trail, session, limits, conditional, _Deadline(limits.timeout), sleep)
+        with deadline.watching():
+            body, sha256, failure = _follow(trail, session, limits, conditional, deadline, sleep)
     except FetchError as exc:
         failure = FetchFailure(exc.kind, str(exc))
+    elapsed = deadline.elapsed()
+    if failure is not None and failure.kind == Timeout.kind:
+        # The real time the fetch held a worker, which a dripping server can make longer than the deadline.
+        failure = FetchFailure(
+            failure.kind, f"{failure.message} after {elapsed:.1f}s (fetch.timeout {limits.timeout:g}s)"
+        )
     return FetchResult(
         url=url,
         final_url=trail.url,
@@ -161,7 +211,7 @@ def fetch(
         body_sha256=sha256,
         error=failure,
         started_at=started_at,
-        elapsed=time.monotonic() - start,
+        elapsed=elapsed,
         redirects=tuple(trail.redirects),
     )
 
@@ -176,24 +226,20 @@ class _Trail:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class _Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
+def _expired(url: str) -> Timeout:
+    return Timeout(url, "no complete answer within the deadline")
 
-    def remaining(self) -> float:
-        return self.at - time.monotonic()
 
-    def check(self, url: str) -> float:
-        """Return the seconds left.
+def _check(deadline: Deadline, url: str) -> float:
+    """Return the seconds left.
 
-        Raises:
-            Timeout: none are left.
-        """
-        left = self.remaining()
-        if left <= 0:
-            raise Timeout(url, f"no complete answer within the {self.seconds:g}s deadline")
-        return left
+    Raises:
+        Timeout: none are left, or the watchdog has cut the connection.
+    """
+    left = deadline.remaining()
+    if left <= 0 or deadline.fired:
+        raise _expired(url)
+    return left
 
 
 def _follow(
@@ -201,7 +247,7 @@ def _follow(
     session: requests.Session,
     limits: FetchLimits,
     conditional: Conditional,
-    deadline: _Deadline,
+    deadline: Deadline,
     sleep: Callable[[float], None],
 ) -> tuple[bytes | None, str | None, FetchFailure | None]:
     """Return (body, sha256, failure) of the last hop, following redirects.
@@ -216,6 +262,7 @@ def _follow(
     while True:
         resp = _send(trail.url, session, limits, headers, deadline, sleep)
         try:
+            _check(deadline, trail.url)  # headers cut short by the watchdog are no answer
             trail.status = resp.status_code
             trail.headers = _kept_headers(resp, last_location)
             location = resp.headers.get("location")
@@ -237,7 +284,7 @@ def _follow(
             return answer
 
 
-def _release(resp: requests.Response, url: str, deadline: _Deadline) -> None:
+def _release(resp: requests.Response, url: str, deadline: Deadline) -> None:
     """Give the response's connection back to the pool once its body is read to the end; else close it.
 
     `Response.close` closes the socket of a body that was not read through `iter_content`,
@@ -286,7 +333,7 @@ def _send(
     session: requests.Session,
     limits: FetchLimits,
     headers: dict[str, str],
-    deadline: _Deadline,
+    deadline: Deadline,
     sleep: Callable[[float], None],
 ) -> requests.Response:
     """Return the response (headers read, body not yet) to a GET of `url`, after retries.
@@ -296,7 +343,7 @@ def _send(
     """
     attempt = 0
     while True:
-        left = deadline.check(url)
+        left = _check(deadline, url)
         try:
             # `total` caps connect + wait for the headers together. requests' adapter takes a
             # urllib3 Timeout as it is (adapters.py `isinstance(timeout, TimeoutSauce)`); its stubs
@@ -304,7 +351,7 @@ def _send(
             timeout: Any = urllib3.util.Timeout(
                 connect=min(limits.connect_timeout, left), read=left, total=left
             )
-            with _map_requests_errors(url):
+            with _map_requests_errors(url, deadline):
                 resp = session.get(url, headers=headers, allow_redirects=False, stream=True, timeout=timeout)
         except ConnectFailed as exc:
             if not _transient(exc) or not _wait_to_retry(attempt, limits, None, deadline, sleep):
@@ -327,7 +374,7 @@ def _wait_to_retry(
     attempt: int,
     limits: FetchLimits,
     retry_after: float | None,
-    deadline: _Deadline,
+    deadline: Deadline,
     sleep: Callable[[float], None],
     before: Callable[[], None] | None = None,
 ) -> bool:
@@ -359,7 +406,7 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _read_body(resp: requests.Response, url: str, max_bytes: int, deadline: _Deadline) -> tuple[bytes, str]:
+def _read_body(resp: requests.Response, url: str, max_bytes: int, deadline: Deadline) -> tuple[bytes, str]:
     """Return the decoded body and its sha256, read against the deadline and the size cap.
 
     Raises:
@@ -383,7 +430,7 @@ def _read_body(resp: requests.Response, url: str, max_bytes: int, deadline: _Dea
     return b"".join(parts), digest.hexdigest()
 
 
-def _chunks(raw: HTTPResponse, url: str, deadline: _Deadline) -> Iterator[bytes]:
+def _chunks(raw: HTTPResponse, url: str, deadline: Deadline) -> Iterator[bytes]:
     """Yield decoded chunks of at most CHUNK_SIZE bytes until the body ends.
 
     Not `iter_content`: it blocks until a whole chunk has arrived, so a dripping
@@ -394,20 +441,24 @@ def _chunks(raw: HTTPResponse, url: str, deadline: _Deadline) -> Iterator[bytes]
         Timeout, BadContent: see `_read_body`.
     """
     while True:
-        left = deadline.check(url)
+        left = _check(deadline, url)
         conn = raw.connection
         if conn is not None and conn.sock is not None:
             conn.sock.settimeout(left)
-        with _map_requests_errors(url):
+        with _map_requests_errors(url, deadline):
             chunk = raw.read1(CHUNK_SIZE, decode_content=True)
         if not chunk:
+            _check(deadline, url)  # an end cut by the watchdog is no end of the body
             return
         yield chunk
 
 
 @contextmanager
-def _map_requests_errors(url: str) -> Iterator[None]:
+def _map_requests_errors(url: str, deadline: Deadline) -> Iterator[None]:
     """Translate requests and urllib3 exceptions into `mirror.errors` (httpx's map_httpcore_exceptions).
+
+    Once the deadline has passed, whatever broke is a timeout: the watchdog's cut of the
+    socket surfaces as a reset, a short read or a broken status line.
 
     Raises:
         FetchError: the translated failure, with the original as its cause.
@@ -415,6 +466,8 @@ def _map_requests_errors(url: str) -> Iterator[None]:
     try:
         yield
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        if deadline.passed():
+            raise _expired(url) from exc
         raise _translate(url, exc) from exc
 
 

@@ -15,7 +15,7 @@ import requests.adapters
 
 from mirror.domain import Conditional, FetchFailure, FetchLimits
 from mirror.fetch import fetch, make_session
-from tests.fixtures_http import GZIP_PAGE, MAC_ROMAN_PAGE, PDF_BYTES, WINDOWS_1252_PAGE, etag_of
+from tests.fixtures_http import GZIP_PAGE, MAC_ROMAN_PAGE, PDF_BYTES, WINDOWS_1252_PAGE, etag_of, response
 
 MB = 1024 * 1024
 FAST = FetchLimits(timeout=5.0, connect_timeout=2.0, retries=0, backoff=0.01, user_agent="mirror-test/1")
@@ -469,3 +469,40 @@ def test_a_proxy_set_in_the_environment_is_used_and_none_set_costs_no_lookups(si
         result = fetch("http://archive.invalid/etext/via-proxy.html", proxied, FAST)
     assert result.error is None or result.error.kind != "dns"  # the proxy, not DNS, answered
     assert [r.path for r in site.requests] == ["http://archive.invalid/etext/via-proxy.html"]
+
+
+# -- the deadline covers every byte, the status line and headers included (issue 11, point 1) --
+
+
+def _slow_header_lines(sock):
+    sock.sendall(b"HTTP/1.1 200 OK\r\n")
+    for n in range(30):
+        time.sleep(1.0)
+        sock.sendall(b"X-Slow-%d: one line a second\r\n" % n)
+
+
+def _one_byte_at_a_time(sock):
+    for byte in response(headers=[(b"Content-Type", b"text/html")], body=b"<p>" + b"x" * 200 + b"</p>"):
+        sock.sendall(bytes([byte]))
+        time.sleep(0.1)
+
+
+def _two_hundred_header_lines(sock):
+    sock.sendall(b"HTTP/1.1 200 OK\r\n")
+    for n in range(200):
+        time.sleep(0.05)
+        sock.sendall(b"X-Line-%d: slowly\r\n" % n)
+    sock.sendall(b"Content-Length: 2\r\n\r\nok")
+
+
+@pytest.mark.parametrize("script", [_slow_header_lines, _one_byte_at_a_time, _two_hundred_header_lines])
+def test_a_server_dripping_its_status_line_and_headers_times_out_at_the_deadline(raw_server, session, script):
+    server = raw_server(script)
+
+    result = fetch(server.url(), session, limits(timeout=2.0, retries=2))
+
+    assert kind(result) == "timeout"
+    assert result.body is None
+    assert 1.9 <= result.elapsed < 2.6  # not when the server stops: the deadline is for every byte
+    assert f"after {result.elapsed:.1f}s" in message(result)  # the real time it held the worker
+    assert len(server.requests) == 1  # a passed deadline is not retried

@@ -13,6 +13,9 @@
   chunks and at its end, so a body cut by the watchdog is never taken for a whole one.
 - The body is hashed while it streams and refused the moment it passes `max_bytes`
   (decoded bytes: a gzip bomb fails as `too_large` without inflating in memory).
+- A Content-Encoding is decoded strictly (`mirror.contentcoding`): a stream cut short,
+  data after its end, or a coding we cannot decode is `bad_content`, never a body.
+  Accept-Encoding names only the codings we decode.
 - Transient failures (connection refused or reset; 429, 500, 502, 503, 504) are
   retried `limits.retries` times, waiting `backoff * 2**n` seconds or Retry-After,
   never past the deadline. Nothing else is retried.
@@ -45,6 +48,7 @@ from urllib3.poolmanager import PoolManager
 from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 
+from mirror import contentcoding
 from mirror.deadline import Deadline
 from mirror.deadline import current as current_deadline
 from mirror.domain import Conditional, FetchFailure, FetchLimits, FetchResult
@@ -86,6 +90,7 @@ def make_session(limits: FetchLimits) -> requests.Session:
     """Return a session for one worker thread: our User-Agent, no retries or redirects below us."""
     session = requests.Session()
     session.headers["User-Agent"] = limits.user_agent
+    session.headers["Accept-Encoding"] = contentcoding.ACCEPT_ENCODING  # what we decode, strictly
     session.max_redirects = limits.max_redirects
     # With trust_env, requests reads the proxy variables again on every request (~3.5% of a
     # check's time): only when a proxy is set (no_proxy needs trust_env too). Otherwise the one
@@ -412,26 +417,35 @@ def _read_body(resp: requests.Response, url: str, max_bytes: int, deadline: Dead
     Raises:
         TooLarge: Content-Length or the decoded bytes passed `max_bytes`.
         Timeout: the deadline passed while reading.
-        BadContent: truncated body or broken encoding.
+        BadContent: truncated body, or a Content-Encoding that does not decode to its end.
     """
     declared = resp.headers.get("content-length", "")
-    encoded = resp.headers.get("content-encoding", "identity").strip().lower() != "identity"
-    if declared.isdigit() and not encoded and int(declared) > max_bytes:
+    encoding = resp.headers.get("content-encoding", "")
+    try:
+        decoder = contentcoding.decoder(encoding)
+    except contentcoding.EncodingError as exc:
+        raise BadContent(url, f"Content-Encoding {exc}") from None
+    if declared.isdigit() and not encoding.strip() and int(declared) > max_bytes:
         raise TooLarge(url, f"Content-Length {declared} is over the limit of {max_bytes} bytes")
     digest = hashlib.sha256()
     parts: list[bytes] = []
     size = 0
-    for chunk in _chunks(resp.raw, url, deadline):
-        size += len(chunk)
-        if size > max_bytes:
-            raise TooLarge(url, f"body passed the limit of {max_bytes} bytes")
-        digest.update(chunk)
-        parts.append(chunk)
+    try:
+        for chunk in _chunks(resp.raw, url, deadline):
+            for piece in decoder.feed(chunk):
+                size += len(piece)
+                if size > max_bytes:
+                    raise TooLarge(url, f"body passed the limit of {max_bytes} bytes")
+                digest.update(piece)
+                parts.append(piece)
+        decoder.finish()
+    except contentcoding.EncodingError as exc:
+        raise BadContent(url, f"Content-Encoding {exc}") from None
     return b"".join(parts), digest.hexdigest()
 
 
 def _chunks(raw: HTTPResponse, url: str, deadline: Deadline) -> Iterator[bytes]:
-    """Yield decoded chunks of at most CHUNK_SIZE bytes until the body ends.
+    """Yield the body's bytes as sent (not decoded), at most CHUNK_SIZE at a time, until it ends.
 
     Not `iter_content`: it blocks until a whole chunk has arrived, so a dripping
     server would hold us for as long as it likes. `read1` returns after one socket
@@ -446,7 +460,7 @@ def _chunks(raw: HTTPResponse, url: str, deadline: Deadline) -> Iterator[bytes]:
         if conn is not None and conn.sock is not None:
             conn.sock.settimeout(left)
         with _map_requests_errors(url, deadline):
-            chunk = raw.read1(CHUNK_SIZE, decode_content=True)
+            chunk = raw.read1(CHUNK_SIZE, decode_content=False)
         if not chunk:
             _check(deadline, url)  # an end cut by the watchdog is no end of the body
             return

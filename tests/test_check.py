@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from structlog.testing import capture_logs
 
 from mirror import log
@@ -219,3 +221,41 @@ def test_windows_1252_page_diff_shows_the_right_characters(site, archive):
     text = version_diff(archive, url)
     assert "-Prix: 5 € – „Zitat“ café" in text
     assert "+Prix: 6 € — „Zitat“ café" in text
+
+
+def _gzip_cut(body: bytes) -> bytes:
+    whole = gzip.compress(body)
+    return whole[: len(whole) // 2]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "broken"),
+    [
+        ("gzip", _gzip_cut),
+        ("gzip", lambda body: gzip.compress(body) + b"trailing garbage"),
+        ("br", lambda body: b""),
+        ("x-unknown", lambda body: body),
+    ],
+    ids=["gzip cut in half", "garbage after gzip", "br over nothing", "unknown coding"],
+)
+def test_a_broken_content_encoding_fails_as_bad_content_and_records_no_version(
+    site, archive, encoding, broken
+):
+    good = page("Minutes", *[f"Item {n} was agreed." for n in range(300)])
+    site.put("/etext/minutes.html", gzip.compress(good), headers={"Content-Encoding": "gzip"})
+    url = site.url("/etext/minutes.html")
+    (target,) = watch(archive, url)
+    checker = checker_for(archive, retries=2)
+    assert checker.check_one(target).outcome == "new"
+
+    site.put("/etext/minutes.html", broken(good), headers={"Content-Encoding": encoding})
+    with capture_logs() as logs:
+        reports = [checker.check_one(target) for _ in range(2)]
+    checker.close()
+
+    assert [(r.outcome, r.error, r.version) for r in reports] == [("failed", "bad_content", 1)] * 2
+    history = archive.history(url)
+    assert [v.sha256 for v in history.versions] == [sha(good)]
+    assert [e.kind for e in history.events] == [log.DOCUMENT_NEW]
+    assert [e["event"] for e in logs if e["event"].startswith("document.")] == []
+    assert archive.version(url).sha256 == sha(good)

@@ -7,8 +7,10 @@ import hashlib
 import http.client
 import time
 import tracemalloc
+import zlib
 from datetime import UTC, datetime
 
+import brotli
 import pytest
 import requests
 import requests.adapters
@@ -506,3 +508,78 @@ def test_a_server_dripping_its_status_line_and_headers_times_out_at_the_deadline
     assert 1.9 <= result.elapsed < 2.6  # not when the server stops: the deadline is for every byte
     assert f"after {result.elapsed:.1f}s" in message(result)  # the real time it held the worker
     assert len(server.requests) == 1  # a passed deadline is not retried
+
+
+# -- a content encoding we cannot decode to its end is bad_content, never a body (point 2) --
+
+PAGE = b"<html><body><p>" + b"The minutes of the meeting, in full. " * 400 + b"</p></body></html>"
+
+
+def _gzip_cut_in_half() -> bytes:
+    whole = gzip.compress(PAGE)
+    return whole[: len(whole) // 2]
+
+
+def _deflate_cut_in_half() -> bytes:
+    whole = zlib.compress(PAGE)
+    return whole[: len(whole) // 2]
+
+
+BROKEN_ENCODINGS = {
+    "gzip cut in half": ("gzip", _gzip_cut_in_half()),
+    "gzip without its trailer": ("gzip", gzip.compress(PAGE)[:-8]),
+    "garbage after the gzip member": ("gzip", gzip.compress(PAGE) + b"<html>garbage</html>"),
+    "deflate cut in half": ("deflate", _deflate_cut_in_half()),
+    "br over bytes that are not brotli": ("br", PAGE),
+    "br over nothing": ("br", b""),
+    "br cut in half": ("br", brotli.compress(PAGE)[: len(brotli.compress(PAGE)) // 2]),
+    "garbage after the br stream": ("br", brotli.compress(PAGE) + b"garbage"),
+    "garbage after the deflate stream": ("deflate", zlib.compress(PAGE) + b"garbage"),
+    "an encoding we do not know": ("x-squeeze", PAGE),
+    "compress (LZW), which we cannot decode": ("compress", PAGE),
+    "gzip twice, one of them broken": ("gzip, gzip", gzip.compress(_gzip_cut_in_half())),
+}
+
+
+@pytest.mark.parametrize(("encoding", "served"), BROKEN_ENCODINGS.values(), ids=BROKEN_ENCODINGS.keys())
+def test_a_body_whose_content_encoding_does_not_decode_to_its_end_is_bad_content(
+    site, session, encoding, served
+):
+    site.put("/etext/minutes.html", served, headers={"Content-Encoding": encoding})
+
+    result = fetch(site.url("/etext/minutes.html"), session, limits(retries=2))
+
+    assert kind(result) == "bad_content"
+    assert encoding.split(",")[0] in message(result)
+    assert (result.status, result.body, result.body_sha256) == (200, None, None)
+    assert site.hits("/etext/minutes.html") == 1
+
+
+GOOD_ENCODINGS = {
+    "gzip": ("gzip", gzip.compress(PAGE)),
+    "x-gzip": ("x-gzip", gzip.compress(PAGE)),
+    "two gzip members": ("gzip", gzip.compress(PAGE[:1000]) + gzip.compress(PAGE[1000:])),
+    "deflate (zlib)": ("deflate", zlib.compress(PAGE)),
+    "deflate (raw, as old servers send it)": ("deflate", zlib.compress(PAGE, wbits=-15)),
+    "br": ("br", brotli.compress(PAGE)),
+    "gzip over deflate": ("deflate, gzip", gzip.compress(zlib.compress(PAGE))),
+    "identity": ("identity", PAGE),
+    "upper case": ("GZIP", gzip.compress(PAGE)),
+}
+
+
+@pytest.mark.parametrize(("encoding", "served"), GOOD_ENCODINGS.values(), ids=GOOD_ENCODINGS.keys())
+def test_a_body_in_an_encoding_we_can_decode_comes_back_decoded(site, session, encoding, served):
+    site.put("/etext/minutes.html", served, headers={"Content-Encoding": encoding})
+
+    result = fetch(site.url("/etext/minutes.html"), session, FAST)
+
+    assert result.error is None
+    assert (result.body, result.body_sha256) == (PAGE, sha(PAGE))
+
+
+def test_we_ask_only_for_the_encodings_we_can_decode(site, session):
+    fetch(site.url("/status/200"), session, FAST)
+
+    asked = {e.strip() for e in site.requests[-1].headers["accept-encoding"].split(",")}
+    assert asked == {"gzip", "deflate", "br"}  # not zstd: no decoder for it here

@@ -19,6 +19,8 @@
 - Transient failures (connection refused or reset; 429, 500, 502, 503, 504) are
   retried `limits.retries` times, waiting `backoff * 2**n` seconds or Retry-After,
   never past the deadline. Nothing else is retried.
+- A 304 to a request that carried no validators is `bad_content`: it cannot mean
+  "unchanged" when nothing was named.
 - Conditional headers (If-None-Match, If-Modified-Since) go to every hop of a
   redirect chain: the validators were taken from the final URL of the last good
   fetch, so only then does a redirected target ever get its 304.
@@ -276,6 +278,7 @@ def _follow(
                 last_location = location
                 answer = None
             elif resp.status_code == 304:
+                _check_not_modified(resp, trail.url)
                 answer = None, None, None
             elif not 200 <= resp.status_code < 300:
                 answer = None, None, FetchFailure("http", _status_line(resp))
@@ -287,6 +290,17 @@ def _follow(
         _release(resp, trail.url, deadline)
         if answer is not None:
             return answer
+
+
+def _check_not_modified(resp: requests.Response, url: str) -> None:
+    """Accept a 304 only as the answer to a request that carried validators.
+
+    Raises:
+        BadContent: a 304 to an unconditional request: there is nothing it could mean.
+    """
+    sent = resp.request.headers
+    if "If-None-Match" not in sent and "If-Modified-Since" not in sent:
+        raise BadContent(url, "HTTP 304 Not Modified to a request that sent no validators")
 
 
 def _release(resp: requests.Response, url: str, deadline: Deadline) -> None:

@@ -259,3 +259,18 @@ def test_a_broken_content_encoding_fails_as_bad_content_and_records_no_version(
     assert [e.kind for e in history.events] == [log.DOCUMENT_NEW]
     assert [e["event"] for e in logs if e["event"].startswith("document.")] == []
     assert archive.version(url).sha256 == sha(good)
+
+
+def test_a_304_to_the_first_check_is_bad_content_and_records_nothing(raw_server, archive):
+    server = raw_server(lambda sock: sock.sendall(b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n"))
+    (target,) = watch(archive, server.url())
+    checker = checker_for(archive)
+    with capture_logs() as logs:
+        report = checker.check_one(target)
+    checker.close()
+
+    assert (report.outcome, report.error, report.version) == ("failed", "bad_content", 0)
+    assert report.http_status == 304
+    assert report.status != "ok"
+    assert archive.history(server.url()).versions == []
+    assert [e["event"] for e in logs if e["event"].startswith("document.")] == []

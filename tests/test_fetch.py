@@ -583,3 +583,30 @@ def test_we_ask_only_for_the_encodings_we_can_decode(site, session):
 
     asked = {e.strip() for e in site.requests[-1].headers["accept-encoding"].split(",")}
     assert asked == {"gzip", "deflate", "br"}  # not zstd: no decoder for it here
+
+
+# -- a 304 answers a conditional request only (point 4) --
+
+
+def _always_304(sock):
+    sock.sendall(response(b"HTTP/1.1 304 Not Modified", [(b"ETag", b'"v1"')], length=False))
+
+
+def test_a_304_to_a_request_without_validators_is_bad_content(raw_server, session):
+    server = raw_server(_always_304)
+
+    result = fetch(server.url(), session, limits(retries=2))
+
+    assert kind(result) == "bad_content"
+    assert "304" in message(result) and "validators" in message(result)
+    assert (result.status, result.body, result.not_modified) == (304, None, True)
+    assert len(server.requests) == 1
+
+
+def test_a_304_to_a_request_with_validators_is_not_modified(raw_server, session):
+    server = raw_server(_always_304)
+
+    result = fetch(server.url(), session, FAST, Conditional(etag='"v1"'))
+
+    assert (result.status, result.error) == (304, None)
+    assert b'if-none-match: "v1"' in server.requests[0].lower()

@@ -28,8 +28,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -70,6 +73,8 @@ DRAIN_BYTES = 64 * 1024  # a redirect's or an error page's body read to keep its
 MAX_RETRY_WAIT = 60.0  # seconds: a Retry-After of a day must not park a worker
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_MESSAGE = 1000  # characters of a failure's message: it goes into logs and the checks table
+_DIGITS = re.compile(r"[0-9]+")
 # Stored with every snapshot: enough to explain a version, small enough to keep.
 KEPT_HEADERS = (
     "content-type", "etag", "last-modified", "content-length", "content-encoding", "content-language",
@@ -90,7 +95,7 @@ def _utcnow() -> datetime:
 
 def make_session(limits: FetchLimits) -> requests.Session:
     """Return a session for one worker thread: our User-Agent, no retries or redirects below us."""
-    session = requests.Session()
+    session = _Session()
     session.headers["User-Agent"] = limits.user_agent
     session.headers["Accept-Encoding"] = contentcoding.ACCEPT_ENCODING  # what we decode, strictly
     session.max_redirects = limits.max_redirects
@@ -108,6 +113,18 @@ def make_session(limits: FetchLimits) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+class _Session(requests.Session):
+    """requests' session, minus its reading of redirects: `_follow` reads them (and survives them).
+
+    Even with `allow_redirects=False`, `Session.send` works out the next request of every
+    redirect (`Response.next`), decoding the Location as UTF-8 and parsing it: a Location
+    in Latin-1 or with a broken IPv6 literal raised out of `session.get` as a crash.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
 
 
 class _Adapter(HTTPAdapter):
@@ -204,6 +221,8 @@ def fetch(
     except FetchError as exc:
         failure = FetchFailure(exc.kind, str(exc))
     elapsed = deadline.elapsed()
+    if failure is not None and len(failure.message) > MAX_MESSAGE:
+        failure = FetchFailure(failure.kind, failure.message[: MAX_MESSAGE - 3] + "...")
     if failure is not None and failure.kind == Timeout.kind:
         # The real time the fetch held a worker, which a dripping server can make longer than the deadline.
         failure = FetchFailure(
@@ -273,6 +292,12 @@ def _follow(
             trail.status = resp.status_code
             trail.headers = _kept_headers(resp, last_location)
             location = resp.headers.get("location")
+            if resp.status_code < 200:
+                # http.client skips 100 Continue only: another 1xx would leave the real answer
+                # unread on a connection the pool would hand to the next request.
+                raise BadContent(
+                    trail.url, f"{_status_line(resp)}: an interim answer where the answer was due"
+                )
             if resp.status_code in REDIRECT_STATUSES and location:
                 trail.url = _next_hop(trail, location, limits.max_redirects, seen)
                 last_location = location
@@ -331,9 +356,17 @@ def _next_hop(trail: _Trail, location: str, max_redirects: int, seen: set[str]) 
         BadContent: the Location is not an http(s) URL.
         TooManyRedirects: a loop, or more than `max_redirects` hops.
     """
-    target = urljoin(trail.url, location.strip())
-    if urlsplit(target).scheme.lower() not in ("http", "https"):
-        raise BadContent(trail.url, f"redirect to a non-http(s) URL: {location!r}")
+    # http.client gives header bytes as Latin-1; a browser reads a Location's bytes as UTF-8.
+    # Not UTF-8: the characters as they came (requests percent-encodes them).
+    with contextlib.suppress(UnicodeError):
+        location = location.encode("latin-1").decode("utf-8")
+    try:
+        target = urljoin(trail.url, location.strip())
+        scheme = urlsplit(target).scheme.lower()
+    except ValueError as exc:  # a broken IPv6 literal, a bad port
+        raise BadContent(trail.url, f"redirect to a bad URL: {_shown(location)} ({exc})") from None
+    if scheme not in ("http", "https"):
+        raise BadContent(trail.url, f"redirect to a non-http(s) URL: {_shown(location)}")
     try:
         target = normalize_url(target)
     except BadURL as exc:
@@ -414,11 +447,11 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if _DIGITS.fullmatch(text):  # not str.isdigit: "²" is a digit to it, and float() refuses it
         return float(text)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -435,6 +468,10 @@ def _read_body(resp: requests.Response, url: str, max_bytes: int, deadline: Dead
     """
     declared = resp.headers.get("content-length", "")
     encoding = resp.headers.get("content-encoding", "")
+    transfer = resp.headers.get("transfer-encoding", "").strip().lower()
+    if transfer not in ("", "chunked", "identity"):
+        # http.client undoes chunked only; any other transfer coding would be stored still coded.
+        raise BadContent(url, f"Transfer-Encoding {_shown(transfer)}: a coding we cannot decode")
     try:
         decoder = contentcoding.decoder(encoding)
     except contentcoding.EncodingError as exc:
@@ -493,7 +530,9 @@ def _map_requests_errors(url: str, deadline: Deadline) -> Iterator[None]:
     """
     try:
         yield
-    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        # A bare ValueError here is the library choking on what a server sent (a header, a
+        # status line); the calls inside the block take nothing else that could be wrong.
         if deadline.passed():
             raise _expired(url) from exc
         raise _translate(url, exc) from exc
@@ -519,9 +558,15 @@ def _translate(url: str, exc: BaseException) -> FetchError:
         return TooManyRedirects(url, str(exc))
     if isinstance(exc, _BODY_ERRORS):
         return BadContent(url, f"broken body ({reason})")
+    # A status line that is no HTTP/1.x one, a header line too long, too many headers, two
+    # Content-Lengths: the host answered, in something we cannot read. A hang-up before any
+    # answer (RemoteDisconnected, a BadStatusLine too) is a connection failure.
+    garbled = (http.client.HTTPException, urllib3.exceptions.InvalidHeader)
+    if wraps(*garbled) and not wraps(http.client.RemoteDisconnected):
+        return BadContent(url, f"an answer that is not HTTP we can read ({reason})")
     bad_request = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, ValueError)
     if isinstance(exc, bad_request) and not isinstance(exc, requests.exceptions.ConnectionError):
-        return BadContent(url, f"cannot request this URL ({exc})")
+        return BadContent(url, f"cannot request this URL ({_shown(str(exc))})")
     return ConnectFailed(url, reason)
 
 
@@ -577,6 +622,11 @@ def _status_line(resp: requests.Response) -> str:
         except ValueError:
             reason = ""
     return f"HTTP {resp.status_code} {reason}".rstrip()
+
+
+def _shown(text: str, limit: int = 200) -> str:
+    """Return a value a server sent, quoted and cut short, for a message."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _normalized(url: str) -> str:

@@ -274,3 +274,51 @@ def test_a_304_to_the_first_check_is_bad_content_and_records_nothing(raw_server,
     assert report.status != "ok"
     assert archive.history(server.url()).versions == []
     assert [e["event"] for e in logs if e["event"].startswith("document.")] == []
+
+
+def test_a_location_that_cannot_be_parsed_fails_the_check_without_a_crash(raw_server, archive):
+    server = raw_server(lambda sock: sock.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\n\r\n"))
+    (target,) = watch(archive, server.url())
+    checker = checker_for(archive)
+    with capture_logs() as logs:
+        report = checker.run_round([target], concurrency=1)
+    checker.close()
+
+    assert report.crashed == ()
+    assert [(c.outcome, c.error, c.http_status) for c in report.checks] == [("failed", "bad_content", 302)]
+    assert "check.crashed" not in [e["event"] for e in logs]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "declared"),
+    [
+        ("text/html; charset=base64", ""),
+        ("text/plain; charset=rot13", ""),
+        ("text/html; charset=undefined", ""),
+        ("text/html; charset=idna", ""),
+        ("text/html", '<meta charset="zlib">'),
+        ("text/html", '<meta http-equiv="Content-Type" content="text/html; charset=uu">'),
+    ],
+)
+def test_a_charset_that_is_no_text_encoding_is_ignored_and_the_change_is_diffed(
+    site, archive, content_type, declared
+):
+    def served(words: str) -> bytes:
+        return f"<html><head>{declared}</head><body><p>{words}</p></body></html>".encode()
+
+    site.put("/etext/odd.html", served("Minutes of the first meeting, café."), content_type=content_type)
+    url = site.url("/etext/odd.html")
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    first = checker.run_round([target], concurrency=1)
+    site.put("/etext/odd.html", served("Minutes of the second meeting, café."), content_type=content_type)
+    with capture_logs() as logs:
+        second = checker.run_round([target], concurrency=1)
+    checker.close()
+
+    assert (first.crashed, second.crashed) == ((), ())
+    assert [c.outcome for c in (*first.checks, *second.checks)] == ["new", "changed"]
+    (changed,) = [e for e in logs if e["event"] == log.DOCUMENT_CHANGED]
+    assert (changed["lines_added"], changed["lines_removed"]) == (1, 1)
+    added = [line for line in version_diff(archive, url).splitlines() if line.startswith("+")]
+    assert "Minutes of the second meeting, café." in added[-1]

@@ -610,3 +610,122 @@ def test_a_304_to_a_request_with_validators_is_not_modified(raw_server, session)
 
     assert (result.status, result.error) == (304, None)
     assert b'if-none-match: "v1"' in server.requests[0].lower()
+
+
+# -- every value a server sends is hostile input: a documented kind, never a crash (point 5) --
+
+OK_BODY = b"<html><body><p>Fine.</p></body></html>"
+
+
+def redirect_to(location: bytes) -> bytes:
+    return response(b"HTTP/1.1 302 Found", [(b"Location", location)])
+
+
+HOSTILE_ANSWERS = {
+    "Location with a broken IPv6 literal": (redirect_to(b"http://[::1"), "bad_content", "redirect"),
+    "Location with a port out of range": (
+        redirect_to(b"http://example.org:99999/"),
+        "bad_content",
+        "redirect",
+    ),
+    "Location in Latin-1, not UTF-8": (redirect_to(b"/caf\xe9.html"), "too_many_redirects", "/café.html"),
+    "Location with a host IDNA refuses": (
+        redirect_to("http://a\u200bb.example/".encode()),
+        "bad_content",
+        "IDNA",
+    ),
+    "Location to ftp": (redirect_to(b"ftp://example.org/"), "bad_content", "ftp://"),
+    "Retry-After in superscript digits": (
+        response(b"HTTP/1.1 503 Busy", [(b"Retry-After", "²".encode("latin-1"))]),
+        "http",
+        "503",
+    ),
+    "Retry-After of 400 digits": (
+        response(b"HTTP/1.1 503 Busy", [(b"Retry-After", b"9" * 400)]),
+        "http",
+        "503",
+    ),
+    "Retry-After negative": (response(b"HTTP/1.1 503 Busy", [(b"Retry-After", b"-5")]), "http", "503"),
+    "Retry-After in the year 99999": (
+        response(b"HTTP/1.1 503 Busy", [(b"Retry-After", b"Mon, 01 Jan 99999 00:00:00 GMT")]),
+        "http",
+        "503",
+    ),
+    "Retry-After in the year 9999": (
+        response(b"HTTP/1.1 503 Busy", [(b"Retry-After", b"Fri, 31 Dec 9999 23:59:59 GMT")]),
+        "http",
+        "503",
+    ),
+    "two different Content-Lengths": (
+        response(headers=[(b"Content-Length", b"9"), (b"Content-Length", b"20")], body=OK_BODY, length=False),
+        "bad_content",
+        "Content-Length",
+    ),
+    "a Content-Length of 40 digits": (
+        response(headers=[(b"Content-Length", b"9" * 40)], body=OK_BODY, length=False),
+        "too_large",
+        "Content-Length",
+    ),
+    "a status that is not a number": (b"HTTP/1.1 abc OK\r\n\r\n", "bad_content", "abc"),
+    "a status of two digits": (b"HTTP/1.1 42 OK\r\nContent-Length: 0\r\n\r\n", "bad_content", "42"),
+    "a status of four digits": (b"HTTP/1.1 1000 OK\r\nContent-Length: 0\r\n\r\n", "bad_content", "1000"),
+    "a status of 999": (response(b"HTTP/1.1 999 Weird", body=OK_BODY), "http", "HTTP 999"),
+    "an interim 103 where the answer was due": (
+        response(b"HTTP/1.1 103 Early Hints", [(b"Link", b"</s.css>")], length=False)
+        + response(body=b"<p>the real answer</p>"),
+        "bad_content",
+        "103",
+    ),
+    "101 Switching Protocols, never asked for": (
+        response(b"HTTP/1.1 101 Switching Protocols", [(b"Upgrade", b"h2c")], length=False),
+        "bad_content",
+        "101",
+    ),
+    "not HTTP at all": (b"SSH-2.0-OpenSSH_9.6\r\n", "bad_content", "SSH-2.0"),
+    "an HTTP/0.9 answer": (b"<html><body>no status line</body></html>", "bad_content", ""),
+    "a header line of 70,000 bytes": (
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n",
+        "bad_content",
+        "header",
+    ),
+    "150 headers": (
+        b"HTTP/1.1 200 OK\r\n"
+        + b"".join(b"X-%d: a\r\n" % n for n in range(150))
+        + b"Content-Length: 0\r\n\r\n",
+        "bad_content",
+        "headers",
+    ),
+    "a chunk size that is not hex": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        "bad_content",
+        "",
+    ),
+    "a Transfer-Encoding we cannot decode": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n" + OK_BODY,
+        "bad_content",
+        "Transfer-Encoding",
+    ),
+}
+
+
+@pytest.mark.parametrize(("answer", "expected", "said"), HOSTILE_ANSWERS.values(), ids=HOSTILE_ANSWERS.keys())
+def test_a_hostile_answer_is_a_documented_failure_kind_never_a_crash(
+    raw_server, session, answer, expected, said
+):
+    server = raw_server(lambda sock: sock.sendall(answer))
+
+    result = fetch(server.url(), session, limits(timeout=3.0, retries=1), sleep=Sleeps())
+
+    assert kind(result) == expected
+    assert said in message(result)
+    assert result.body is None
+    assert len(message(result)) <= 1000
+
+
+def test_a_long_redirect_loop_url_does_not_make_a_long_message(raw_server, session):
+    server = raw_server(lambda sock: sock.sendall(redirect_to(b"/" + b"a" * 60_000)))
+
+    result = fetch(server.url(), session, FAST)
+
+    assert kind(result) == "too_many_redirects"
+    assert len(message(result)) <= 1000

@@ -66,7 +66,7 @@ from mirror.errors import (
     TooLarge,
     TooManyRedirects,
 )
-from mirror.urls import BadURL, normalize_url
+from mirror.urls import BadURL, mask_userinfo, normalize_url
 
 CHUNK_SIZE = 64 * 1024
 DRAIN_BYTES = 64 * 1024  # a redirect's or an error page's body read to keep its connection; longer: closed
@@ -221,8 +221,12 @@ def fetch(
     except FetchError as exc:
         failure = FetchFailure(exc.kind, str(exc))
     elapsed = deadline.elapsed()
-    if failure is not None and len(failure.message) > MAX_MESSAGE:
-        failure = FetchFailure(failure.kind, failure.message[: MAX_MESSAGE - 3] + "...")
+    if failure is not None:
+        # Messages quote what servers and libraries said: a Location's password, a proxy's.
+        message = mask_userinfo(failure.message)
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
+        failure = FetchFailure(failure.kind, message)
     if failure is not None and failure.kind == Timeout.kind:
         # The real time the fetch held a worker, which a dripping server can make longer than the deadline.
         failure = FetchFailure(
@@ -611,6 +615,8 @@ def _kept_headers(resp: requests.Response, last_location: str | None) -> dict[st
     kept = {name: resp.headers[name] for name in KEPT_HEADERS if name in resp.headers}
     if last_location is not None:
         kept.setdefault("location", last_location)  # where the last redirect pointed
+    if "location" in kept:
+        kept["location"] = mask_userinfo(kept["location"])  # stored with the snapshot
     return kept
 
 

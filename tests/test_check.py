@@ -322,3 +322,50 @@ def test_a_charset_that_is_no_text_encoding_is_ignored_and_the_change_is_diffed(
     assert (changed["lines_added"], changed["lines_removed"]) == (1, 1)
     added = [line for line in version_diff(archive, url).splitlines() if line.startswith("+")]
     assert "Minutes of the second meeting, café." in added[-1]
+
+
+SECRET = "s3cretPW"  # noqa: S105 - the password a hostile redirect carries
+
+
+def store_text(engine) -> str:
+    """Return every row of every table of the store as text, as someone grepping a dump would see it."""
+    from sqlalchemy import MetaData, select
+
+    meta = MetaData()
+    meta.reflect(engine)
+    with engine.connect() as conn:
+        return "\n".join(repr(row) for table in meta.sorted_tables for row in conn.execute(select(table)))
+
+
+def test_a_redirect_to_a_url_with_a_password_logs_and_stores_no_password(raw_server, archive, engine):
+    location = f"http://admin:{SECRET}@127.0.0.1:1/private/report.html".encode()
+    server = raw_server(
+        lambda sock: sock.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\n\r\n")
+    )
+    (target,) = watch(archive, server.url())
+    checker = checker_for(archive)
+    with capture_logs() as logs:
+        report = checker.run_round([target], concurrency=1)
+    checker.close()
+
+    assert [(c.outcome, c.error) for c in report.checks] == [("failed", "bad_content")]
+    (failed,) = [e for e in logs if e["event"] == log.CHECK_FAILED]
+    assert "admin:***@127.0.0.1:1" in failed["message"]
+    assert SECRET not in repr(logs)
+    assert SECRET not in store_text(engine)
+
+
+def test_a_location_header_with_a_password_on_a_page_is_stored_masked(site, archive, engine):
+    body = page("Report", "The annual report.")
+    site.put("/etext/report.html", body, headers={"Location": f"http://admin:{SECRET}@mirror.example/r.html"})
+    url = site.url("/etext/report.html")
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    with capture_logs() as logs:
+        assert checker.check_one(target).outcome == "new"
+    checker.close()
+
+    assert archive.version(url).sha256 == sha(body)
+    assert "http://admin:***@mirror.example/r.html" in store_text(engine)
+    assert SECRET not in store_text(engine)
+    assert SECRET not in repr(logs)

@@ -635,6 +635,12 @@ HOSTILE_ANSWERS = {
         "IDNA",
     ),
     "Location to ftp": (redirect_to(b"ftp://example.org/"), "bad_content", "ftp://"),
+    "Location with a NUL byte": (redirect_to(b"/etext/a\x00b.html"), "bad_content", "control character"),
+    "Location with a password": (
+        redirect_to(b"http://admin:s3cretPW@example.org/"),
+        "bad_content",
+        "admin:***@",
+    ),
     "Retry-After in superscript digits": (
         response(b"HTTP/1.1 503 Busy", [(b"Retry-After", "²".encode("latin-1"))]),
         "http",

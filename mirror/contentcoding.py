@@ -67,6 +67,11 @@ class Decoder:
     def __init__(self, codings: list[_Coding]) -> None:
         self._codings = codings
 
+    @property
+    def codings(self) -> int:
+        """Return how many codings the body is in (0: as it is)."""
+        return len(self._codings)
+
     def feed(self, data: bytes, piece: int = PIECE) -> Iterator[bytes]:
         """Yield the decoded bytes of `data`, at most `piece` bytes at a time.
 

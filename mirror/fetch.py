@@ -21,6 +21,12 @@
   never past the deadline. Nothing else is retried.
 - A 304 to a request that carried no validators is `bad_content`: it cannot mean
   "unchanged" when nothing was named.
+- Everything a server sends is hostile input. A status line that is not HTTP/1.x, an
+  interim 1xx where the answer was due, an oversized or duplicated header, a Location
+  that cannot be parsed (or that carries a password or a control character), a
+  transfer coding we cannot undo: `bad_content`, never an exception out of `fetch`.
+  Messages are masked (`mask_userinfo`) and cut at MAX_MESSAGE characters; a kept
+  header value longer than MAX_KEPT_HEADER is not kept.
 - Conditional headers (If-None-Match, If-Modified-Since) go to every hop of a
   redirect chain: the validators were taken from the final URL of the last good
   fetch, so only then does a redirected target ever get its 304.
@@ -74,6 +80,9 @@ MAX_RETRY_WAIT = 60.0  # seconds: a Retry-After of a day must not park a worker
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_MESSAGE = 1000  # characters of a failure's message: it goes into logs and the checks table
+MAX_KEPT_HEADER = (
+    2048  # characters of a kept header value: 11 headers of 64 KB each would bloat every snapshot
+)
 _DIGITS = re.compile(r"[0-9]+")
 # Stored with every snapshot: enough to explain a version, small enough to keep.
 KEPT_HEADERS = (
@@ -480,7 +489,7 @@ def _read_body(resp: requests.Response, url: str, max_bytes: int, deadline: Dead
         decoder = contentcoding.decoder(encoding)
     except contentcoding.EncodingError as exc:
         raise BadContent(url, f"Content-Encoding {exc}") from None
-    if declared.isdigit() and not encoding.strip() and int(declared) > max_bytes:
+    if declared.isdigit() and not decoder.codings and int(declared) > max_bytes:
         raise TooLarge(url, f"Content-Length {declared} is over the limit of {max_bytes} bytes")
     digest = hashlib.sha256()
     parts: list[bytes] = []
@@ -612,7 +621,11 @@ def _conditional_headers(conditional: Conditional) -> dict[str, str]:
 
 
 def _kept_headers(resp: requests.Response, last_location: str | None) -> dict[str, str]:
-    kept = {name: resp.headers[name] for name in KEPT_HEADERS if name in resp.headers}
+    kept = {
+        name: resp.headers[name]
+        for name in KEPT_HEADERS
+        if name in resp.headers and len(resp.headers[name]) <= MAX_KEPT_HEADER
+    }
     if last_location is not None:
         kept.setdefault("location", last_location)  # where the last redirect pointed
     if "location" in kept:

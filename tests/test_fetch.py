@@ -735,3 +735,15 @@ def test_a_long_redirect_loop_url_does_not_make_a_long_message(raw_server, sessi
 
     assert kind(result) == "too_many_redirects"
     assert len(message(result)) <= 1000
+
+
+def test_a_header_value_too_long_to_keep_is_not_kept(site, session):
+    site.put(
+        "/etext/long.html", "<p>Short page, long header.</p>", headers={"Content-Language": "de, " * 1000}
+    )
+
+    result = fetch(site.url("/etext/long.html"), session, FAST)
+
+    assert result.body == b"<p>Short page, long header.</p>"
+    assert "content-language" not in result.headers
+    assert "etag" in result.headers

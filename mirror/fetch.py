@@ -84,6 +84,7 @@ MAX_KEPT_HEADER = (
     2048  # characters of a kept header value: 11 headers of 64 KB each would bloat every snapshot
 )
 _DIGITS = re.compile(r"[0-9]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Stored with every snapshot: enough to explain a version, small enough to keep.
 KEPT_HEADERS = (
     "content-type", "etag", "last-modified", "content-length", "content-encoding", "content-language",
@@ -231,8 +232,9 @@ def fetch(
         failure = FetchFailure(exc.kind, str(exc))
     elapsed = deadline.elapsed()
     if failure is not None:
-        # Messages quote what servers and libraries said: a Location's password, a proxy's.
-        message = mask_userinfo(failure.message)
+        # Messages quote what servers and libraries said: a Location's password, a proxy's,
+        # control characters (PostgreSQL cannot store a NUL; a log line must stay one line).
+        message = _printable(mask_userinfo(failure.message))
         if len(message) > MAX_MESSAGE:
             message = message[: MAX_MESSAGE - 3] + "..."
         failure = FetchFailure(failure.kind, message)
@@ -621,10 +623,14 @@ def _conditional_headers(conditional: Conditional) -> dict[str, str]:
 
 
 def _kept_headers(resp: requests.Response, last_location: str | None) -> dict[str, str]:
+    # A value with a control character is no header value (RFC 9110 5.5), and PostgreSQL
+    # cannot store a NUL: one would stop the round's writer with a store error.
     kept = {
-        name: resp.headers[name]
+        name: value
         for name in KEPT_HEADERS
-        if name in resp.headers and len(resp.headers[name]) <= MAX_KEPT_HEADER
+        if (value := resp.headers.get(name)) is not None
+        and len(value) <= MAX_KEPT_HEADER
+        and not _CONTROL.search(value.replace("\t", " "))
     }
     if last_location is not None:
         kept.setdefault("location", last_location)  # where the last redirect pointed
@@ -640,7 +646,12 @@ def _status_line(resp: requests.Response) -> str:
             reason = HTTPStatus(resp.status_code).phrase
         except ValueError:
             reason = ""
-    return f"HTTP {resp.status_code} {reason}".rstrip()
+    return _printable(f"HTTP {resp.status_code} {reason}".rstrip())
+
+
+def _printable(text: str) -> str:
+    """Return `text` with each control character written as an escape (\\x00)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 def _shown(text: str, limit: int = 200) -> str:

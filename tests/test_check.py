@@ -369,3 +369,33 @@ def test_a_location_header_with_a_password_on_a_page_is_stored_masked(site, arch
     assert "http://admin:***@mirror.example/r.html" in store_text(engine)
     assert SECRET not in store_text(engine)
     assert SECRET not in repr(logs)
+
+
+NUL_ANSWERS = {
+    "a NUL in the Content-Type and the ETag of a page": (
+        b'HTTP/1.1 200 OK\r\nContent-Type: text/html\x00\r\nETag: "v\x001"\r\nContent-Length: 13\r\n'
+        b"Connection: close\r\n\r\n<p>A page</p>",
+        "new",
+    ),
+    "a NUL in the reason phrase of a 404": (
+        b"HTTP/1.1 404 Not\x00Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "failed",
+    ),
+    "a NUL in a status line that is no HTTP": (b"HTTP/1.1 2\x0000 OK\r\n\r\n", "failed"),
+}
+
+
+@pytest.mark.parametrize(("answer", "outcome"), NUL_ANSWERS.values(), ids=NUL_ANSWERS.keys())
+def test_a_nul_byte_in_what_a_server_sends_is_recorded_without_a_store_error(
+    raw_server, archive, answer, outcome
+):
+    # PostgreSQL text cannot hold a NUL: one such value used to stop the whole round with a store error.
+    server = raw_server(lambda sock: sock.sendall(answer))
+    (target,) = watch(archive, server.url())
+    checker = checker_for(archive)
+    report = checker.run_round([target], concurrency=1)
+    checker.close()
+
+    assert report.crashed == ()
+    assert [c.outcome for c in report.checks] == [outcome]
+    assert archive.state_of(server.url()).consecutive_failures == (outcome == "failed")

@@ -313,6 +313,8 @@ def _follow(
                 raise BadContent(
                     trail.url, f"{_status_line(resp)}: an interim answer where the answer was due"
                 )
+            if resp.status_code == 206:  # we never send Range: a part is no version of the document
+                raise BadContent(trail.url, f"{_status_line(resp)} to a request for the whole document")
             if resp.status_code in REDIRECT_STATUSES and location:
                 trail.url = _next_hop(trail, location, limits.max_redirects, seen)
                 last_location = location

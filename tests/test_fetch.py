@@ -687,6 +687,11 @@ HOSTILE_ANSWERS = {
         "bad_content",
         "101",
     ),
+    "206 Partial Content, never asked for": (
+        response(b"HTTP/1.1 206 Partial Content", [(b"Content-Range", b"bytes 0-9/100")], b"<p>Half of"),
+        "bad_content",
+        "206",
+    ),
     "not HTTP at all": (b"SSH-2.0-OpenSSH_9.6\r\n", "bad_content", "SSH-2.0"),
     "an HTTP/0.9 answer": (b"<html><body>no status line</body></html>", "bad_content", ""),
     "a header line of 70,000 bytes": (

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import os
 import socket
 import threading
@@ -153,10 +154,13 @@ class _Watchdog:
         while True:
             with self._cond:
                 due = self._next_due()
-            if due is not None and due._fire():
-                self.arm(due, time.monotonic() + REFIRE)
+            try:
+                if due._fire():
+                    self.arm(due, time.monotonic() + REFIRE)
+            except Exception:  # a bug here must not end the thread: every later deadline would go unenforced
+                logging.getLogger(__name__).exception("the deadline watchdog failed to fire a deadline")
 
-    def _next_due(self) -> Deadline | None:
+    def _next_due(self) -> Deadline:
         """Return the next deadline that has passed, waiting for it; drop ended fetches on the way."""
         while True:
             while self._heap and not self._heap[0][2]._armed:

@@ -80,9 +80,8 @@ MAX_RETRY_WAIT = 60.0  # seconds: a Retry-After of a day must not park a worker
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_MESSAGE = 1000  # characters of a failure's message: it goes into logs and the checks table
-MAX_KEPT_HEADER = (
-    2048  # characters of a kept header value: 11 headers of 64 KB each would bloat every snapshot
-)
+# Characters of a kept header value: a hostile server's 64 KB values would bloat every snapshot.
+MAX_KEPT_HEADER = 2048
 _DIGITS = re.compile(r"[0-9]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Stored with every snapshot: enough to explain a version, small enough to keep.

@@ -16,17 +16,18 @@
 - A Content-Encoding is decoded strictly (`mirror.contentcoding`): a stream cut short,
   data after its end, or a coding we cannot decode is `bad_content`, never a body.
   Accept-Encoding names only the codings we decode.
-- Transient failures (connection refused or reset; 429, 500, 502, 503, 504) are
-  retried `limits.retries` times, waiting `backoff * 2**n` seconds or Retry-After,
-  never past the deadline. Nothing else is retried.
 - A 304 to a request that carried no validators is `bad_content`: it cannot mean
   "unchanged" when nothing was named.
 - Everything a server sends is hostile input. A status line that is not HTTP/1.x, an
-  interim 1xx where the answer was due, an oversized or duplicated header, a Location
-  that cannot be parsed (or that carries a password or a control character), a
-  transfer coding we cannot undo: `bad_content`, never an exception out of `fetch`.
-  Messages are masked (`mask_userinfo`) and cut at MAX_MESSAGE characters; a kept
-  header value longer than MAX_KEPT_HEADER is not kept.
+  interim 1xx where the answer was due, a 206 never asked for, an oversized or
+  duplicated header, a Location that cannot be parsed (or that carries a password or a
+  control character), a transfer coding we cannot undo: `bad_content`, never an
+  exception out of `fetch`. Messages are masked (`mask_userinfo`), control characters
+  escaped, and cut at MAX_MESSAGE characters; a kept header value longer than
+  MAX_KEPT_HEADER, or with a control character, is not kept.
+- Transient failures (connection refused or reset; 429, 500, 502, 503, 504) are
+  retried `limits.retries` times, waiting `backoff * 2**n` seconds or Retry-After,
+  never past the deadline. Nothing else is retried.
 - Conditional headers (If-None-Match, If-Modified-Since) go to every hop of a
   redirect chain: the validators were taken from the final URL of the last good
   fetch, so only then does a redirected target ever get its 304.

@@ -5,8 +5,8 @@ stream cut short (with a Content-Length that matches the cut) gives what inflate
 garbage after a gzip member is dropped, a coding it does not know passes through undecoded,
 and a brotli or deflate stream that never ends gives what it gave. Here:
 
-- `ACCEPT_ENCODING` names exactly the codings `decoder()` can decode (`br` only when the
-  brotli module, 1.2 or later, is there); fetch sends it as Accept-Encoding.
+- `accept_encoding()` names exactly the codings `decoder()` can decode (`br` only when
+  the brotli module, 1.2 or later, is there); fetch sends it as Accept-Encoding.
 - `decoder(content_encoding)` returns a `Decoder` for a Content-Encoding value; a list
   (codings in the order they were applied) is decoded last coding first.
 - `Decoder.feed(data)` yields the decoded bytes in pieces of at most `piece` bytes, so a
@@ -45,7 +45,6 @@ def _brotli_usable() -> bool:
 
 
 _BROTLI = _brotli_usable()
-ACCEPT_ENCODING = "gzip, deflate, br" if _BROTLI else "gzip, deflate"
 _IDENTITY = frozenset({"", "identity"})
 
 
@@ -118,7 +117,12 @@ def _coding(name: str) -> _Coding:
         return _Deflate(name)
     if name == "br" and _BROTLI:
         return _Brotli(name)
-    raise EncodingError(f"{name!r}: a coding we cannot decode (we ask for {ACCEPT_ENCODING})")
+    raise EncodingError(f"{name!r}: a coding we cannot decode (we ask for {accept_encoding()})")
+
+
+def accept_encoding() -> str:
+    """Return the Accept-Encoding value that names what `decoder()` decodes."""
+    return "gzip, deflate, br" if _BROTLI else "gzip, deflate"
 
 
 def _inflate(obj: Any, name: str, data: bytes, piece: int) -> Iterator[bytes]:

@@ -107,7 +107,7 @@ def make_session(limits: FetchLimits) -> requests.Session:
     """Return a session for one worker thread: our User-Agent, no retries or redirects below us."""
     session = _Session()
     session.headers["User-Agent"] = limits.user_agent
-    session.headers["Accept-Encoding"] = contentcoding.ACCEPT_ENCODING  # what we decode, strictly
+    session.headers["Accept-Encoding"] = contentcoding.accept_encoding()  # what we decode, strictly
     session.max_redirects = limits.max_redirects
     # With trust_env, requests reads the proxy variables again on every request (~3.5% of a
     # check's time): only when a proxy is set (no_proxy needs trust_env too). Otherwise the one
@@ -484,7 +484,8 @@ def _read_body(resp: requests.Response, url: str, max_bytes: int, deadline: Dead
         BadContent: truncated body, or a Content-Encoding that does not decode to its end.
     """
     declared = resp.headers.get("content-length", "")
-    encoding = resp.headers.get("content-encoding", "")
+    # A 204 has no body to decode, whatever coding it names.
+    encoding = resp.headers.get("content-encoding", "") if resp.status_code != 204 else ""
     transfer = resp.headers.get("transfer-encoding", "").strip().lower()
     if transfer not in ("", "chunked", "identity"):
         # http.client undoes chunked only; any other transfer coding would be stored still coded.

@@ -15,6 +15,7 @@ import pytest
 import requests
 import requests.adapters
 
+from mirror import contentcoding
 from mirror.domain import Conditional, FetchFailure, FetchLimits
 from mirror.fetch import fetch, make_session
 from tests.fixtures_http import GZIP_PAGE, MAC_ROMAN_PAGE, PDF_BYTES, WINDOWS_1252_PAGE, etag_of, response
@@ -752,3 +753,25 @@ def test_a_header_value_too_long_to_keep_is_not_kept(site, session):
     assert result.body == b"<p>Short page, long header.</p>"
     assert "content-language" not in result.headers
     assert "etag" in result.headers
+
+
+def test_without_the_brotli_module_br_is_neither_asked_for_nor_taken(site, monkeypatch):
+    monkeypatch.setattr(contentcoding, "_BROTLI", False)  # as on a system without the brotli module
+    site.put("/etext/minutes.html", brotli.compress(PAGE), headers={"Content-Encoding": "br"})
+
+    with make_session(FAST) as own:
+        result = fetch(site.url("/etext/minutes.html"), own, FAST)
+
+    assert site.requests[-1].headers["accept-encoding"] == "gzip, deflate"
+    assert kind(result) == "bad_content"
+    assert "'br': a coding we cannot decode" in message(result)
+
+
+def test_a_204_naming_a_coding_is_an_empty_answer(raw_server, session):
+    server = raw_server(
+        lambda sock: sock.sendall(b"HTTP/1.1 204 No Content\r\nContent-Encoding: gzip\r\n\r\n")
+    )
+
+    result = fetch(server.url(), session, FAST)
+
+    assert (result.status, result.error, result.body) == (204, None, b"")

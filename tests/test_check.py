@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
@@ -399,3 +403,27 @@ def test_a_nul_byte_in_what_a_server_sends_is_recorded_without_a_store_error(
     assert report.crashed == ()
     assert [c.outcome for c in report.checks] == [outcome]
     assert archive.state_of(server.url()).consecutive_failures == (outcome == "failed")
+
+
+def test_mirror_check_survives_a_location_that_cannot_be_parsed(raw_server, database_url, tmp_path):
+    server = raw_server(lambda sock: sock.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\n\r\n"))
+    config = tmp_path / "mirror.toml"
+    config.write_text(f'targets = ["{server.url()}"]\n[fetch]\nretries = 0\n')
+    env = {**os.environ, "MIRROR_DATABASE_URL": database_url}
+    env.pop("MIRROR_CONFIG", None)
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "mirror", "--config", str(config), "check", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert "check.crashed" not in [e["event"] for e in events]
+    (failed,) = [e for e in events if e["event"] == "check.failed"]
+    assert (failed["error"], failed["status"]) == ("bad_content", 302)
+    assert "http://[::1" in failed["message"]

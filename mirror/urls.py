@@ -19,7 +19,8 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # The user info of a URL inside any text: from "scheme://" to the last "@" before the path.
-_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#\s'\"<>]*)@")
+# Bounded, so that a long run of letters (a diff, a page's text) costs linear time, not quadratic.
+_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}://)([^/?#\s'\"<>]{0,1024})@")
 
 
 class BadURL(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 
@@ -96,3 +97,14 @@ def test_a_refused_url_is_quoted_without_its_password(url):
 
     assert "s3cretPW" not in str(refused.value)
     assert "admin:***@" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "text", ["a" * 200_000 + "@", "a." * 100_000 + "@", ("http://" + "a" * 50) * 4000 + "@"]
+)
+def test_masking_a_long_text_takes_linear_time(text):
+    started = time.perf_counter()
+
+    mask_userinfo(text)
+
+    assert time.perf_counter() - started < 0.5  # a quadratic scan of these takes minutes

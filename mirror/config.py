@@ -62,6 +62,7 @@ DEFAULT_RETRIES = 2
 DEFAULT_USER_AGENT = f"mirror/{__version__} (+{PROJECT_URL})"
 DEFAULT_MISSING_AFTER = 3
 DEFAULT_MAX_PAGES = 10_000
+MAX_HEADER_VALUE = 1000  # characters of a header value we send (servers refuse lines of 8 KB and more)
 
 _UNITS = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 # "ms" comes before "m" so that "500ms" is not read as 500 minutes and a stray "s".
@@ -114,7 +115,33 @@ def _database_url(value: object) -> object:
     return value
 
 
+def _header_value(value: object) -> object:
+    """Refuse a string that cannot be sent as an HTTP header value as it is written.
+
+    requests would send a CR LF on as a second header (or refuse it on every request), and
+    characters outside Latin-1 cannot be encoded at all: every check would fail, and the
+    failures would make documents "disappear". RFC 9110 5.5: visible characters and spaces.
+    """
+    if not isinstance(value, str):
+        return value  # the type check comes after
+    if value != value.strip():
+        raise ValueError(f"leading or trailing white space, got {value!r}")
+    if len(value) > MAX_HEADER_VALUE:
+        raise ValueError(f"longer than {MAX_HEADER_VALUE} characters ({len(value)})")
+    for char in value:
+        if char < " " or char == "\x7f":
+            raise ValueError(
+                f"a control character (U+{ord(char):04X}) cannot be sent in a header, got {value!r}"
+            )
+        if char > "\xff":
+            raise ValueError(
+                f"{char!r} (U+{ord(char):04X}) cannot be sent in a header (Latin-1 only), got {value!r}"
+            )
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+HeaderValue = Annotated[str, BeforeValidator(_header_value)]
 PositiveDuration = Annotated[timedelta, BeforeValidator(_positive_duration)]
 
 
@@ -150,7 +177,7 @@ class FetchConfig(_Section):
     max_bytes: Annotated[ByteSize, Field(gt=0)] = ByteSize(DEFAULT_MAX_BYTES)
     max_redirects: int = Field(default=DEFAULT_MAX_REDIRECTS, ge=0)
     retries: int = Field(default=DEFAULT_RETRIES, ge=0)
-    user_agent: str = Field(default=DEFAULT_USER_AGENT, min_length=1)
+    user_agent: HeaderValue = Field(default=DEFAULT_USER_AGENT, min_length=1)
 
     def limits(self) -> FetchLimits:
         """Return the `FetchLimits` for `fetch`, with seconds as floats."""

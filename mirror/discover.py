@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from mirror.text import decode, is_text
-from mirror.urls import BadURL, normalize_url
+from mirror.urls import BadURL, mask_userinfo, normalize_url
 
 # The sitemap protocol caps a sitemap at 50 MB uncompressed; a gzip'd one inflating past
 # that is a bomb, not a sitemap.
@@ -58,7 +58,7 @@ def canonical_url(url: str) -> str:
 
         escaped = safe_url_string(_URL_WHITESPACE_RE.sub("", url.strip()))
     except ValueError as exc:  # a port out of range, a broken IPv6 literal
-        raise BadURL(f"not a URL: {url!r} ({exc})") from None
+        raise BadURL(f"not a URL: {mask_userinfo(repr(url))} ({exc})") from None
     parts = urlsplit(normalize_url(str(escaped)))
     path = _remove_dot_segments(_DOT_RE.sub(".", parts.path))
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))

@@ -16,7 +16,8 @@
     │   ├── DnsFailed                              the host name does not resolve
     │   ├── TooLarge                               the body passed max_bytes
     │   ├── TooManyRedirects                       a loop or a long chain
-    │   └── BadContent                             truncated body, broken gzip
+    │   └── BadContent                             truncated body, broken encoding, no HTTP we
+    │                                              can read, a bad redirect, a 304 never asked for
     └── RestoreError(path, problem)                                               → exit 2
         ├── UnsafePath                             a URL maps outside the target folder
         └── FileExists                             refusing to overwrite without --force

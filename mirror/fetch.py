@@ -6,11 +6,25 @@
 - Redirects are followed by hand so the chain is recorded (`redirects`, `final_url`).
   A loop, or more than `max_redirects` hops, is `too_many_redirects`.
 - `limits.timeout` is one deadline for the whole fetch, over every hop and retry,
-  connect to last byte. The body is read with `read1` (at most one socket read per
-  chunk) and the remaining time is checked between chunks, so a server that drips
-  one byte at a time cannot hold a worker past the deadline.
+  connect to last byte, the status line and headers included: `mirror.deadline`'s
+  watchdog shuts the connection's socket down when it passes, and whatever that cut
+  becomes is a `timeout` whose message gives the real time taken. The body is read with
+  `read1` (at most one socket read per chunk) and the time left is checked between
+  chunks and at its end, so a body cut by the watchdog is never taken for a whole one.
 - The body is hashed while it streams and refused the moment it passes `max_bytes`
   (decoded bytes: a gzip bomb fails as `too_large` without inflating in memory).
+- A Content-Encoding is decoded strictly (`mirror.contentcoding`): a stream cut short,
+  data after its end, or a coding we cannot decode is `bad_content`, never a body.
+  Accept-Encoding names only the codings we decode.
+- A 304 to a request that carried no validators is `bad_content`: it cannot mean
+  "unchanged" when nothing was named.
+- Everything a server sends is hostile input. A status line that is not HTTP/1.x, an
+  interim 1xx where the answer was due, a 206 never asked for, an oversized or
+  duplicated header, a Location that cannot be parsed (or that carries a password or a
+  control character), a transfer coding we cannot undo: `bad_content`, never an
+  exception out of `fetch`. Messages are masked (`mask_userinfo`), control characters
+  escaped, and cut at MAX_MESSAGE characters; a kept header value longer than
+  MAX_KEPT_HEADER, or with a control character, is not kept.
 - Transient failures (connection refused or reset; 429, 500, 502, 503, 504) are
   retried `limits.retries` times, waiting `backoff * 2**n` seconds or Retry-After,
   never past the deadline. Nothing else is retried.
@@ -21,8 +35,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -38,9 +55,14 @@ import requests
 import urllib3.exceptions
 import urllib3.util
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager
 from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 
+from mirror import contentcoding
+from mirror.deadline import Deadline
+from mirror.deadline import current as current_deadline
 from mirror.domain import Conditional, FetchFailure, FetchLimits, FetchResult
 from mirror.errors import (
     BadContent,
@@ -51,13 +73,18 @@ from mirror.errors import (
     TooLarge,
     TooManyRedirects,
 )
-from mirror.urls import BadURL, normalize_url
+from mirror.urls import BadURL, mask_userinfo, normalize_url
 
 CHUNK_SIZE = 64 * 1024
 DRAIN_BYTES = 64 * 1024  # a redirect's or an error page's body read to keep its connection; longer: closed
 MAX_RETRY_WAIT = 60.0  # seconds: a Retry-After of a day must not park a worker
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_MESSAGE = 1000  # characters of a failure's message: it goes into logs and the checks table
+# Characters of a kept header value: a hostile server's 64 KB values would bloat every snapshot.
+MAX_KEPT_HEADER = 2048
+_DIGITS = re.compile(r"[0-9]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Stored with every snapshot: enough to explain a version, small enough to keep.
 KEPT_HEADERS = (
     "content-type", "etag", "last-modified", "content-length", "content-encoding", "content-language",
@@ -78,8 +105,9 @@ def _utcnow() -> datetime:
 
 def make_session(limits: FetchLimits) -> requests.Session:
     """Return a session for one worker thread: our User-Agent, no retries or redirects below us."""
-    session = requests.Session()
+    session = _Session()
     session.headers["User-Agent"] = limits.user_agent
+    session.headers["Accept-Encoding"] = contentcoding.accept_encoding()  # what we decode, strictly
     session.max_redirects = limits.max_redirects
     # With trust_env, requests reads the proxy variables again on every request (~3.5% of a
     # check's time): only when a proxy is set (no_proxy needs trust_env too). Otherwise the one
@@ -95,6 +123,18 @@ def make_session(limits: FetchLimits) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+class _Session(requests.Session):
+    """requests' session, minus its reading of redirects: `_follow` reads them (and survives them).
+
+    Even with `allow_redirects=False`, `Session.send` works out the next request of every
+    redirect (`Response.next`), decoding the Location as UTF-8 and parsing it: a Location
+    in Latin-1 or with a broken IPv6 literal raised out of `session.get` as a crash.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
 
 
 class _Adapter(HTTPAdapter):
@@ -122,6 +162,43 @@ class _Adapter(HTTPAdapter):
             pool_kwargs["ca_certs"] = verify
         return host_params, pool_kwargs
 
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        _watch_pools(manager)
+        return manager
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    """A pool that puts each connection it hands out under the running fetch's deadline."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _watched(super()._get_conn(timeout))
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _watched(super()._get_conn(timeout))
+
+
+def _watched(conn: Any) -> Any:
+    deadline = current_deadline()
+    if deadline is not None:
+        deadline.watch(conn)
+    return conn
+
+
+_STOCK_POOLS = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
+
+
+def _watch_pools(manager: PoolManager) -> None:
+    """Make `manager` build watched pools; a SOCKS proxy's own pools are left as they are."""
+    if manager.pool_classes_by_scheme == _STOCK_POOLS:
+        manager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
 
 def _proxy_set() -> bool:
     """Return True when a proxy variable (http_proxy, HTTPS_PROXY, all_proxy, ...) is set."""
@@ -143,15 +220,29 @@ def fetch(
     `status` is set whenever a response came. `sleep` is how retries wait (tests count it).
     """
     started_at = clock()
-    start = time.monotonic()
     trail = _Trail(url)
     body: bytes | None = None
     sha256: str | None = None
     failure: FetchFailure | None = None
+    deadline = Deadline(limits.timeout)
     try:
-        body, sha256, failure = _follow(trail, session, limits, conditional, _Deadline(limits.timeout), sleep)
+        with deadline.watching():
+            body, sha256, failure = _follow(trail, session, limits, conditional, deadline, sleep)
     except FetchError as exc:
         failure = FetchFailure(exc.kind, str(exc))
+    elapsed = deadline.elapsed()
+    if failure is not None:
+        # Messages quote what servers and libraries said: a Location's password, a proxy's,
+        # control characters (PostgreSQL cannot store a NUL; a log line must stay one line).
+        message = _printable(mask_userinfo(failure.message))
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
+        failure = FetchFailure(failure.kind, message)
+    if failure is not None and failure.kind == Timeout.kind:
+        # The real time the fetch held a worker, which a dripping server can make longer than the deadline.
+        failure = FetchFailure(
+            failure.kind, f"{failure.message} after {elapsed:.1f}s (fetch.timeout {limits.timeout:g}s)"
+        )
     return FetchResult(
         url=url,
         final_url=trail.url,
@@ -161,7 +252,7 @@ def fetch(
         body_sha256=sha256,
         error=failure,
         started_at=started_at,
-        elapsed=time.monotonic() - start,
+        elapsed=elapsed,
         redirects=tuple(trail.redirects),
     )
 
@@ -176,24 +267,20 @@ class _Trail:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class _Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
+def _expired(url: str) -> Timeout:
+    return Timeout(url, "no complete answer within the deadline")
 
-    def remaining(self) -> float:
-        return self.at - time.monotonic()
 
-    def check(self, url: str) -> float:
-        """Return the seconds left.
+def _check(deadline: Deadline, url: str) -> float:
+    """Return the seconds left.
 
-        Raises:
-            Timeout: none are left.
-        """
-        left = self.remaining()
-        if left <= 0:
-            raise Timeout(url, f"no complete answer within the {self.seconds:g}s deadline")
-        return left
+    Raises:
+        Timeout: none are left, or the watchdog has cut the connection.
+    """
+    left = deadline.remaining()
+    if left <= 0 or deadline.fired:
+        raise _expired(url)
+    return left
 
 
 def _follow(
@@ -201,7 +288,7 @@ def _follow(
     session: requests.Session,
     limits: FetchLimits,
     conditional: Conditional,
-    deadline: _Deadline,
+    deadline: Deadline,
     sleep: Callable[[float], None],
 ) -> tuple[bytes | None, str | None, FetchFailure | None]:
     """Return (body, sha256, failure) of the last hop, following redirects.
@@ -218,14 +305,24 @@ def _follow(
         headers = validators if trail.url == validated_url else {}
         resp = _send(trail.url, session, limits, headers, deadline, sleep)
         try:
+            _check(deadline, trail.url)  # headers cut short by the watchdog are no answer
             trail.status = resp.status_code
             trail.headers = _kept_headers(resp, last_location)
             location = resp.headers.get("location")
+            if resp.status_code < 200:
+                # http.client skips 100 Continue only: another 1xx would leave the real answer
+                # unread on a connection the pool would hand to the next request.
+                raise BadContent(
+                    trail.url, f"{_status_line(resp)}: an interim answer where the answer was due"
+                )
+            if resp.status_code == 206:  # we never send Range: a part is no version of the document
+                raise BadContent(trail.url, f"{_status_line(resp)} to a request for the whole document")
             if resp.status_code in REDIRECT_STATUSES and location:
                 trail.url = _next_hop(trail, location, limits.max_redirects, seen)
                 last_location = location
                 answer = None
             elif resp.status_code == 304:
+                _check_not_modified(resp, trail.url)
                 answer = None, None, None
             elif not 200 <= resp.status_code < 300:
                 answer = None, None, FetchFailure("http", _status_line(resp))
@@ -239,7 +336,18 @@ def _follow(
             return answer
 
 
-def _release(resp: requests.Response, url: str, deadline: _Deadline) -> None:
+def _check_not_modified(resp: requests.Response, url: str) -> None:
+    """Accept a 304 only as the answer to a request that carried validators.
+
+    Raises:
+        BadContent: a 304 to an unconditional request: there is nothing it could mean.
+    """
+    sent = resp.request.headers
+    if "If-None-Match" not in sent and "If-Modified-Since" not in sent:
+        raise BadContent(url, "HTTP 304 Not Modified to a request that sent no validators")
+
+
+def _release(resp: requests.Response, url: str, deadline: Deadline) -> None:
     """Give the response's connection back to the pool once its body is read to the end; else close it.
 
     `Response.close` closes the socket of a body that was not read through `iter_content`,
@@ -267,9 +375,17 @@ def _next_hop(trail: _Trail, location: str, max_redirects: int, seen: set[str]) 
         BadContent: the Location is not an http(s) URL.
         TooManyRedirects: a loop, or more than `max_redirects` hops.
     """
-    target = urljoin(trail.url, location.strip())
-    if urlsplit(target).scheme.lower() not in ("http", "https"):
-        raise BadContent(trail.url, f"redirect to a non-http(s) URL: {location!r}")
+    # http.client gives header bytes as Latin-1; a browser reads a Location's bytes as UTF-8.
+    # Not UTF-8: the characters as they came (requests percent-encodes them).
+    with contextlib.suppress(UnicodeError):
+        location = location.encode("latin-1").decode("utf-8")
+    try:
+        target = urljoin(trail.url, location.strip())
+        scheme = urlsplit(target).scheme.lower()
+    except ValueError as exc:  # a broken IPv6 literal, a bad port
+        raise BadContent(trail.url, f"redirect to a bad URL: {_shown(location)} ({exc})") from None
+    if scheme not in ("http", "https"):
+        raise BadContent(trail.url, f"redirect to a non-http(s) URL: {_shown(location)}")
     try:
         target = normalize_url(target)
     except BadURL as exc:
@@ -288,7 +404,7 @@ def _send(
     session: requests.Session,
     limits: FetchLimits,
     headers: dict[str, str],
-    deadline: _Deadline,
+    deadline: Deadline,
     sleep: Callable[[float], None],
 ) -> requests.Response:
     """Return the response (headers read, body not yet) to a GET of `url`, after retries.
@@ -298,7 +414,7 @@ def _send(
     """
     attempt = 0
     while True:
-        left = deadline.check(url)
+        left = _check(deadline, url)
         try:
             # `total` caps connect + wait for the headers together. requests' adapter takes a
             # urllib3 Timeout as it is (adapters.py `isinstance(timeout, TimeoutSauce)`); its stubs
@@ -306,7 +422,7 @@ def _send(
             timeout: Any = urllib3.util.Timeout(
                 connect=min(limits.connect_timeout, left), read=left, total=left
             )
-            with _map_requests_errors(url):
+            with _map_requests_errors(url, deadline):
                 resp = session.get(url, headers=headers, allow_redirects=False, stream=True, timeout=timeout)
         except ConnectFailed as exc:
             if not _transient(exc) or not _wait_to_retry(attempt, limits, None, deadline, sleep):
@@ -329,7 +445,7 @@ def _wait_to_retry(
     attempt: int,
     limits: FetchLimits,
     retry_after: float | None,
-    deadline: _Deadline,
+    deadline: Deadline,
     sleep: Callable[[float], None],
     before: Callable[[], None] | None = None,
 ) -> bool:
@@ -350,43 +466,57 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if _DIGITS.fullmatch(text):  # not str.isdigit: "²" is a digit to it, and float() refuses it
         return float(text)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _read_body(resp: requests.Response, url: str, max_bytes: int, deadline: _Deadline) -> tuple[bytes, str]:
+def _read_body(resp: requests.Response, url: str, max_bytes: int, deadline: Deadline) -> tuple[bytes, str]:
     """Return the decoded body and its sha256, read against the deadline and the size cap.
 
     Raises:
         TooLarge: Content-Length or the decoded bytes passed `max_bytes`.
         Timeout: the deadline passed while reading.
-        BadContent: truncated body or broken encoding.
+        BadContent: truncated body, or a Content-Encoding that does not decode to its end.
     """
     declared = resp.headers.get("content-length", "")
-    encoded = resp.headers.get("content-encoding", "identity").strip().lower() != "identity"
-    if declared.isdigit() and not encoded and int(declared) > max_bytes:
+    # A 204 has no body to decode, whatever coding it names.
+    encoding = resp.headers.get("content-encoding", "") if resp.status_code != 204 else ""
+    transfer = resp.headers.get("transfer-encoding", "").strip().lower()
+    if transfer not in ("", "chunked", "identity"):
+        # http.client undoes chunked only; any other transfer coding would be stored still coded.
+        raise BadContent(url, f"Transfer-Encoding {_shown(transfer)}: a coding we cannot decode")
+    try:
+        decoder = contentcoding.decoder(encoding)
+    except contentcoding.EncodingError as exc:
+        raise BadContent(url, f"Content-Encoding {exc}") from None
+    if declared.isdigit() and not decoder.codings and int(declared) > max_bytes:
         raise TooLarge(url, f"Content-Length {declared} is over the limit of {max_bytes} bytes")
     digest = hashlib.sha256()
     parts: list[bytes] = []
     size = 0
-    for chunk in _chunks(resp.raw, url, deadline):
-        size += len(chunk)
-        if size > max_bytes:
-            raise TooLarge(url, f"body passed the limit of {max_bytes} bytes")
-        digest.update(chunk)
-        parts.append(chunk)
+    try:
+        for chunk in _chunks(resp.raw, url, deadline):
+            for piece in decoder.feed(chunk):
+                size += len(piece)
+                if size > max_bytes:
+                    raise TooLarge(url, f"body passed the limit of {max_bytes} bytes")
+                digest.update(piece)
+                parts.append(piece)
+        decoder.finish()
+    except contentcoding.EncodingError as exc:
+        raise BadContent(url, f"Content-Encoding {exc}") from None
     return b"".join(parts), digest.hexdigest()
 
 
-def _chunks(raw: HTTPResponse, url: str, deadline: _Deadline) -> Iterator[bytes]:
-    """Yield decoded chunks of at most CHUNK_SIZE bytes until the body ends.
+def _chunks(raw: HTTPResponse, url: str, deadline: Deadline) -> Iterator[bytes]:
+    """Yield the body's bytes as sent (not decoded), at most CHUNK_SIZE at a time, until it ends.
 
     Not `iter_content`: it blocks until a whole chunk has arrived, so a dripping
     server would hold us for as long as it likes. `read1` returns after one socket
@@ -396,27 +526,35 @@ def _chunks(raw: HTTPResponse, url: str, deadline: _Deadline) -> Iterator[bytes]
         Timeout, BadContent: see `_read_body`.
     """
     while True:
-        left = deadline.check(url)
+        left = _check(deadline, url)
         conn = raw.connection
         if conn is not None and conn.sock is not None:
             conn.sock.settimeout(left)
-        with _map_requests_errors(url):
-            chunk = raw.read1(CHUNK_SIZE, decode_content=True)
+        with _map_requests_errors(url, deadline):
+            chunk = raw.read1(CHUNK_SIZE, decode_content=False)
         if not chunk:
+            _check(deadline, url)  # an end cut by the watchdog is no end of the body
             return
         yield chunk
 
 
 @contextmanager
-def _map_requests_errors(url: str) -> Iterator[None]:
+def _map_requests_errors(url: str, deadline: Deadline) -> Iterator[None]:
     """Translate requests and urllib3 exceptions into `mirror.errors` (httpx's map_httpcore_exceptions).
+
+    Once the deadline has passed, whatever broke is a timeout: the watchdog's cut of the
+    socket surfaces as a reset, a short read or a broken status line.
 
     Raises:
         FetchError: the translated failure, with the original as its cause.
     """
     try:
         yield
-    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        # A bare ValueError here is the library choking on what a server sent (a header, a
+        # status line); the calls inside the block take nothing else that could be wrong.
+        if deadline.passed():
+            raise _expired(url) from exc
         raise _translate(url, exc) from exc
 
 
@@ -440,9 +578,15 @@ def _translate(url: str, exc: BaseException) -> FetchError:
         return TooManyRedirects(url, str(exc))
     if isinstance(exc, _BODY_ERRORS):
         return BadContent(url, f"broken body ({reason})")
+    # A status line that is no HTTP/1.x one, a header line too long, too many headers, two
+    # Content-Lengths: the host answered, in something we cannot read. A hang-up before any
+    # answer (RemoteDisconnected, a BadStatusLine too) is a connection failure.
+    garbled = (http.client.HTTPException, urllib3.exceptions.InvalidHeader)
+    if wraps(*garbled) and not wraps(http.client.RemoteDisconnected):
+        return BadContent(url, f"an answer that is not HTTP we can read ({reason})")
     bad_request = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, ValueError)
     if isinstance(exc, bad_request) and not isinstance(exc, requests.exceptions.ConnectionError):
-        return BadContent(url, f"cannot request this URL ({exc})")
+        return BadContent(url, f"cannot request this URL ({_shown(str(exc))})")
     return ConnectFailed(url, reason)
 
 
@@ -484,9 +628,19 @@ def _conditional_headers(conditional: Conditional) -> dict[str, str]:
 
 
 def _kept_headers(resp: requests.Response, last_location: str | None) -> dict[str, str]:
-    kept = {name: resp.headers[name] for name in KEPT_HEADERS if name in resp.headers}
+    # A value with a control character is no header value (RFC 9110 5.5), and PostgreSQL
+    # cannot store a NUL: one would stop the round's writer with a store error.
+    kept = {
+        name: value
+        for name in KEPT_HEADERS
+        if (value := resp.headers.get(name)) is not None
+        and len(value) <= MAX_KEPT_HEADER
+        and not _CONTROL.search(value.replace("\t", " "))
+    }
     if last_location is not None:
         kept.setdefault("location", last_location)  # where the last redirect pointed
+    if "location" in kept:
+        kept["location"] = mask_userinfo(kept["location"])  # stored with the snapshot
     return kept
 
 
@@ -497,7 +651,17 @@ def _status_line(resp: requests.Response) -> str:
             reason = HTTPStatus(resp.status_code).phrase
         except ValueError:
             reason = ""
-    return f"HTTP {resp.status_code} {reason}".rstrip()
+    return _printable(f"HTTP {resp.status_code} {reason}".rstrip())
+
+
+def _printable(text: str) -> str:
+    """Return `text` with each control character written as an escape (\\x00)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+def _shown(text: str, limit: int = 200) -> str:
+    """Return a value a server sent, quoted and cut short, for a message."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _normalized(url: str) -> str:

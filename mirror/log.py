@@ -12,6 +12,8 @@ from typing import Any
 
 import structlog
 
+from mirror.urls import mask_userinfo
+
 # Event names are a contract with users' scripts: change them only on purpose.
 DOCUMENT_NEW = "document.new"
 DOCUMENT_CHANGED = "document.changed"
@@ -70,6 +72,20 @@ class _ToStructlog(logging.Handler):
             self.handleError(record)
 
 
+def mask_secrets(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Mask the user info of every URL in a log line's text fields (and lists of them).
+
+    The sources mask what they log already; this is the net under them, for a message a
+    library wrote or a field added later.
+    """
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = mask_userinfo(value)
+        elif isinstance(value, list | tuple):
+            event[key] = [mask_userinfo(v) if isinstance(v, str) else v for v in value]
+    return event
+
+
 def configure_logging(json: bool | None = None, level: str = "info") -> None:
     """Configure structlog once. `json=None` picks JSON unless stderr is a terminal."""
     if json is None:
@@ -78,6 +94,7 @@ def configure_logging(json: bool | None = None, level: str = "info") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        mask_secrets,
     ]
     renderer: list[Any]
     if json:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import codecs
 import enum
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
 
 from resiliparse.extract.html2text import extract_plain_text
 from w3lib.encoding import (
-    html_to_unicode,
+    html_body_declared_encoding,
     http_content_type_encoding,
     read_bom,
     resolve_encoding,
@@ -204,17 +205,41 @@ def _detect(body: bytes) -> str | None:
     return resolve_encoding(best.encoding) or best.encoding
 
 
+@functools.lru_cache(maxsize=256)
+def _text_encoding(name: str | None) -> str | None:
+    """Return `name` when it is an encoding that turns any bytes into text, else None.
+
+    A server or a page names the charset, and Python's registry also holds codecs that are no
+    text encodings (base64, rot13, zlib: LookupError) or that refuse to replace bad bytes
+    (idna, undefined: UnicodeError). A browser ignores a label it does not know; so do we.
+    """
+    if name is None:
+        return None
+    try:
+        to_unicode(b"\xff\xfe<p>\x00\x80\xc3", name)
+    except (LookupError, UnicodeError, TypeError, ValueError):
+        return None
+    return name
+
+
 def _decode(body: bytes, content_type: str | None, kind: _Kind) -> str:
-    if kind is _Kind.PLAIN or kind is _Kind.BINARY:
-        # No <meta> prescan: a browser shows text/plain as it is, whatever markup it quotes.
-        bom_encoding, bom = read_bom(body)
-        if bom_encoding is not None and bom is not None:
-            return to_unicode(body[len(bom) :], bom_encoding)
-        encoding = http_content_type_encoding(content_type) or _detect(body) or FALLBACK_ENCODING
-        if encoding in {"utf-16", "utf-32"}:
-            encoding += "-le"  # WHATWG: the bare label means little-endian; Python would use the host order
-        return to_unicode(body, encoding)
-    return html_to_unicode(content_type, body, default_encoding=FALLBACK_ENCODING, auto_detect_fun=_detect)[1]
+    """Return the body as text: BOM, HTTP charset, (markup only) declared charset, detection.
+
+    w3lib's `html_to_unicode` in this order, with every named charset checked by `_text_encoding`.
+    """
+    bom_encoding, bom = read_bom(body)
+    if bom_encoding is not None and bom is not None:
+        return to_unicode(body[len(bom) :], bom_encoding)
+    encoding = _text_encoding(http_content_type_encoding(content_type))
+    if encoding is None and kind is not _Kind.PLAIN and kind is not _Kind.BINARY:
+        # No <meta> prescan for plain text: a browser shows it as it is, whatever markup it quotes.
+        encoding = _text_encoding(html_body_declared_encoding(body))
+    encoding = encoding or _detect(body) or FALLBACK_ENCODING
+    if encoding in {"utf-16", "utf-32"}:
+        # WHATWG: the bare label means little-endian in plain text (Python would use the host
+        # order); w3lib reads it as big-endian in markup, where a BOM is the rule anyway.
+        encoding += "-le" if kind is _Kind.PLAIN or kind is _Kind.BINARY else "-be"
+    return to_unicode(body, encoding)
 
 
 def decode(body: bytes, content_type: str | None) -> str:

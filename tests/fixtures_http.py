@@ -4,6 +4,8 @@ Fixtures:
 - `archive_server` (session): the running `ArchiveServer`.
 - `site`: the same server, `reset()` before the test.
 - `refused_url`: an http URL on a loopback port nobody listens on.
+- `raw_server`: starts a `RawServer`, a bare TCP server whose every byte a test writes
+  (status lines, header values and pacing no HTTP library would produce).
 
 Tests drive the site with `put`, `delete`, `gone`, `redirect`, `fail`, and read what
 clients sent in `requests` / `hits()`. These routes are always there (a page put at
@@ -35,7 +37,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from functools import cache
@@ -404,6 +406,68 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
 
 
+class RawServer:
+    """A loopback TCP server answering each connection with `script(sock)`, after reading the request head.
+
+    The script writes whatever bytes it likes, as slowly as it likes; a client that hangs up ends
+    it. `requests` holds each request head as received (bytes), in order.
+    """
+
+    def __init__(self, script: Callable[[socket.socket], None]) -> None:
+        self._script = script
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = int(self._listener.getsockname()[1])
+        self.requests: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str = "/etext/page.html") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        with sock:
+            sock.settimeout(10)
+            head = b""
+            try:
+                while b"\r\n\r\n" not in head:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    head += data
+                self.requests.append(head)
+                self._script(sock)
+            except (OSError, *_CLIENT_GONE):
+                return
+
+
+def response(
+    status_line: bytes = b"HTTP/1.1 200 OK", headers: Any = (), body: bytes = b"", length: bool = True
+) -> bytes:
+    """Return the bytes of an HTTP/1.1 response; Content-Length is added unless `length` is False."""
+    lines = [status_line, *(name + b": " + value for name, value in headers)]
+    if length:
+        lines.append(b"Content-Length: %d" % len(body))
+    lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
 def unused_port() -> int:
     """Return a loopback port that was free a moment ago and has nothing listening (bound, then closed)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -424,6 +488,21 @@ def archive_server() -> Iterator[ArchiveServer]:
 def site(archive_server: ArchiveServer) -> ArchiveServer:
     archive_server.reset()
     return archive_server
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
+    """Yield a function that starts a `RawServer` running a script; every one is closed after the test."""
+    started: list[RawServer] = []
+
+    def start(script: Callable[[socket.socket], None]) -> RawServer:
+        server = RawServer(script)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
 
 
 @pytest.fixture

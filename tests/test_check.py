@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -397,3 +402,205 @@ def test_a_round_longer_than_its_lease_keeps_its_targets_from_other_processes(si
     (report,) = result
     assert len(report.checks) + report.skipped_claimed == len(urls)
     assert all(n <= 1 for n in checks_of(archive).values())
+
+
+def _gzip_cut(body: bytes) -> bytes:
+    whole = gzip.compress(body)
+    return whole[: len(whole) // 2]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "broken"),
+    [
+        ("gzip", _gzip_cut),
+        ("gzip", lambda body: gzip.compress(body) + b"trailing garbage"),
+        ("br", lambda body: b""),
+        ("x-unknown", lambda body: body),
+    ],
+    ids=["gzip cut in half", "garbage after gzip", "br over nothing", "unknown coding"],
+)
+def test_a_broken_content_encoding_fails_as_bad_content_and_records_no_version(
+    site, archive, encoding, broken
+):
+    good = page("Minutes", *[f"Item {n} was agreed." for n in range(300)])
+    site.put("/etext/minutes.html", gzip.compress(good), headers={"Content-Encoding": "gzip"})
+    url = site.url("/etext/minutes.html")
+    (target,) = watch(archive, url)
+    checker = checker_for(archive, retries=2)
+    assert checker.check_one(target).outcome == "new"
+
+    site.put("/etext/minutes.html", broken(good), headers={"Content-Encoding": encoding})
+    with capture_logs() as logs:
+        reports = [checker.check_one(target) for _ in range(2)]
+    checker.close()
+
+    assert [(r.outcome, r.error, r.version) for r in reports] == [("failed", "bad_content", 1)] * 2
+    history = archive.history(url)
+    assert [v.sha256 for v in history.versions] == [sha(good)]
+    assert [e.kind for e in history.events] == [log.DOCUMENT_NEW]
+    assert [e["event"] for e in logs if e["event"].startswith("document.")] == []
+    assert archive.version(url).sha256 == sha(good)
+
+
+def test_a_304_to_the_first_check_is_bad_content_and_records_nothing(raw_server, archive):
+    server = raw_server(lambda sock: sock.sendall(b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n"))
+    (target,) = watch(archive, server.url())
+    checker = checker_for(archive)
+    with capture_logs() as logs:
+        report = checker.check_one(target)
+    checker.close()
+
+    assert (report.outcome, report.error, report.version) == ("failed", "bad_content", 0)
+    assert report.http_status == 304
+    assert report.status != "ok"
+    assert archive.history(server.url()).versions == []
+    assert [e["event"] for e in logs if e["event"].startswith("document.")] == []
+
+
+def test_a_location_that_cannot_be_parsed_fails_the_check_without_a_crash(raw_server, archive):
+    server = raw_server(lambda sock: sock.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\n\r\n"))
+    (target,) = watch(archive, server.url())
+    checker = checker_for(archive)
+    with capture_logs() as logs:
+        report = checker.run_round([target], concurrency=1)
+    checker.close()
+
+    assert report.crashed == ()
+    assert [(c.outcome, c.error, c.http_status) for c in report.checks] == [("failed", "bad_content", 302)]
+    assert "check.crashed" not in [e["event"] for e in logs]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "declared"),
+    [
+        ("text/html; charset=base64", ""),
+        ("text/plain; charset=rot13", ""),
+        ("text/html; charset=undefined", ""),
+        ("text/html; charset=idna", ""),
+        ("text/html", '<meta charset="zlib">'),
+        ("text/html", '<meta http-equiv="Content-Type" content="text/html; charset=uu">'),
+    ],
+)
+def test_a_charset_that_is_no_text_encoding_is_ignored_and_the_change_is_diffed(
+    site, archive, content_type, declared
+):
+    def served(words: str) -> bytes:
+        return f"<html><head>{declared}</head><body><p>{words}</p></body></html>".encode()
+
+    site.put("/etext/odd.html", served("Minutes of the first meeting, café."), content_type=content_type)
+    url = site.url("/etext/odd.html")
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    first = checker.run_round([target], concurrency=1)
+    site.put("/etext/odd.html", served("Minutes of the second meeting, café."), content_type=content_type)
+    with capture_logs() as logs:
+        second = checker.run_round([target], concurrency=1)
+    checker.close()
+
+    assert (first.crashed, second.crashed) == ((), ())
+    assert [c.outcome for c in (*first.checks, *second.checks)] == ["new", "changed"]
+    (changed,) = [e for e in logs if e["event"] == log.DOCUMENT_CHANGED]
+    assert (changed["lines_added"], changed["lines_removed"]) == (1, 1)
+    added = [line for line in version_diff(archive, url).splitlines() if line.startswith("+")]
+    assert "Minutes of the second meeting, café." in added[-1]
+
+
+SECRET = "s3cretPW"  # noqa: S105 - the password a hostile redirect carries
+
+
+def store_text(engine) -> str:
+    """Return every row of every table of the store as text, as someone grepping a dump would see it."""
+    from sqlalchemy import MetaData, select
+
+    meta = MetaData()
+    meta.reflect(engine)
+    with engine.connect() as conn:
+        return "\n".join(repr(row) for table in meta.sorted_tables for row in conn.execute(select(table)))
+
+
+def test_a_redirect_to_a_url_with_a_password_logs_and_stores_no_password(raw_server, archive, engine):
+    location = f"http://admin:{SECRET}@127.0.0.1:1/private/report.html".encode()
+    server = raw_server(
+        lambda sock: sock.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\n\r\n")
+    )
+    (target,) = watch(archive, server.url())
+    checker = checker_for(archive)
+    with capture_logs() as logs:
+        report = checker.run_round([target], concurrency=1)
+    checker.close()
+
+    assert [(c.outcome, c.error) for c in report.checks] == [("failed", "bad_content")]
+    (failed,) = [e for e in logs if e["event"] == log.CHECK_FAILED]
+    assert "admin:***@127.0.0.1:1" in failed["message"]
+    assert SECRET not in repr(logs)
+    assert SECRET not in store_text(engine)
+
+
+def test_a_location_header_with_a_password_on_a_page_is_stored_masked(site, archive, engine):
+    body = page("Report", "The annual report.")
+    site.put("/etext/report.html", body, headers={"Location": f"http://admin:{SECRET}@mirror.example/r.html"})
+    url = site.url("/etext/report.html")
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    with capture_logs() as logs:
+        assert checker.check_one(target).outcome == "new"
+    checker.close()
+
+    assert archive.version(url).sha256 == sha(body)
+    assert "http://admin:***@mirror.example/r.html" in store_text(engine)
+    assert SECRET not in store_text(engine)
+    assert SECRET not in repr(logs)
+
+
+NUL_ANSWERS = {
+    "a NUL in the Content-Type and the ETag of a page": (
+        b'HTTP/1.1 200 OK\r\nContent-Type: text/html\x00\r\nETag: "v\x001"\r\nContent-Length: 13\r\n'
+        b"Connection: close\r\n\r\n<p>A page</p>",
+        "new",
+    ),
+    "a NUL in the reason phrase of a 404": (
+        b"HTTP/1.1 404 Not\x00Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "failed",
+    ),
+    "a NUL in a status line that is no HTTP": (b"HTTP/1.1 2\x0000 OK\r\n\r\n", "failed"),
+}
+
+
+@pytest.mark.parametrize(("answer", "outcome"), NUL_ANSWERS.values(), ids=NUL_ANSWERS.keys())
+def test_a_nul_byte_in_what_a_server_sends_is_recorded_without_a_store_error(
+    raw_server, archive, answer, outcome
+):
+    # PostgreSQL text cannot hold a NUL: one such value used to stop the whole round with a store error.
+    server = raw_server(lambda sock: sock.sendall(answer))
+    (target,) = watch(archive, server.url())
+    checker = checker_for(archive)
+    report = checker.run_round([target], concurrency=1)
+    checker.close()
+
+    assert report.crashed == ()
+    assert [c.outcome for c in report.checks] == [outcome]
+    assert archive.state_of(server.url()).consecutive_failures == (outcome == "failed")
+
+
+def test_mirror_check_survives_a_location_that_cannot_be_parsed(raw_server, database_url, tmp_path):
+    server = raw_server(lambda sock: sock.sendall(b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\n\r\n"))
+    config = tmp_path / "mirror.toml"
+    config.write_text(f'targets = ["{server.url()}"]\n[fetch]\nretries = 0\n')
+    env = {**os.environ, "MIRROR_DATABASE_URL": database_url}
+    env.pop("MIRROR_CONFIG", None)
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "mirror", "--config", str(config), "check", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert "check.crashed" not in [e["event"] for e in events]
+    (failed,) = [e for e in events if e["event"] == "check.failed"]
+    assert (failed["error"], failed["status"]) == ("bad_content", 302)
+    assert "http://[::1" in failed["message"]

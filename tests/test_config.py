@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -563,3 +566,122 @@ def test_a_broken_source_is_refused_in_one_line_naming_its_key(write, toml, mess
     with pytest.raises(ConfigError) as caught:
         load_config("config/mirror.toml", {})
     assert str(caught.value) == message
+
+
+# --- values that reach the wire are checked when the file is read (issue 11, points 6 and 7) ---
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        pytest.param(
+            '[fetch]\nuser_agent = "mirror\\r\\nX-Evil: 1"\n',
+            "config/mirror.toml: fetch.user_agent: a control character (U+000D) cannot be sent in a header, "
+            "got 'mirror\\r\\nX-Evil: 1'",
+            id="user-agent-with-crlf",
+        ),
+        pytest.param(
+            '[fetch]\nuser_agent = "mirror\\u0000"\n',
+            "config/mirror.toml: fetch.user_agent: a control character (U+0000) cannot be sent in a header, "
+            "got 'mirror\\x00'",
+            id="user-agent-with-nul",
+        ),
+        pytest.param(
+            '[fetch]\nuser_agent = "mirror/1 ☃"\n',
+            "config/mirror.toml: fetch.user_agent: '☃' (U+2603) cannot be sent in a header (Latin-1 only), "
+            "got 'mirror/1 ☃'",
+            id="user-agent-not-latin-1",
+        ),
+        pytest.param(
+            '[fetch]\nuser_agent = " mirror/1"\n',
+            "config/mirror.toml: fetch.user_agent: leading or trailing white space, got ' mirror/1'",
+            id="user-agent-leading-space",
+        ),
+        pytest.param(
+            '[fetch]\nuser_agent = "' + "m" * 1001 + '"\n',
+            "config/mirror.toml: fetch.user_agent: longer than 1000 characters (1001)",
+            id="user-agent-too-long",
+        ),
+        pytest.param(
+            'targets = ["https://example.org/a\\u0000b"]\n',
+            "config/mirror.toml: targets[0]: not a URL: 'https://example.org/a\\x00b' (a control character)",
+            id="target-with-nul",
+        ),
+        pytest.param(
+            'targets = ["https://example.org/a\\u007fb"]\n',
+            "config/mirror.toml: targets[0]: not a URL: 'https://example.org/a\\x7fb' (a control character)",
+            id="target-with-del",
+        ),
+        pytest.param(
+            '[[targets]]\nurl = "https://admin:s3cretPW@example.org/private/"\n',
+            "config/mirror.toml: targets[0].url: credentials in URL are not supported: "
+            "'https://admin:***@example.org/private/'",
+            id="target-with-a-password",
+        ),
+        pytest.param(
+            '[[sources]]\nstart = "https://admin:s3cretPW@example.org/etext/"\n',
+            "config/mirror.toml: sources[0].start: credentials in URL are not supported: "
+            "'https://admin:***@example.org/etext/'",
+            id="source-with-a-password",
+        ),
+    ],
+)
+def test_a_value_that_cannot_be_sent_is_refused_at_load(write, toml, message):
+    write({"config/mirror.toml": toml})
+
+    with pytest.raises(ConfigError) as caught:
+        load_config("config/mirror.toml", {})
+
+    assert str(caught.value) == message
+    assert "s3cretPW" not in str(caught.value)
+
+
+def test_a_target_in_a_targets_file_with_a_password_is_refused_without_it(write):
+    write(
+        {
+            "config/mirror.toml": "targets_file = 'targets.txt'\n",
+            "config/targets.txt": "http://u:s3cretPW@a.org/\n",
+        }
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        load_config("config/mirror.toml", {})
+
+    assert str(caught.value) == (
+        "config/targets.txt:1: credentials in URL are not supported: 'http://u:***@a.org/'"
+    )
+
+
+@pytest.mark.parametrize(
+    "agent", ["mirror/1.0 (+https://example.org/mirror; ops@example.org)", "Müller-Archiv/2"]
+)
+def test_a_user_agent_a_server_can_receive_is_kept_as_written(write, agent):
+    config = load(write, f'[fetch]\nuser_agent = "{agent}"\n')
+
+    assert config.fetch.limits().user_agent == agent
+
+
+@pytest.mark.parametrize("command", [["check"], ["status"], ["run"]])
+def test_mirror_refuses_a_header_injection_in_the_user_agent_with_exit_2_before_anything(tmp_path, command):
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        'targets = ["http://127.0.0.1:9/etext/"]\n[fetch]\nuser_agent = "mirror\\r\\nX-Evil: 1"\n'
+    )
+    env = {**os.environ, "MIRROR_DATABASE_URL": f"sqlite:///{tmp_path / 'state' / 'mirror.db'}"}
+    env.pop("MIRROR_CONFIG", None)
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "mirror", "--config", str(config), *command],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"mirror: error: {config}: fetch.user_agent: "
+        "a control character (U+000D) cannot be sent in a header, got 'mirror\\r\\nX-Evil: 1'"
+    ]
+    assert not (tmp_path / "state").exists()  # refused before any store was opened or any check ran

@@ -7,15 +7,18 @@ import hashlib
 import http.client
 import time
 import tracemalloc
+import zlib
 from datetime import UTC, datetime
 
+import brotli
 import pytest
 import requests
 import requests.adapters
 
+from mirror import contentcoding
 from mirror.domain import Conditional, FetchFailure, FetchLimits
 from mirror.fetch import fetch, make_session
-from tests.fixtures_http import GZIP_PAGE, MAC_ROMAN_PAGE, PDF_BYTES, WINDOWS_1252_PAGE, etag_of
+from tests.fixtures_http import GZIP_PAGE, MAC_ROMAN_PAGE, PDF_BYTES, WINDOWS_1252_PAGE, etag_of, response
 
 MB = 1024 * 1024
 FAST = FetchLimits(timeout=5.0, connect_timeout=2.0, retries=0, backoff=0.01, user_agent="mirror-test/1")
@@ -479,3 +482,306 @@ def test_a_proxy_set_in_the_environment_is_used_and_none_set_costs_no_lookups(si
         result = fetch("http://archive.invalid/etext/via-proxy.html", proxied, FAST)
     assert result.error is None or result.error.kind != "dns"  # the proxy, not DNS, answered
     assert [r.path for r in site.requests] == ["http://archive.invalid/etext/via-proxy.html"]
+
+
+# -- the deadline covers every byte, the status line and headers included (issue 11, point 1) --
+
+
+def _slow_header_lines(sock):
+    sock.sendall(b"HTTP/1.1 200 OK\r\n")
+    for n in range(30):
+        time.sleep(1.0)
+        sock.sendall(b"X-Slow-%d: one line a second\r\n" % n)
+
+
+def _one_byte_at_a_time(sock):
+    for byte in response(headers=[(b"Content-Type", b"text/html")], body=b"<p>" + b"x" * 200 + b"</p>"):
+        sock.sendall(bytes([byte]))
+        time.sleep(0.1)
+
+
+def _two_hundred_header_lines(sock):
+    sock.sendall(b"HTTP/1.1 200 OK\r\n")
+    for n in range(200):
+        time.sleep(0.05)
+        sock.sendall(b"X-Line-%d: slowly\r\n" % n)
+    sock.sendall(b"Content-Length: 2\r\n\r\nok")
+
+
+@pytest.mark.parametrize("script", [_slow_header_lines, _one_byte_at_a_time, _two_hundred_header_lines])
+def test_a_server_dripping_its_status_line_and_headers_times_out_at_the_deadline(raw_server, session, script):
+    server = raw_server(script)
+
+    result = fetch(server.url(), session, limits(timeout=2.0, retries=2))
+
+    assert kind(result) == "timeout"
+    assert result.body is None
+    assert 1.9 <= result.elapsed < 2.6  # not when the server stops: the deadline is for every byte
+    assert f"after {result.elapsed:.1f}s" in message(result)  # the real time it held the worker
+    assert len(server.requests) == 1  # a passed deadline is not retried
+
+
+# -- a content encoding we cannot decode to its end is bad_content, never a body (point 2) --
+
+PAGE = b"<html><body><p>" + b"The minutes of the meeting, in full. " * 400 + b"</p></body></html>"
+
+
+def _gzip_cut_in_half() -> bytes:
+    whole = gzip.compress(PAGE)
+    return whole[: len(whole) // 2]
+
+
+def _deflate_cut_in_half() -> bytes:
+    whole = zlib.compress(PAGE)
+    return whole[: len(whole) // 2]
+
+
+BROKEN_ENCODINGS = {
+    "gzip cut in half": ("gzip", _gzip_cut_in_half()),
+    "gzip without its trailer": ("gzip", gzip.compress(PAGE)[:-8]),
+    "garbage after the gzip member": ("gzip", gzip.compress(PAGE) + b"<html>garbage</html>"),
+    "deflate cut in half": ("deflate", _deflate_cut_in_half()),
+    "br over bytes that are not brotli": ("br", PAGE),
+    "br over nothing": ("br", b""),
+    "br cut in half": ("br", brotli.compress(PAGE)[: len(brotli.compress(PAGE)) // 2]),
+    "garbage after the br stream": ("br", brotli.compress(PAGE) + b"garbage"),
+    "garbage after the deflate stream": ("deflate", zlib.compress(PAGE) + b"garbage"),
+    "an encoding we do not know": ("x-squeeze", PAGE),
+    "compress (LZW), which we cannot decode": ("compress", PAGE),
+    "gzip twice, one of them broken": ("gzip, gzip", gzip.compress(_gzip_cut_in_half())),
+}
+
+
+@pytest.mark.parametrize(("encoding", "served"), BROKEN_ENCODINGS.values(), ids=BROKEN_ENCODINGS.keys())
+def test_a_body_whose_content_encoding_does_not_decode_to_its_end_is_bad_content(
+    site, session, encoding, served
+):
+    site.put("/etext/minutes.html", served, headers={"Content-Encoding": encoding})
+
+    result = fetch(site.url("/etext/minutes.html"), session, limits(retries=2))
+
+    assert kind(result) == "bad_content"
+    assert encoding.split(",")[0] in message(result)
+    assert (result.status, result.body, result.body_sha256) == (200, None, None)
+    assert site.hits("/etext/minutes.html") == 1
+
+
+GOOD_ENCODINGS = {
+    "gzip": ("gzip", gzip.compress(PAGE)),
+    "x-gzip": ("x-gzip", gzip.compress(PAGE)),
+    "two gzip members": ("gzip", gzip.compress(PAGE[:1000]) + gzip.compress(PAGE[1000:])),
+    "deflate (zlib)": ("deflate", zlib.compress(PAGE)),
+    "deflate (raw, as old servers send it)": ("deflate", zlib.compress(PAGE, wbits=-15)),
+    "br": ("br", brotli.compress(PAGE)),
+    "gzip over deflate": ("deflate, gzip", gzip.compress(zlib.compress(PAGE))),
+    "identity": ("identity", PAGE),
+    "upper case": ("GZIP", gzip.compress(PAGE)),
+}
+
+
+@pytest.mark.parametrize(("encoding", "served"), GOOD_ENCODINGS.values(), ids=GOOD_ENCODINGS.keys())
+def test_a_body_in_an_encoding_we_can_decode_comes_back_decoded(site, session, encoding, served):
+    site.put("/etext/minutes.html", served, headers={"Content-Encoding": encoding})
+
+    result = fetch(site.url("/etext/minutes.html"), session, FAST)
+
+    assert result.error is None
+    assert (result.body, result.body_sha256) == (PAGE, sha(PAGE))
+
+
+def test_we_ask_only_for_the_encodings_we_can_decode(site, session):
+    fetch(site.url("/status/200"), session, FAST)
+
+    asked = {e.strip() for e in site.requests[-1].headers["accept-encoding"].split(",")}
+    assert asked == {"gzip", "deflate", "br"}  # not zstd: no decoder for it here
+
+
+# -- a 304 answers a conditional request only (point 4) --
+
+
+def _always_304(sock):
+    sock.sendall(response(b"HTTP/1.1 304 Not Modified", [(b"ETag", b'"v1"')], length=False))
+
+
+def test_a_304_to_a_request_without_validators_is_bad_content(raw_server, session):
+    server = raw_server(_always_304)
+
+    result = fetch(server.url(), session, limits(retries=2))
+
+    assert kind(result) == "bad_content"
+    assert "304" in message(result) and "validators" in message(result)
+    assert (result.status, result.body, result.not_modified) == (304, None, True)
+    assert len(server.requests) == 1
+
+
+def test_a_304_to_a_request_with_validators_is_not_modified(raw_server, session):
+    server = raw_server(_always_304)
+
+    result = fetch(server.url(), session, FAST, Conditional(etag='"v1"'))
+
+    assert (result.status, result.error) == (304, None)
+    assert b'if-none-match: "v1"' in server.requests[0].lower()
+
+
+# -- every value a server sends is hostile input: a documented kind, never a crash (point 5) --
+
+OK_BODY = b"<html><body><p>Fine.</p></body></html>"
+
+
+def redirect_to(location: bytes) -> bytes:
+    return response(b"HTTP/1.1 302 Found", [(b"Location", location)])
+
+
+HOSTILE_ANSWERS = {
+    "Location with a broken IPv6 literal": (redirect_to(b"http://[::1"), "bad_content", "redirect"),
+    "Location with a port out of range": (
+        redirect_to(b"http://example.org:99999/"),
+        "bad_content",
+        "redirect",
+    ),
+    "Location in Latin-1, not UTF-8": (redirect_to(b"/caf\xe9.html"), "too_many_redirects", "/café.html"),
+    "Location with a host IDNA refuses": (
+        redirect_to("http://a\u200bb.example/".encode()),
+        "bad_content",
+        "IDNA",
+    ),
+    "Location to ftp": (redirect_to(b"ftp://example.org/"), "bad_content", "ftp://"),
+    "Location with a NUL byte": (redirect_to(b"/etext/a\x00b.html"), "bad_content", "control character"),
+    "Location with a password": (
+        redirect_to(b"http://admin:s3cretPW@example.org/"),
+        "bad_content",
+        "admin:***@",
+    ),
+    "Retry-After in superscript digits": (
+        response(b"HTTP/1.1 503 Busy", [(b"Retry-After", "²".encode("latin-1"))]),
+        "http",
+        "503",
+    ),
+    "Retry-After of 400 digits": (
+        response(b"HTTP/1.1 503 Busy", [(b"Retry-After", b"9" * 400)]),
+        "http",
+        "503",
+    ),
+    "Retry-After negative": (response(b"HTTP/1.1 503 Busy", [(b"Retry-After", b"-5")]), "http", "503"),
+    "Retry-After in the year 99999": (
+        response(b"HTTP/1.1 503 Busy", [(b"Retry-After", b"Mon, 01 Jan 99999 00:00:00 GMT")]),
+        "http",
+        "503",
+    ),
+    "Retry-After in the year 9999": (
+        response(b"HTTP/1.1 503 Busy", [(b"Retry-After", b"Fri, 31 Dec 9999 23:59:59 GMT")]),
+        "http",
+        "503",
+    ),
+    "two different Content-Lengths": (
+        response(headers=[(b"Content-Length", b"9"), (b"Content-Length", b"20")], body=OK_BODY, length=False),
+        "bad_content",
+        "Content-Length",
+    ),
+    "a Content-Length of 40 digits": (
+        response(headers=[(b"Content-Length", b"9" * 40)], body=OK_BODY, length=False),
+        "too_large",
+        "Content-Length",
+    ),
+    "a status that is not a number": (b"HTTP/1.1 abc OK\r\n\r\n", "bad_content", "abc"),
+    "a status of two digits": (b"HTTP/1.1 42 OK\r\nContent-Length: 0\r\n\r\n", "bad_content", "42"),
+    "a status of four digits": (b"HTTP/1.1 1000 OK\r\nContent-Length: 0\r\n\r\n", "bad_content", "1000"),
+    "a status of 999": (response(b"HTTP/1.1 999 Weird", body=OK_BODY), "http", "HTTP 999"),
+    "an interim 103 where the answer was due": (
+        response(b"HTTP/1.1 103 Early Hints", [(b"Link", b"</s.css>")], length=False)
+        + response(body=b"<p>the real answer</p>"),
+        "bad_content",
+        "103",
+    ),
+    "101 Switching Protocols, never asked for": (
+        response(b"HTTP/1.1 101 Switching Protocols", [(b"Upgrade", b"h2c")], length=False),
+        "bad_content",
+        "101",
+    ),
+    "206 Partial Content, never asked for": (
+        response(b"HTTP/1.1 206 Partial Content", [(b"Content-Range", b"bytes 0-9/100")], b"<p>Half of"),
+        "bad_content",
+        "206",
+    ),
+    "not HTTP at all": (b"SSH-2.0-OpenSSH_9.6\r\n", "bad_content", "SSH-2.0"),
+    "an HTTP/0.9 answer": (b"<html><body>no status line</body></html>", "bad_content", ""),
+    "a header line of 70,000 bytes": (
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n",
+        "bad_content",
+        "header",
+    ),
+    "150 headers": (
+        b"HTTP/1.1 200 OK\r\n"
+        + b"".join(b"X-%d: a\r\n" % n for n in range(150))
+        + b"Content-Length: 0\r\n\r\n",
+        "bad_content",
+        "headers",
+    ),
+    "a chunk size that is not hex": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        "bad_content",
+        "",
+    ),
+    "a Transfer-Encoding we cannot decode": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n" + OK_BODY,
+        "bad_content",
+        "Transfer-Encoding",
+    ),
+}
+
+
+@pytest.mark.parametrize(("answer", "expected", "said"), HOSTILE_ANSWERS.values(), ids=HOSTILE_ANSWERS.keys())
+def test_a_hostile_answer_is_a_documented_failure_kind_never_a_crash(
+    raw_server, session, answer, expected, said
+):
+    server = raw_server(lambda sock: sock.sendall(answer))
+
+    result = fetch(server.url(), session, limits(timeout=3.0, retries=1), sleep=Sleeps())
+
+    assert kind(result) == expected
+    assert said in message(result)
+    assert result.body is None
+    assert len(message(result)) <= 1000
+
+
+def test_a_long_redirect_loop_url_does_not_make_a_long_message(raw_server, session):
+    server = raw_server(lambda sock: sock.sendall(redirect_to(b"/" + b"a" * 60_000)))
+
+    result = fetch(server.url(), session, FAST)
+
+    assert kind(result) == "too_many_redirects"
+    assert len(message(result)) <= 1000
+
+
+def test_a_header_value_too_long_to_keep_is_not_kept(site, session):
+    site.put(
+        "/etext/long.html", "<p>Short page, long header.</p>", headers={"Content-Language": "de, " * 1000}
+    )
+
+    result = fetch(site.url("/etext/long.html"), session, FAST)
+
+    assert result.body == b"<p>Short page, long header.</p>"
+    assert "content-language" not in result.headers
+    assert "etag" in result.headers
+
+
+def test_without_the_brotli_module_br_is_neither_asked_for_nor_taken(site, monkeypatch):
+    monkeypatch.setattr(contentcoding, "_BROTLI", False)  # as on a system without the brotli module
+    site.put("/etext/minutes.html", brotli.compress(PAGE), headers={"Content-Encoding": "br"})
+
+    with make_session(FAST) as own:
+        result = fetch(site.url("/etext/minutes.html"), own, FAST)
+
+    assert site.requests[-1].headers["accept-encoding"] == "gzip, deflate"
+    assert kind(result) == "bad_content"
+    assert "'br': a coding we cannot decode" in message(result)
+
+
+def test_a_204_naming_a_coding_is_an_empty_answer(raw_server, session):
+    server = raw_server(
+        lambda sock: sock.sendall(b"HTTP/1.1 204 No Content\r\nContent-Encoding: gzip\r\n\r\n")
+    )
+
+    result = fetch(server.url(), session, FAST)
+
+    assert (result.status, result.error, result.body) == (204, None, b"")

@@ -50,3 +50,21 @@ def test_library_info_lines_are_not_shown():
         timeout=60,
     )
     assert proc.stderr == ""
+
+
+def test_a_password_in_any_url_of_a_log_line_is_masked():
+    script = """
+import logging, structlog
+from mirror.log import configure_logging
+configure_logging(json=True)
+structlog.get_logger("t").warning("check.failed", url="https://a.example/", message="to http://u:s3cretPW@b/")
+logging.getLogger("urllib3").warning("proxy http://u:s3cretPW@proxy:3128 refused")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+
+    assert proc.returncode == 0, proc.stderr
+    assert "s3cretPW" not in proc.stderr
+    assert [json.loads(line)["message"] for line in proc.stderr.splitlines()] == [
+        "to http://u:***@b/",
+        "proxy http://u:***@proxy:3128 refused",
+    ]

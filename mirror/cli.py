@@ -308,12 +308,7 @@ def restore(
         if as_json:
             emit_json(site)
         else:
-            click.echo(
-                f"restored {site.files} documents ({render.fmt_size(site.bytes)}) as of {when.isoformat()} "
-                f"to {site.folder}; manifest {site.manifest}"
-            )
-            for gone_url, since in site.left_out:
-                click.echo(f"left out (gone since {render.fmt_time(since)}): {gone_url}")
+            echo_lines(render.site_restore_text(site))
         return
     if url is None:
         raise UsageError("restore needs a URL, or --all --at TIME")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mirror.archive import History, StoreStatus, TargetSummary
     from mirror.check import RoundReport
+    from mirror.restore import SiteRestore
     from mirror.verify import VerifyReport
 
 
@@ -40,6 +41,11 @@ def to_json(document: Any) -> str:
 
 def fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def plural(n: int, word: str) -> str:
+    """Return "1 target", "2 targets", "0 targets"."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def fmt_size(size: int) -> str:
@@ -76,7 +82,7 @@ def status_text(report: StoreStatus) -> list[str]:
     return [
         f"database:        {report.database}",
         f"targets:         {report.targets} ({states})",
-        f"versions:        {report.versions} in {report.blobs} blobs",
+        f"versions:        {report.versions} in {plural(report.blobs, 'blob')}",
         f"content:         {fmt_size(report.content_bytes)} stored as {fmt_size(report.stored_bytes)}",
         f"last check:      {fmt_time(report.last_check_at)}",
         f"next due:        {fmt_time(report.next_check_at)}",
@@ -89,7 +95,17 @@ def status_text(report: StoreStatus) -> list[str]:
 
 def targets_text(rows: list[TargetSummary]) -> list[str]:
     lines = [f"{t.status:<8} v{t.versions:<4} {fmt_time(t.last_checked_at)}  {t.url}" for t in rows]
-    return [*lines, f"{len(rows)} targets"]
+    return [*lines, plural(len(rows), "target")]
+
+
+def site_restore_text(site: SiteRestore) -> list[str]:
+    folder = f"{site.folder} (created)" if site.created else site.folder
+    lines = [
+        f"restored {plural(site.files, 'document')} ({fmt_size(site.bytes)}) as of {site.at.isoformat()} "
+        f"to {folder}; manifest {site.manifest}"
+    ]
+    lines += [f"left out (gone since {fmt_time(since)}): {url}" for url, since in site.left_out]
+    return lines
 
 
 def history_json(h: History) -> dict[str, Any]:

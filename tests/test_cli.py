@@ -85,6 +85,7 @@ def test_check_history_show_diff_and_restore_from_the_command_line(site, mirror,
     assert "-First words." in diff and "+Second words." in diff
 
     out = tmp_path / "restored" / "note.html"
+    out.parent.mkdir()
     m("restore", url, "--version", "1", "--to", str(out))
     assert sha(out.read_bytes()) == sha(v1)
     again = m("restore", url, "--version", "2", "--to", str(out), check=False)
@@ -220,3 +221,28 @@ def test_ctrl_c_stops_a_check_round_soon_and_keeps_what_was_checked(site, mirror
     assert 3 <= checked <= 10
     targets = m.json("targets")["targets"]
     assert sum(1 for t in targets if t["status"] == "ok") >= checked - 2  # finished checks were written
+
+
+def test_restore_to_a_missing_folder_creates_nothing_and_restore_all_says_it_made_its_folder(
+    site, mirror, tmp_path
+):
+    site.put("/essay.html", b"<p>essay</p>")
+    url = site.url("/essay.html")
+    m = mirror([url])
+    m("check")
+    typo = tmp_path / "archvie" / "2026" / "essay.html"
+    one = m("restore", url, "--to", str(typo), check=False)
+    assert one.returncode == 2
+    assert one.stderr.decode().count("\n") == 1 and "archvie" in one.stderr.decode()
+    assert not (tmp_path / "archvie").exists()
+    whole = m("restore", "--all", "--at", "2100-01-01T00:00:00Z", "--to", str(typo.parent), check=False)
+    assert whole.returncode == 2
+    assert not (tmp_path / "archvie").exists()
+
+    made = m("restore", "--all", "--at", "2100-01-01T00:00:00Z", "--to", str(tmp_path / "site"))
+    assert f"to {tmp_path / 'site'} (created)" in made.stdout.decode()
+    assert "1 document " in made.stdout.decode()  # not "1 documents"
+    again = m.json(
+        "restore", "--all", "--at", "2100-01-01T00:00:00Z", "--to", str(tmp_path / "site"), "--force"
+    )
+    assert again["created"] is False and again["files"] == 1

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from mirror import __version__, render
-from mirror.errors import ConfigError, MirrorError, NotFound, RestoreError, StoreError, UsageError
+from mirror.errors import ConfigError, MirrorError, NoStore, NotFound, RestoreError, StoreError, UsageError
 
 EXIT_OK = 0
 EXIT_DAMAGED = 1
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # real imports are deferred so that `--help` stays fast
 
 def exit_code_for(error: MirrorError) -> int:
     """Return the documented exit code for an error."""
-    if isinstance(error, ConfigError | UsageError | NotFound | RestoreError):
+    if isinstance(error, ConfigError | UsageError | NotFound | NoStore | RestoreError):
         return EXIT_USAGE
     if isinstance(error, StoreError):
         return EXIT_RUNTIME
@@ -55,12 +55,17 @@ class AppContext:
             self._config = load_config(config_path(self.config_option, os.environ), os.environ)
         return self._config
 
-    def archive(self) -> Archive:
+    def archive(self, *, create: bool = False) -> Archive:
+        """Return the store; only `create=True` (`check`; `run` opens its own) makes or migrates one.
+
+        Raises:
+            NoStore: without `create`, there is no store at the current schema.
+        """
         if self._archive is None:
             from mirror.archive import Archive
             from mirror.db import open_engine
 
-            self._archive = Archive(open_engine(self.config().storage.database))
+            self._archive = Archive(open_engine(self.config().storage.database, existing=not create))
         return self._archive
 
     def close(self) -> None:
@@ -150,7 +155,7 @@ def check(app: AppContext, urls: tuple[str, ...], as_json: bool) -> None:
     from mirror.service import check_round
 
     report = check_round(
-        app.config(), app.archive(), list(urls), progress=sys.stderr.isatty() and not as_json
+        app.config(), app.archive(create=True), list(urls), progress=sys.stderr.isatty() and not as_json
     )
     if as_json:
         emit_json(render.check_json(report))

@@ -6,6 +6,8 @@
     ├── NotFound                                                                  → exit 2
     │   ├── TargetNotFound(url)                    the URL is not in the store
     │   └── VersionNotFound(url, version)          no such version of that URL
+    ├── NoStore(url, problem)                      no store a read-only command  → exit 2
+    │                                              can read (none, or another schema)
     ├── StoreError(problem)                        the database misbehaved       → exit 3
     │   ├── DatabaseUnavailable(url, problem)      cannot connect / open
     │   └── StoreLocked(url, problem)              another daemon holds a SQLite store
@@ -59,6 +61,17 @@ class VersionNotFound(NotFound):
     def __init__(self, url: str, version: str, problem: str = "no such version") -> None:
         self.url, self.version, self.problem = url, version, problem
         super().__init__(f"{url}: version {version}: {problem}")
+
+
+class NoStore(MirrorError):
+    """The database holds no store this command can read: nothing there, or another schema revision.
+
+    Only `check` and `run` create or migrate a store; the read-only commands say so instead.
+    """
+
+    def __init__(self, url: str, problem: str) -> None:
+        self.url, self.problem = url, problem
+        super().__init__(f"database {url}: {problem}")
 
 
 class StoreError(MirrorError):

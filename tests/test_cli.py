@@ -246,3 +246,67 @@ def test_restore_to_a_missing_folder_creates_nothing_and_restore_all_says_it_mad
         "restore", "--all", "--at", "2100-01-01T00:00:00Z", "--to", str(tmp_path / "site"), "--force"
     )
     assert again["created"] is False and again["files"] == 1
+
+
+READ_ONLY_COMMANDS = [
+    ("status",),
+    ("targets",),
+    ("verify",),
+    ("verify", "--head"),
+    ("history", "http://127.0.0.1:9/x"),
+    ("diff", "http://127.0.0.1:9/x"),
+    ("show", "http://127.0.0.1:9/x"),
+    ("restore", "http://127.0.0.1:9/x", "--to", "x.html"),
+    ("restore", "--all", "--at", "2026-01-01T00:00:00Z", "--to", "site"),
+]
+
+
+def public_tables(database_url: str) -> list[str]:
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(database_url)
+    try:
+        return inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_read_only_commands_never_create_a_store(mirror, database_url, tmp_path):
+    m = mirror(["http://127.0.0.1:9/x"])
+    for args in READ_ONLY_COMMANDS:
+        proc = m(*args, check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode == 2, (args, err)
+        assert err.startswith("mirror: error: ") and err.count("\n") == 1, (args, err)
+        assert "mirror check" in err, (args, err)  # how to make one
+    if database_url.startswith("sqlite"):
+        assert not (tmp_path / "store").exists()  # neither the folder nor the file
+    else:
+        assert public_tables(database_url) == []
+    assert not (tmp_path / "site").exists() and not (tmp_path / "x.html").exists()
+
+    m("check")  # `check` (and `run`) create the store; then the same commands read it
+    assert m("status").returncode == 0
+
+
+def test_read_only_commands_refuse_a_store_at_an_older_schema_and_leave_it_as_it_was(mirror, database_url):
+    from alembic import command
+
+    from mirror.db import alembic_config, current_revision, open_engine
+
+    engine = open_engine(database_url, migrate=False)
+    try:
+        with engine.connect() as conn, conn.begin():
+            command.upgrade(alembic_config(conn), "0001")
+    finally:
+        engine.dispose()
+    m = mirror(["http://127.0.0.1:9/x"])
+    proc = m("status", check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2
+    assert err.count("\n") == 1 and "0001" in err and "mirror check" in err and "mirror run" in err
+    engine = open_engine(database_url, migrate=False)
+    try:
+        assert current_revision(engine) == "0001"
+    finally:
+        engine.dispose()

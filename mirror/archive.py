@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from mirror import blobs, codec, db, ledger, log, recording, tables
 from mirror import targets as targets_table
 from mirror.db import DEFAULT_RETRY, RetrySettings
-from mirror.domain import FetchResult, Outcome, StoredEvent, Target, TargetState, Version
+from mirror.domain import FetchResult, Outcome, Status, StoredEvent, Target, TargetState, Version
 from mirror.errors import StoreError, UsageError, VersionNotFound
 from mirror.recording import CheckRecord
 from mirror.targets import SyncReport, TargetSummary, target_row
@@ -61,7 +61,7 @@ class History:
 class StoreStatus:
     """Counts over the store, for `mirror status`."""
 
-    targets_by_status: dict[str, int]  # active targets only
+    targets_by_status: dict[str, int]  # active targets only; every `Status`, zero included
     targets: int
     versions: int
     blobs: int
@@ -370,7 +370,11 @@ class Archive:
                 select(func.count()).select_from(C).where(C.c.started_at >= now - timedelta(hours=1))
             ).scalar_one()
             return StoreStatus(
-                targets_by_status={str(k): int(v) for k, v in by_status.items()},
+                # Every status, zero included, so that scripts never meet a missing key.
+                targets_by_status={
+                    **dict.fromkeys(map(str, Status), 0),
+                    **{str(k): int(v) for k, v in by_status.items()},
+                },
                 targets=int(targets),
                 versions=int(versions),
                 blobs=int(blob_count),

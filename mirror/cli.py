@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from mirror import __version__, render
+from mirror.domain import Status
 from mirror.errors import ConfigError, MirrorError, NoStore, NotFound, RestoreError, StoreError, UsageError
 
 EXIT_OK = 0
@@ -185,7 +186,7 @@ def status(app: AppContext, as_json: bool) -> None:
 @click.option(
     "--state",
     "state",
-    type=click.Choice(["new", "ok", "failing", "gone", "moved", "suspicious"]),
+    type=click.Choice([*map(str, Status), "suspicious"]),  # every state, then `targets.SUSPICIOUS`
     help="Only targets in this state; `suspicious`: flagged changes, whatever the state.",
 )
 @json_option

@@ -12,6 +12,8 @@ from dataclasses import asdict, fields, is_dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from mirror.domain import OutcomeKind
+
 if TYPE_CHECKING:
     from mirror.archive import History, StoreStatus, TargetSummary
     from mirror.check import RoundReport
@@ -61,7 +63,8 @@ def check_json(report: RoundReport) -> dict[str, Any]:
     return {
         "checked": len(report.checks),
         "elapsed_seconds": round(report.elapsed, 3),
-        "outcomes": report.counts,
+        # Every outcome, zero included: `d["outcomes"]["changed"]` must never raise.
+        "outcomes": {**dict.fromkeys(map(str, OutcomeKind), 0), **report.counts},
         "crashed": list(report.crashed),
         "targets": report.checks,
     }
@@ -78,7 +81,7 @@ def check_text(report: RoundReport) -> list[str]:
 
 
 def status_text(report: StoreStatus) -> list[str]:
-    states = ", ".join(f"{n} {s}" for s, n in sorted(report.targets_by_status.items())) or "none"
+    states = ", ".join(f"{n} {s}" for s, n in sorted(report.targets_by_status.items()) if n) or "none"
     return [
         f"database:        {report.database}",
         f"targets:         {report.targets} ({states})",

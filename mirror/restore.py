@@ -112,7 +112,7 @@ def write_atomically(path: Path, data: bytes, *, force: bool) -> None:
 
 
 def _create_temporary(folder: Path) -> tuple[int, Path]:
-    """Return an open descriptor and the path of a new hidden file in `folder`, created with mode 0666 & ~umask."""
+    """Return the descriptor and path of a new hidden file in `folder`, made with mode 0666 less the umask."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     while True:
         tmp = folder / f".mirror-{secrets.token_hex(8)}.part"
@@ -209,7 +209,7 @@ def _fold(name: str) -> str:
 
 
 def _renamed(path: PurePosixPath, url: str, taken: set[str]) -> PurePosixPath:
-    """Return `path` with a suffix made from `url`'s SHA-256 whose folded form is not in `taken` (then added)."""
+    """Return `path` with a suffix from `url`'s SHA-256 whose folded form is not in `taken` (then added)."""
     digest = hashlib.sha256(url.encode()).hexdigest()
     stem, dot, ext = path.name.rpartition(".")
     if not dot or not stem or not ext.isalnum() or len(ext) > 8:

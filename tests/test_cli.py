@@ -18,6 +18,11 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def nonzero(counts: dict[str, int]) -> dict[str, int]:
+    """Return the counts that are not 0 (`--json` lists every outcome and state, zero included)."""
+    return {k: n for k, n in counts.items() if n}
+
+
 class Mirror:
     """Runs `python -m mirror` with a config and a database, like a user in a shell."""
 
@@ -66,10 +71,10 @@ def test_check_history_show_diff_and_restore_from_the_command_line(site, mirror,
 
     first = m.json("check")
     assert first["checked"] == 1
-    assert first["outcomes"] == {"new": 1}
+    assert nonzero(first["outcomes"]) == {"new": 1}
     assert first["targets"][0]["url"] == url
     site.put("/note.html", v2)
-    assert m.json("check", url)["outcomes"] == {"changed": 1}
+    assert nonzero(m.json("check", url)["outcomes"]) == {"changed": 1}
 
     history = m.json("history", url)
     assert [v["number"] for v in history["versions"]] == [1, 2]
@@ -98,7 +103,7 @@ def test_check_history_show_diff_and_restore_from_the_command_line(site, mirror,
     status = m.json("status")
     assert status["targets"] == 1
     assert status["versions"] == 2
-    assert status["targets_by_status"] == {"ok": 1}
+    assert nonzero(status["targets_by_status"]) == {"ok": 1}
     targets = m.json("targets")["targets"]
     assert [(t["url"], t["versions"], t["status"]) for t in targets] == [(url, 2, "ok")]
 
@@ -173,7 +178,7 @@ def test_check_crawls_a_linked_site_within_its_scope_in_one_command(site, tmp_pa
             "/archive/sub/deep.html",
         )
     )
-    assert report["outcomes"] == {"new": 5}
+    assert nonzero(report["outcomes"]) == {"new": 5}
     assert site.hits("/elsewhere.html") == 0
 
 

@@ -7,7 +7,9 @@ This is the only place that maps `MirrorError` classes to exit codes:
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -153,11 +155,16 @@ def check(app: AppContext, urls: tuple[str, ...], as_json: bool) -> None:
         mirror check
         mirror check https://www.prisoncensorship.info/archive/etext/wim/ --json
     """
+    from mirror.errors import NotATarget, TargetNotFound
     from mirror.service import check_round
 
-    report = check_round(
-        app.config(), app.archive(create=True), list(urls), progress=sys.stderr.isatty() and not as_json
-    )
+    wanted = [_url(u) for u in urls]  # a typo is a usage error before any store is made
+    try:
+        report = check_round(
+            app.config(), app.archive(create=True), wanted, progress=sys.stderr.isatty() and not as_json
+        )
+    except TargetNotFound as exc:
+        raise NotATarget(exc.url, app.config().path) from None
     if as_json:
         emit_json(render.check_json(report))
     else:
@@ -214,7 +221,8 @@ def history(app: AppContext, url: str, as_json: bool) -> None:
     Example:
         mirror history https://www.prisoncensorship.info/archive/etext/wim/
     """
-    h = app.archive().history(_url(url))
+    wanted = _url(url)
+    h = app.archive().history(wanted)
     if as_json:
         emit_json(render.history_json(h))
     else:
@@ -236,7 +244,8 @@ def diff(app: AppContext, url: str, from_spec: str | None, to_spec: str | None) 
     """
     from mirror.history import version_diff
 
-    click.echo(version_diff(app.archive(), _url(url), from_spec, to_spec), nl=False)
+    wanted = _url(url)
+    click.echo(version_diff(app.archive(), wanted, from_spec, to_spec), nl=False)
 
 
 def _version_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -258,8 +267,9 @@ def show(app: AppContext, url: str, spec: str | None, at: str | None) -> None:
     Example:
         mirror show https://www.prisoncensorship.info/archive/etext/wim/ --version 1 > page.html
     """
+    wanted, spec, when = _url(url), _one_of(spec, at), parse_time(at) if at else None  # input first
     archive = app.archive()
-    version = archive.version(_url(url), _one_of(spec, at), parse_time(at) if at else None)
+    version = archive.version(wanted, spec, when)
     sys.stdout.buffer.write(archive.read(version.sha256))
     sys.stdout.buffer.flush()
 
@@ -318,9 +328,8 @@ def restore(
         return
     if url is None:
         raise UsageError("restore needs a URL, or --all --at TIME")
-    done = restore_version(
-        app.archive(), _url(url), dest, spec=_one_of(spec, at), at=parse_time(at) if at else None, force=force
-    )
+    wanted, spec, when = _url(url), _one_of(spec, at), parse_time(at) if at else None  # input first
+    done = restore_version(app.archive(), wanted, dest, spec=spec, at=when, force=force)
     if as_json:
         emit_json(done)
     else:
@@ -354,6 +363,7 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
     """
     from mirror import verify as fixity
 
+    expected = _published(published) if published else None  # bad input first, then the store
     engine = app.archive().engine
     if head_only:
         seq, digest = fixity.head(engine)
@@ -362,7 +372,6 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         else:
             click.echo(f"{seq} {digest}")
         return
-    expected = _published(published) if published else None
     bar = None
     if sys.stderr.isatty() and not as_json:
         from tqdm import tqdm
@@ -410,6 +419,30 @@ def _fail(error: MirrorError) -> NoReturn:
     raise SystemExit(exit_code_for(error))
 
 
+def _usage_line(exc: click.ClickException) -> str:
+    """Return click's complaint as our one line: lower-case, on one line, with where to get help."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    head, did, hint = message.partition(". Did you mean ")
+    if did:
+        message = f"{head} (did you mean {hint.rstrip('?')}?)"
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError):
+        message += f"; try '{ctx.command_path if ctx is not None else 'mirror'} --help'"
+    return message
+
+
+def _catch_sigint() -> None:
+    """Make Ctrl-C raise KeyboardInterrupt, however the process was started.
+
+    A shell starts a background job with SIGINT ignored, and Python then installs no
+    handler of its own: Ctrl-C (or `kill -INT`) would do nothing. `mirror run` replaces
+    this handler with its own graceful stop.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @contextmanager
 def _errors_to_exit_codes() -> Iterator[None]:
     try:
@@ -423,14 +456,15 @@ def _errors_to_exit_codes() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `mirror` command."""
+    _catch_sigint()
     with _errors_to_exit_codes():
         try:
             code = cli.main(args=argv, prog_name="mirror", standalone_mode=False)
         except click.exceptions.Abort:  # Ctrl-C (the checks under way were written) or EOF at a prompt
             click.echo("mirror: interrupted", err=True)
             raise SystemExit(EXIT_INTERRUPTED) from None
-        except click.ClickException as exc:  # usage errors: click's message, exit 2
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
+        except click.ClickException as exc:  # usage errors: one line, exit 2 (click says 3 lines)
+            click.echo(f"mirror: error: {_usage_line(exc)}", err=True)
+            raise SystemExit(EXIT_USAGE) from None
         if isinstance(code, int) and code != EXIT_OK:  # `--help` and `--version` return 0 here
             raise SystemExit(code)

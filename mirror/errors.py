@@ -5,6 +5,7 @@
     ├── UsageError(problem)                        bad command-line input        → exit 2
     ├── NotFound                                                                  → exit 2
     │   ├── TargetNotFound(url)                    the URL is not in the store
+    │   │   └── NotATarget(url, config_file)       `check URL` of a URL not configured
     │   └── VersionNotFound(url, version)          no such version of that URL
     ├── NoStore(url, problem)                      no store a read-only command  → exit 2
     │                                              can read (none, or another schema)
@@ -55,6 +56,18 @@ class TargetNotFound(NotFound):
     def __init__(self, url: str) -> None:
         self.url = url
         super().__init__(f"{url}: not in the store (is it configured, and has it been checked?)")
+
+
+class NotATarget(TargetNotFound):
+    """`check URL` was given a URL that is neither configured nor found by a source."""
+
+    def __init__(self, url: str, config_file: str) -> None:
+        self.url, self.config_file = url, config_file
+        NotFound.__init__(
+            self,
+            f"{url}: not a target; `mirror check URL` checks configured targets (and pages found by "
+            f"[[sources]]): to watch it, add it to `targets` in {config_file}, then check it",
+        )
 
 
 class VersionNotFound(NotFound):

@@ -199,7 +199,12 @@ def test_robots_txt_disallow_is_honoured_and_the_check_is_skipped(site, tmp_path
     assert site.hits("/archive/private/secret.html") == 0
 
 
-def test_ctrl_c_stops_a_check_round_soon_and_keeps_what_was_checked(site, mirror, tmp_path):
+@pytest.mark.parametrize("started_ignoring_sigint", [False, True], ids=["foreground", "background-job"])
+def test_ctrl_c_stops_a_check_round_soon_and_keeps_what_was_checked(
+    site, mirror, tmp_path, started_ignoring_sigint
+):
+    # A shell starts a background job with SIGINT ignored, and Python then installs no handler:
+    # `mirror` installs its own, so Ctrl-C (or `kill -INT`) does the same however it was started.
     # 40 pages of 1 s each over 2 workers: 20 s of work. Ctrl-C after ~2 s must not wait for it.
     urls = [site.url(f"/slow?seconds=1&n={i}") for i in range(40)]
     m = mirror(urls, "concurrency = 2\nper_host_concurrency = 2")
@@ -211,6 +216,9 @@ def test_ctrl_c_stops_a_check_round_soon_and_keeps_what_was_checked(site, mirror
         stderr=subprocess.DEVNULL,
         env=env,
         cwd=tmp_path,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        if started_ignoring_sigint
+        else None,
     )
     deadline = time.monotonic() + 30
     while site.hits("/slow") < 3 and time.monotonic() < deadline:
@@ -315,3 +323,50 @@ def test_read_only_commands_refuse_a_store_at_an_older_schema_and_leave_it_as_it
         assert current_revision(engine) == "0001"
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        ((), "missing command"),
+        (("frob",), "frob"),
+        (("--bogus", "status"), "--bogus"),
+        (("status", "--bogus"), "--bogus"),
+        (("restore", "--frce"), "--force"),  # did you mean
+        (("history",), "URL"),
+        (("targets", "--state", "sunny"), "sunny"),
+        (("--log-level", "loud", "status"), "loud"),
+        (("restore", "--all", "--to"), "--to"),
+        (("show", "{url}", "--version", "abc"), "abc"),
+        (("show", "{url}", "--version", "9"), "version 9"),
+        (("show", "{url}", "--at", "yesterday"), "yesterday"),
+        (("verify", "--published", "12"), "SEQ:HASH"),
+        (("check", "not a url"), "not a url"),
+    ],
+)
+def test_every_usage_error_is_one_line_and_exit_2(site, tmp_path, args, names):
+    site.put("/u.html", b"<p>u</p>")
+    config = write_config(tmp_path / "mirror.toml", [site.url("/u.html")])
+    m = Mirror(config, f"sqlite:///{tmp_path / 'mirror.db'}", tmp_path)  # the parser, not the store
+    if "{url}" in args:
+        m("check")
+    proc = m(*(a.replace("{url}", site.url("/u.html")) for a in args), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert err.startswith("mirror: error: ") and err.count("\n") == 1, err
+    assert names in err
+    assert proc.stdout == b""
+
+
+def test_check_of_a_url_that_is_not_configured_says_how_to_add_it(site, tmp_path):
+    site.put("/known.html", b"<p>known</p>")
+    config = write_config(tmp_path / "mirror.toml", [site.url("/known.html")])
+    m = Mirror(config, f"sqlite:///{tmp_path / 'mirror.db'}", tmp_path)
+    m("check")
+    proc = m("--log-level", "warning", "check", site.url("/other.html"), check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2
+    assert err.startswith("mirror: error: ") and err.count("\n") == 1
+    assert site.url("/other.html") in err
+    assert "configured targets" in err and "`targets`" in err and str(config) in err
+    assert site.hits("/other.html") == 0

@@ -135,3 +135,68 @@ def test_every_json_document_carries_exactly_the_keys_the_readme_documents(site,
     report = json.loads(damaged.stdout)
     assert report["problems"]
     assert_documented(report, full)
+
+
+# -- the README says what the program does ------------------------------------------------------
+
+
+def test_no_table_in_the_readme_is_broken_by_a_blank_line():
+    lines = README.splitlines()
+    for n, line in enumerate(lines):
+        if line.startswith("|") and (n == 0 or not lines[n - 1].startswith("|")):
+            # A table starts here: its second line must be the header separator.
+            assert re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", lines[n + 1]), f"README line {n + 1}: {line!r}"
+
+
+def test_every_event_the_code_logs_is_in_the_readme():
+    from mirror import log
+
+    names = {v for k, v in vars(log).items() if k.isupper() and isinstance(v, str) and "." in v}
+    source = "\n".join(p.read_text() for p in (Path(__file__).parent.parent / "mirror").glob("*.py"))
+    call = r"logger\.(?:debug|info|warning|error|exception|critical)\(\s*\"([a-z_]+\.[a-z_]+)\""
+    names |= set(re.findall(call, source))
+    assert {"document.changed", "check.crashed", "service.started"} <= names  # the search works
+    assert sorted(n for n in names if f"`{n}`" not in README) == []
+    events_table = README.split("| event | when | fields |", 1)[1].split("\n\n", 1)[0]
+    for name in (log.INTEGRITY_DAMAGED, log.CHECK_SKIPPED, *log.DOCUMENT_EVENTS, log.CHECK_FAILED):
+        assert f"| `{name}` |" in events_table
+
+
+def test_the_readme_names_the_folder_a_port_restores_to():
+    from mirror.restore import site_path
+
+    assert "`<host>_<port>` (`127.0.0.1_8080/`" in README
+    assert site_path("http://127.0.0.1:8080/a.html").parts[0] == "127.0.0.1_8080"
+
+
+def test_targets_counts_in_words(site, tmp_path):
+    site.put("/one.html", b"<p>one</p>")
+    m = Mirror(
+        write_config(tmp_path / "m.toml", [site.url("/one.html")]), f"sqlite:///{tmp_path / 'm.db'}", tmp_path
+    )
+    m("check")
+    assert m("targets").stdout.decode().splitlines()[-1] == "1 target"
+    assert "in 1 blob" in m("status").stdout.decode()
+
+
+def test_the_target_forms_the_readme_shows_load_and_the_forbidden_mix_is_one_line(tmp_path):
+    from mirror.config import load_config
+    from mirror.errors import ConfigError
+
+    (tmp_path / "targets.txt").write_text("https://a.org/3.html\n")
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        'targets = ["https://a.org/1.html", { url = "https://a.org/2.html", interval = "1d" }]\n'
+        'targets_file = "targets.txt"\n'
+    )
+    loaded = load_config(config, {})
+    assert [t.url for t in loaded.targets] == [f"https://a.org/{n}.html" for n in (1, 2, 3)]
+    assert loaded.targets[1].interval.days == 1
+    assert 'targets = ["https://...", { url = "https://...", interval = "1d" }]' in README
+
+    config.write_text('targets = ["https://a.org/1.html"]\n\n[[targets]]\nurl = "https://a.org/2.html"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, {})
+    message = str(caught.value)
+    assert caught.value.key == "targets" and "\n" not in message
+    assert "[[targets]]" in message and "inline" in message

@@ -1,7 +1,8 @@
 """The command line: parse, call one library function, render text or `--json`.
 
 This is the only place that maps `MirrorError` classes to exit codes:
-0 success; 1 verify found damage; 2 usage, config or unknown URL/version; 3 runtime failure.
+0 success; 1 verify found damage; 2 usage, config, unknown URL/version or no store to read;
+3 runtime failure; 130 interrupted. Usage errors are one line too, as every error is.
 """
 
 from __future__ import annotations
@@ -328,8 +329,8 @@ def restore(
         return
     if url is None:
         raise UsageError("restore needs a URL, or --all --at TIME")
-    wanted, spec, when = _url(url), _one_of(spec, at), parse_time(at) if at else None  # input first
-    done = restore_version(app.archive(), wanted, dest, spec=spec, at=when, force=force)
+    wanted, spec, one_at = _url(url), _one_of(spec, at), parse_time(at) if at else None  # input first
+    done = restore_version(app.archive(), wanted, dest, spec=spec, at=one_at, force=force)
     if as_json:
         emit_json(done)
     else:

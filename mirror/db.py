@@ -151,7 +151,7 @@ def _require_head(revision: str | None, masked: str) -> None:
     if revision == HEAD_REVISION:
         return
     if revision is None:
-        raise NoStore(masked, f"no mirror store here (no tables); {_HOW_TO_MIGRATE}")
+        raise NoStore(masked, f"no mirror store here; {_HOW_TO_MIGRATE}")
     known = {p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("*.py")}
     if revision in known:
         raise NoStore(

@@ -189,7 +189,7 @@ def plan_site(entries: list[tuple[str, PurePosixPath]]) -> dict[str, PurePosixPa
     groups: dict[str, list[str]] = {}
     for url, (path, _) in wanted.items():
         groups.setdefault(_fold(str(path)), []).append(url)
-    taken = folders | set(groups) | _RESERVED
+    taken = folders | set(groups)
     plan: dict[str, PurePosixPath] = {}
     for key in sorted(groups):
         urls = sorted(groups[key], key=lambda u: (wanted[u][1], len(u), u))

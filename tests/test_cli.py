@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 
 def sha(data: bytes) -> str:
@@ -321,8 +322,25 @@ def test_read_only_commands_refuse_a_store_at_an_older_schema_and_leave_it_as_it
     engine = open_engine(database_url, migrate=False)
     try:
         assert current_revision(engine) == "0001"
+        with engine.begin() as conn:  # a store a newer mirror migrated
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     finally:
         engine.dispose()
+    newer = m("history", "http://127.0.0.1:9/x", check=False)
+    assert newer.returncode == 2
+    assert "9999" in newer.stderr.decode() and "upgrade mirror" in newer.stderr.decode()
+
+
+def test_a_read_only_command_leaves_a_file_that_is_not_a_store_as_it_was(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    m = Mirror(
+        write_config(tmp_path / "mirror.toml", ["http://127.0.0.1:9/x"]), f"sqlite:///{empty}", tmp_path
+    )
+    proc = m("verify", check=False)
+    assert proc.returncode == 2 and "no mirror store here" in proc.stderr.decode()
+    assert empty.stat().st_size == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "mirror.toml"]  # no -wal, no -shm
 
 
 @pytest.mark.parametrize(

@@ -93,9 +93,10 @@ def run(n: int, work: Path, report: Report, *, storage: bool) -> None:
             disk[name] = mirror.disk_bytes()
             doc = rounds[name][2]
             statuses = Counter(str(t["http_status"]) for t in doc["targets"])
+            outcomes = {kind: count for kind, count in sorted(doc["outcomes"].items()) if count}
             report.notes.append(
                 f"N={n} {name}: mirror {done.seconds:.2f} s wall ({doc['elapsed_seconds']:.2f} s in its "
-                f"round), outcomes {dict(sorted(doc['outcomes'].items()))}, crashed {len(doc['crashed'])}, "
+                f"round), outcomes {outcomes}, crashed {len(doc['crashed'])}, "
                 f"HTTP {dict(sorted(statuses.items()))}; reference {ref_s:.2f} s wall "
                 f"({ref['seconds']:.2f} s fetching), HTTP {ref['statuses']}"
             )

@@ -67,7 +67,9 @@ class History:
 class StoreStatus:
     """Counts over the store, for `mirror status`."""
 
-    targets_by_status: dict[str, int]  # watched targets by state, and `unwatched` ones
+    targets_by_status: dict[
+        str, int
+    ]  # watched targets by state, and `unwatched` ones; every `Status`, zero included
     targets: int  # watched targets
     versions: int
     blobs: int
@@ -431,7 +433,11 @@ class Archive:
                 select(func.count()).select_from(C).where(C.c.started_at >= now - timedelta(hours=1))
             ).scalar_one()
             return StoreStatus(
-                targets_by_status={str(k): int(v) for k, v in by_status.items()},
+                # Every status, zero included, so that scripts never meet a missing key.
+                targets_by_status={
+                    **dict.fromkeys(map(str, Status), 0),
+                    **{str(k): int(v) for k, v in by_status.items()},
+                },
                 targets=int(targets),
                 versions=int(versions),
                 blobs=int(blob_count),

@@ -1,13 +1,16 @@
 """The command line: parse, call one library function, render text or `--json`.
 
 This is the only place that maps `MirrorError` classes to exit codes:
-0 success; 1 verify found damage; 2 usage, config or unknown URL/version; 3 runtime failure.
+0 success; 1 verify found damage; 2 usage, config, unknown URL/version or no store to read;
+3 runtime failure; 130 interrupted. Usage errors are one line too, as every error is.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +23,7 @@ import click
 
 from mirror import __version__, render
 from mirror.domain import Status
-from mirror.errors import ConfigError, MirrorError, NotFound, RestoreError, StoreError, UsageError
+from mirror.errors import ConfigError, MirrorError, NoStore, NotFound, RestoreError, StoreError, UsageError
 
 EXIT_OK = 0
 EXIT_DAMAGED = 1
@@ -35,7 +38,7 @@ if TYPE_CHECKING:  # real imports are deferred so that `--help` stays fast
 
 def exit_code_for(error: MirrorError) -> int:
     """Return the documented exit code for an error."""
-    if isinstance(error, ConfigError | UsageError | NotFound | RestoreError):
+    if isinstance(error, ConfigError | UsageError | NotFound | NoStore | RestoreError):
         return EXIT_USAGE
     if isinstance(error, StoreError):
         return EXIT_RUNTIME
@@ -57,12 +60,17 @@ class AppContext:
             self._config = load_config(config_path(self.config_option, os.environ), os.environ)
         return self._config
 
-    def archive(self) -> Archive:
+    def archive(self, *, create: bool = False) -> Archive:
+        """Return the store; only `create=True` (`check`; `run` opens its own) makes or migrates one.
+
+        Raises:
+            NoStore: without `create`, there is no store at the current schema.
+        """
         if self._archive is None:
             from mirror.archive import Archive
             from mirror.db import open_engine
 
-            self._archive = Archive(open_engine(self.config().storage.database))
+            self._archive = Archive(open_engine(self.config().storage.database, existing=not create))
         return self._archive
 
     def close(self) -> None:
@@ -149,11 +157,16 @@ def check(app: AppContext, urls: tuple[str, ...], as_json: bool) -> None:
         mirror check
         mirror check https://www.prisoncensorship.info/archive/etext/wim/ --json
     """
+    from mirror.errors import NotATarget, TargetNotFound
     from mirror.service import check_round
 
-    report = check_round(
-        app.config(), app.archive(), list(urls), progress=sys.stderr.isatty() and not as_json
-    )
+    wanted = [_url(u) for u in urls]  # a typo is a usage error before any store is made
+    try:
+        report = check_round(
+            app.config(), app.archive(create=True), wanted, progress=sys.stderr.isatty() and not as_json
+        )
+    except TargetNotFound as exc:
+        raise NotATarget(exc.url, app.config().path) from None
     if as_json:
         emit_json(render.check_json(report))
     else:
@@ -182,7 +195,7 @@ def status(app: AppContext, as_json: bool) -> None:
 @click.option(
     "--state",
     "state",
-    type=click.Choice([*(s.value for s in Status), "suspicious"]),
+    type=click.Choice([*map(str, Status), "suspicious"]),  # every state, then `targets.SUSPICIOUS`
     help="Only targets in this state; `suspicious`: flagged changes, whatever the state.",
 )
 @json_option
@@ -210,7 +223,8 @@ def history(app: AppContext, url: str, as_json: bool) -> None:
     Example:
         mirror history https://www.prisoncensorship.info/archive/etext/wim/
     """
-    h = app.archive().history(_url(url))
+    wanted = _url(url)
+    h = app.archive().history(wanted)
     if as_json:
         emit_json(render.history_json(h))
     else:
@@ -232,7 +246,8 @@ def diff(app: AppContext, url: str, from_spec: str | None, to_spec: str | None) 
     """
     from mirror.history import version_diff
 
-    click.echo(version_diff(app.archive(), _url(url), from_spec, to_spec), nl=False)
+    wanted = _url(url)
+    click.echo(version_diff(app.archive(), wanted, from_spec, to_spec), nl=False)
 
 
 def _version_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -254,8 +269,9 @@ def show(app: AppContext, url: str, spec: str | None, at: str | None) -> None:
     Example:
         mirror show https://www.prisoncensorship.info/archive/etext/wim/ --version 1 > page.html
     """
+    wanted, spec, when = _url(url), _one_of(spec, at), parse_time(at) if at else None  # input first
     archive = app.archive()
-    version = archive.version(_url(url), _one_of(spec, at), parse_time(at) if at else None)
+    version = archive.version(wanted, spec, when)
     sys.stdout.buffer.write(archive.read(version.sha256))
     sys.stdout.buffer.flush()
 
@@ -310,18 +326,12 @@ def restore(
         if as_json:
             emit_json(site)
         else:
-            click.echo(
-                f"restored {site.files} documents ({render.fmt_size(site.bytes)}) as of {when.isoformat()} "
-                f"to {site.folder}; manifest {site.manifest}"
-            )
-            for gone_url, since in site.left_out:
-                click.echo(f"left out (gone since {render.fmt_time(since)}): {gone_url}")
+            echo_lines(render.site_restore_text(site))
         return
     if url is None:
         raise UsageError("restore needs a URL, or --all --at TIME")
-    done = restore_version(
-        app.archive(), _url(url), dest, spec=_one_of(spec, at), at=parse_time(at) if at else None, force=force
-    )
+    wanted, spec, one_at = _url(url), _one_of(spec, at), parse_time(at) if at else None  # input first
+    done = restore_version(app.archive(), wanted, dest, spec=spec, at=one_at, force=force)
     if as_json:
         emit_json(done)
     else:
@@ -355,6 +365,7 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
     """
     from mirror import verify as fixity
 
+    expected = _published(published) if published else None  # bad input first, then the store
     engine = app.archive().engine
     if head_only:
         seq, digest = fixity.head(engine)
@@ -363,7 +374,6 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         else:
             click.echo(f"{seq} {digest}")
         return
-    expected = _published(published) if published else None
     bar = None
     if sys.stderr.isatty() and not as_json:
         from tqdm import tqdm
@@ -411,6 +421,30 @@ def _fail(error: MirrorError) -> NoReturn:
     raise SystemExit(exit_code_for(error))
 
 
+def _usage_line(exc: click.ClickException) -> str:
+    """Return click's complaint as our one line: lower-case, on one line, with where to get help."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    head, did, hint = message.partition(". Did you mean ")
+    if did:
+        message = f"{head} (did you mean {hint.rstrip('?')}?)"
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError):
+        message += f"; try '{ctx.command_path if ctx is not None else 'mirror'} --help'"
+    return message
+
+
+def _catch_sigint() -> None:
+    """Make Ctrl-C raise KeyboardInterrupt, however the process was started.
+
+    A shell starts a background job with SIGINT ignored, and Python then installs no
+    handler of its own: Ctrl-C (or `kill -INT`) would do nothing. `mirror run` replaces
+    this handler with its own graceful stop.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @contextmanager
 def _errors_to_exit_codes() -> Iterator[None]:
     try:
@@ -428,14 +462,15 @@ def _errors_to_exit_codes() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `mirror` command."""
+    _catch_sigint()
     with _errors_to_exit_codes():
         try:
             code = cli.main(args=argv, prog_name="mirror", standalone_mode=False)
         except click.exceptions.Abort:  # Ctrl-C (the checks under way were written) or EOF at a prompt
             click.echo("mirror: interrupted", err=True)
             raise SystemExit(EXIT_INTERRUPTED) from None
-        except click.ClickException as exc:  # usage errors: click's message, exit 2
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
+        except click.ClickException as exc:  # usage errors: one line, exit 2 (click says 3 lines)
+            click.echo(f"mirror: error: {_usage_line(exc)}", err=True)
+            raise SystemExit(EXIT_USAGE) from None
         if isinstance(code, int) and code != EXIT_OK:  # `--help` and `--version` return 0 here
             raise SystemExit(code)

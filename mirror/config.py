@@ -5,12 +5,14 @@ nowhere else; the rest of the code sees `timedelta`s and `int`s. Every problem
 becomes one `ConfigError` whose one-line message names the file, the key and
 the bad value.
 
-Targets come in three forms, which may be combined:
+Targets come in three forms:
 
-- `targets = ["https://...", ...]`, a plain list of URLs;
-- `[[targets]]` tables with `url` and an optional `interval`;
+- `targets = ["https://...", { url = "https://...", interval = "1d" }]`, a list of URLs
+  and inline tables;
+- `[[targets]]` tables with `url` and an optional `interval` (TOML allows the key once:
+  this form or the list, not both; a file with both is one `ConfigError` on `targets`);
 - `targets_file = "targets.txt"` (relative to the config file's folder): one URL
-  a line, `#` comments and blank lines ignored.
+  a line, `#` comments and blank lines ignored; it combines with either.
 
 A URL listed twice (after normalisation) is an error naming both places.
 
@@ -308,6 +310,12 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     return Config(name, storage, parsed.schedule, parsed.fetch, parsed.detect, tuple(targets.found), sources)
 
 
+_BOTH_TARGET_FORMS = (
+    "given both as a list (targets = [...]) and as [[targets]] tables, and TOML allows the key once: "
+    'use one; the list may hold inline tables: targets = ["URL", { url = "URL", interval = "1d" }]'
+)
+
+
 def _read_toml(name: str) -> dict[str, Any]:
     try:
         with open(name, "rb") as file:
@@ -317,6 +325,8 @@ def _read_toml(name: str) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(name, "", f"cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
+        if "('targets',)" in str(exc):  # `targets = [...]` and then `[[targets]]`
+            raise ConfigError(name, "targets", _BOTH_TARGET_FORMS) from None
         raise ConfigError(name, "", f"invalid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(name, "", f"not UTF-8 text (byte {exc.start})") from None

@@ -40,7 +40,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from mirror import log
-from mirror.errors import DatabaseUnavailable, StoreError
+from mirror.errors import DatabaseUnavailable, NoStore, StoreError
 
 if TYPE_CHECKING:  # alembic is imported only when a migration is due (it costs ~0.1 s per command)
     from alembic.config import Config
@@ -94,15 +94,20 @@ def mask_url(url: str | URL) -> str:
         return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
-def open_engine(url: str, *, migrate: bool = True) -> Engine:
+def open_engine(url: str, *, migrate: bool = True, existing: bool = False) -> Engine:
     """Return an engine on the store at `url`, migrated to the latest schema unless `migrate=False`.
 
     Accepts `sqlite:///path` (the parent folder is created) and `postgresql://...`
     (run through psycopg 3). Connects once to prove the database is there.
 
+    `existing=True` is for the read-only commands: the store must be there already, at
+    the schema revision this code reads; nothing is created or migrated (no SQLite folder
+    or file, no table), whatever `migrate` says.
+
     Raises:
         DatabaseUnavailable: a bad or unsupported URL, or the database cannot be
             opened, reached or migrated; the message is one line, password masked.
+        NoStore: with `existing`, no store at `url`, or one at another schema revision.
     """
     masked = mask_url(url)
     try:
@@ -114,7 +119,7 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     backend = parsed.get_backend_name()
     try:
         if backend == "sqlite":
-            engine = _sqlite_engine(parsed)
+            engine = _sqlite_engine(parsed, create=not existing)
         elif backend in ("postgresql", "postgres"):
             engine = _postgresql_engine(parsed)
         else:
@@ -124,15 +129,44 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     try:
         with engine.connect() as conn:
             conn.execution_options(**{_READ_ONLY: True}).execute(text("SELECT 1"))
-        if migrate and current_revision(engine) != HEAD_REVISION:
+        if existing:
+            _require_head(current_revision(engine), masked)
+        elif migrate and current_revision(engine) != HEAD_REVISION:
             _upgrade(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
         raise DatabaseUnavailable(masked, _problem(exc, parsed)) from None
-    except StoreError:
+    except (StoreError, NoStore):
         engine.dispose()
         raise
     return engine
+
+
+_HOW_TO_MIGRATE = "`mirror check` or `mirror run` creates and migrates the store"
+
+
+def _require_head(revision: str | None, masked: str) -> None:
+    """Refuse a database without a store, or with a store at a schema other than ours.
+
+    Raises:
+        NoStore: naming the revision found and what to do.
+    """
+    if revision == HEAD_REVISION:
+        return
+    if revision is None:
+        raise NoStore(masked, f"no mirror store here; {_HOW_TO_MIGRATE}")
+    known = {p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("*.py")}
+    if revision in known:
+        raise NoStore(
+            masked,
+            f"the store is at schema revision {revision}, this mirror reads {HEAD_REVISION}: "
+            "run `mirror check` or `mirror run` once to migrate it",
+        )
+    raise NoStore(
+        masked,
+        f"the store is at schema revision {revision!r}, unknown to this mirror "
+        f"(which reads {HEAD_REVISION}): a newer mirror migrated it; upgrade mirror",
+    )
 
 
 def run_in_transaction(
@@ -233,18 +267,24 @@ def _problem(exc: BaseException, url: URL) -> str:
 # -- SQLite ----------------------------------------------------------------------------------
 
 
-def _sqlite_engine(url: URL) -> Engine:
+def _sqlite_engine(url: URL, *, create: bool = True) -> Engine:
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file::memory:"):
         raise DatabaseUnavailable(
             mask_url(url), "an in-memory SQLite database cannot hold an archive; give a file path"
         )
-    folder = Path(database).expanduser().parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        why = "a file is in the way" if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
-        raise DatabaseUnavailable(mask_url(url), f"cannot create the folder {folder}: {why}") from None
+    path = Path(database).expanduser()
+    if not create:
+        if not path.is_file():  # sqlite3 would make an empty one, and its folder a migration
+            raise NoStore(mask_url(url), f"no such file; {_HOW_TO_MIGRATE}")
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            why = "a file is in the way" if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
+            raise DatabaseUnavailable(
+                mask_url(url), f"cannot create the folder {path.parent}: {why}"
+            ) from None
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT},
@@ -252,12 +292,22 @@ def _sqlite_engine(url: URL) -> Engine:
         max_overflow=POOL_OVERFLOW,
         pool_timeout=SQLITE_BUSY_TIMEOUT,
     )
-    event.listen(engine, "connect", _sqlite_on_connect)
+    # Opening an existing store sets no page size and no journal mode: ours is WAL already,
+    # and a file that is not a store (an empty one, another program's) must stay as it was.
+    event.listen(engine, "connect", _sqlite_on_connect if create else _sqlite_on_connect_existing)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
 
 def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    _sqlite_pragmas(dbapi_connection, new=True)
+
+
+def _sqlite_on_connect_existing(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    _sqlite_pragmas(dbapi_connection, new=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, *, new: bool) -> None:
     # Switch off pysqlite's own BEGIN (it begins late, deferred, and not before DDL);
     # `_sqlite_on_begin` emits ours. Busy timeout first: changing the journal mode
     # of a new file may itself have to wait for another process.
@@ -265,10 +315,11 @@ def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> No
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT * 1000)}")
-        # A new file only (before WAL, which fixes it): a blob of ~10 KB ends in a half-filled
-        # overflow page on average; 2 KB pages waste half as much (benchmark store: -2.5%).
-        cursor.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        if new:
+            # A new file only (before WAL, which fixes it): a blob of ~10 KB ends in a half-filled
+            # overflow page on average; 2 KB pages waste half as much (benchmark store: -2.5%).
+            cursor.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
+            cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA synchronous = NORMAL")
     finally:

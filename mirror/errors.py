@@ -5,8 +5,11 @@
     ├── UsageError(problem)                        bad command-line input        → exit 2
     ├── NotFound                                                                  → exit 2
     │   ├── TargetNotFound(url)                    the URL is not in the store
+    │   │   └── NotATarget(url, config_file)       `check URL` of a URL not configured
     │   ├── TargetNotWatched(url, since)           in the store, but removed from the config
     │   └── VersionNotFound(url, version)          no such version of that URL
+    ├── NoStore(url, problem)                      no store a read-only command  → exit 2
+    │                                              can read (none, or another schema)
     ├── StoreError(problem)                        the database misbehaved       → exit 3
     │   ├── DatabaseUnavailable(url, problem)      cannot connect / open
     │   └── StoreLocked(url, problem)              another daemon holds a SQLite store
@@ -59,6 +62,18 @@ class TargetNotFound(NotFound):
         super().__init__(f"{url}: not in the store (is it configured, and has it been checked?)")
 
 
+class NotATarget(TargetNotFound):
+    """`check URL` was given a URL that is neither configured nor found by a source."""
+
+    def __init__(self, url: str, config_file: str) -> None:
+        self.url, self.config_file = url, config_file
+        NotFound.__init__(
+            self,
+            f"{url}: not a target; `mirror check URL` checks configured targets (and pages found by "
+            f"[[sources]]): to watch it, add it to `targets` in {config_file}, then check it",
+        )
+
+
 class TargetNotWatched(NotFound):
     def __init__(self, url: str, since: datetime | None) -> None:
         self.url, self.since = url, since
@@ -73,6 +88,17 @@ class VersionNotFound(NotFound):
     def __init__(self, url: str, version: str, problem: str = "no such version") -> None:
         self.url, self.version, self.problem = url, version, problem
         super().__init__(f"{url}: version {version}: {problem}")
+
+
+class NoStore(MirrorError):
+    """The database holds no store this command can read: nothing there, or another schema revision.
+
+    Only `check` and `run` create or migrate a store; the read-only commands say so instead.
+    """
+
+    def __init__(self, url: str, problem: str) -> None:
+        self.url, self.problem = url, problem
+        super().__init__(f"database {url}: {problem}")
 
 
 class StoreError(MirrorError):

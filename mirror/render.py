@@ -12,9 +12,12 @@ from dataclasses import asdict, fields, is_dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from mirror.domain import OutcomeKind
+
 if TYPE_CHECKING:
     from mirror.archive import History, StoreStatus, TargetSummary
     from mirror.check import RoundReport
+    from mirror.restore import SiteRestore
     from mirror.verify import Problem, VerifyReport
 
 
@@ -42,6 +45,11 @@ def fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
 
 
+def plural(n: int, word: str) -> str:
+    """Return "1 target", "2 targets", "0 targets"."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def fmt_size(size: int) -> str:
     amount = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -55,7 +63,8 @@ def check_json(report: RoundReport) -> dict[str, Any]:
     return {
         "checked": len(report.checks),
         "elapsed_seconds": round(report.elapsed, 3),
-        "outcomes": report.counts,
+        # Every outcome, zero included: `d["outcomes"]["changed"]` must never raise.
+        "outcomes": {**dict.fromkeys(map(str, OutcomeKind), 0), **report.counts},
         "crashed": list(report.crashed),
         "skipped_claimed": report.skipped_claimed,
         "targets": report.checks,
@@ -77,11 +86,11 @@ def check_text(report: RoundReport) -> list[str]:
 
 
 def status_text(report: StoreStatus) -> list[str]:
-    states = ", ".join(f"{n} {s}" for s, n in sorted(report.targets_by_status.items())) or "none"
+    states = ", ".join(f"{n} {s}" for s, n in sorted(report.targets_by_status.items()) if n) or "none"
     return [
         f"database:        {report.database}",
         f"targets:         {report.targets} ({states})",
-        f"versions:        {report.versions} in {report.blobs} blobs",
+        f"versions:        {report.versions} in {plural(report.blobs, 'blob')}",
         f"content:         {fmt_size(report.content_bytes)} stored as {fmt_size(report.stored_bytes)}",
         f"last check:      {fmt_time(report.last_check_at)}",
         f"next due:        {fmt_time(report.next_check_at)}",
@@ -98,7 +107,17 @@ def targets_text(rows: list[TargetSummary]) -> list[str]:
         + (f"  (unwatched since {fmt_time(t.unwatched_since)})" if t.unwatched_since else "")
         for t in rows
     ]
-    return [*lines, f"{len(rows)} targets"]
+    return [*lines, plural(len(rows), "target")]
+
+
+def site_restore_text(site: SiteRestore) -> list[str]:
+    folder = f"{site.folder} (created)" if site.created else site.folder
+    lines = [
+        f"restored {plural(site.files, 'document')} ({fmt_size(site.bytes)}) as of {site.at.isoformat()} "
+        f"to {folder}; manifest {site.manifest}"
+    ]
+    lines += [f"left out (gone since {fmt_time(since)}): {url}" for url, since in site.left_out]
+    return lines
 
 
 def history_json(h: History) -> dict[str, Any]:

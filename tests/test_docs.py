@@ -1,13 +1,19 @@
-"""Every command is documented in the README and has help."""
+"""The README and the program agree: every command, `--json` key, event and table."""
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import create_engine, text
 
 from mirror.cli import cli
+from mirror.domain import OutcomeKind, Status
+from tests.test_cli import Mirror, write_config
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -30,3 +36,167 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
     test_line = next(line for line in README.splitlines() if line.strip().endswith(".venv/bin/pytest"))
     assert test_line.strip() in ci
+
+
+# -- `--json` documents carry every key the README documents, and no other ----------------------
+
+
+def documented_json(name: str) -> str:
+    """Return the README's description of the `--json` document of `name` (its bullet)."""
+    section = README.split("### `--json` documents", 1)[1].split("\n## ", 1)[0]
+    bullet = next(line for line in section.splitlines() if line.startswith(f"- `{name}`: "))
+    return bullet.split(": ", 1)[1]
+
+
+def documented_keys(text: str) -> tuple[set[str], dict[str, set[str]]]:
+    """Return the keys named outside parentheses, and per key the names in its parentheses.
+
+    `outcomes` (count by outcome: `new`, ...) lists the keys of a dict; `item` (`blob`, ...)
+    lists values; which it is, the document itself says (a dict or not).
+    """
+    keys: set[str] = set()
+    inside: dict[str, set[str]] = {}
+    depth, last = 0, ""
+    for match in re.finditer(r"\(|\)|`([^`]+)`", text):
+        if match[0] == "(":
+            depth += 1
+        elif match[0] == ")":
+            depth -= 1
+        elif depth == 0:
+            keys.add(last := match[1])
+        else:
+            inside.setdefault(last, set()).add(match[1])
+    return keys, inside
+
+
+def json_keys(document) -> tuple[set[str], set[str]]:
+    """Return every key at any depth (not inside free-form `details`), and the keys holding dicts."""
+    found: set[str] = set()
+    dicts: set[str] = set()
+
+    def walk(value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                found.add(key)
+                if key == "details":
+                    continue
+                if isinstance(inner, dict):
+                    dicts.add(key)
+                walk(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                walk(inner)
+
+    walk(document)
+    return found, dicts
+
+
+def assert_documented(document, text: str) -> None:
+    keys, inside = documented_keys(text)
+    found, dicts = json_keys(document)
+    expected = keys | {k for key in dicts for k in inside.get(key, set())}
+    assert found == expected, f"undocumented: {found - expected}; missing: {expected - found}"
+
+
+def test_every_json_document_carries_exactly_the_keys_the_readme_documents(site, database_url, tmp_path):
+    site.put("/doc.html", b"<p>the document</p>")
+    url = site.url("/doc.html")
+    m = Mirror(write_config(tmp_path / "mirror.toml", [url]), database_url, tmp_path)
+
+    check = m.json("check")
+    assert set(check["outcomes"]) == {str(k) for k in OutcomeKind}  # zero counts included
+    assert check["outcomes"]["changed"] == 0 and check["outcomes"]["new"] == 1
+    assert_documented(check, documented_json("check"))
+    assert documented_keys(documented_json("check"))[1]["outcomes"] == {str(k) for k in OutcomeKind}
+
+    status = m.json("status")
+    assert set(status["targets_by_status"]) == {str(s) for s in Status}
+    assert_documented(status, documented_json("status"))
+    assert documented_keys(documented_json("status"))[1]["targets_by_status"] == {str(s) for s in Status}
+
+    assert_documented(m.json("targets"), documented_json("targets"))
+    assert_documented(m.json("history", url), documented_json("history"))
+
+    one, whole = documented_json("restore").split("; with `--all`: ")
+    assert_documented(m.json("restore", url, "--to", str(tmp_path / "doc.html")), one)
+    now = datetime.now(UTC).isoformat()
+    assert_documented(m.json("restore", "--all", "--at", now, "--to", str(tmp_path / "site")), whole)
+
+    full, head = documented_json("verify").split(" `verify --head --json`: ")
+    assert_documented(m.json("verify", "--head"), head)
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:  # damage, so that `problems` has an item to show its keys
+            conn.execute(text("UPDATE blobs SET size = size + 1"))
+    finally:
+        engine.dispose()
+    damaged = m("verify", "--json", check=False)
+    assert damaged.returncode == 1
+    report = json.loads(damaged.stdout)
+    assert report["problems"]
+    assert_documented(report, full)
+
+
+# -- the README says what the program does ------------------------------------------------------
+
+
+def test_no_table_in_the_readme_is_broken_by_a_blank_line():
+    lines = README.splitlines()
+    for n, line in enumerate(lines):
+        if line.startswith("|") and (n == 0 or not lines[n - 1].startswith("|")):
+            # A table starts here: its second line must be the header separator.
+            assert re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", lines[n + 1]), f"README line {n + 1}: {line!r}"
+
+
+def test_every_event_the_code_logs_is_in_the_readme():
+    from mirror import log
+
+    names = {v for k, v in vars(log).items() if k.isupper() and isinstance(v, str) and "." in v}
+    source = "\n".join(p.read_text() for p in (Path(__file__).parent.parent / "mirror").glob("*.py"))
+    call = r"logger\.(?:debug|info|warning|error|exception|critical)\(\s*\"([a-z_]+\.[a-z_]+)\""
+    names |= set(re.findall(call, source))
+    assert {"document.changed", "check.crashed", "service.started"} <= names  # the search works
+    assert sorted(n for n in names if f"`{n}`" not in README) == []
+    events_table = README.split("| event | when | fields |", 1)[1].split("\n\n", 1)[0]
+    for name in (log.INTEGRITY_DAMAGED, log.CHECK_SKIPPED, *log.DOCUMENT_EVENTS, log.CHECK_FAILED):
+        assert f"| `{name}` |" in events_table
+
+
+def test_the_readme_names_the_folder_a_port_restores_to():
+    from mirror.restore import site_path
+
+    assert "`<host>_<port>` (`127.0.0.1_8080/`" in README
+    assert site_path("http://127.0.0.1:8080/a.html").parts[0] == "127.0.0.1_8080"
+
+
+def test_targets_counts_in_words(site, tmp_path):
+    site.put("/one.html", b"<p>one</p>")
+    m = Mirror(
+        write_config(tmp_path / "m.toml", [site.url("/one.html")]), f"sqlite:///{tmp_path / 'm.db'}", tmp_path
+    )
+    m("check")
+    assert m("targets").stdout.decode().splitlines()[-1] == "1 target"
+    assert "in 1 blob" in m("status").stdout.decode()
+
+
+def test_the_target_forms_the_readme_shows_load_and_the_forbidden_mix_is_one_line(tmp_path):
+    from mirror.config import load_config
+    from mirror.errors import ConfigError
+
+    (tmp_path / "targets.txt").write_text("https://a.org/3.html\n")
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        'targets = ["https://a.org/1.html", { url = "https://a.org/2.html", interval = "1d" }]\n'
+        'targets_file = "targets.txt"\n'
+    )
+    loaded = load_config(config, {})
+    assert [t.url for t in loaded.targets] == [f"https://a.org/{n}.html" for n in (1, 2, 3)]
+    assert loaded.targets[1].interval.days == 1
+    assert 'targets = ["https://...", { url = "https://...", interval = "1d" }]' in README
+
+    config.write_text('targets = ["https://a.org/1.html"]\n\n[[targets]]\nurl = "https://a.org/2.html"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, {})
+    message = str(caught.value)
+    assert caught.value.key == "targets" and "\n" not in message
+    assert "[[targets]]" in message and "inline" in message

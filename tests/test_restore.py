@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
+import stat
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
@@ -13,7 +16,8 @@ from mirror.check import Checker
 from mirror.domain import DetectPolicy, FetchLimits, Target
 from mirror.errors import FileExists, UnsafePath
 from mirror.politeness import HostGate
-from mirror.restore import MANIFEST, plan_site, restore_site, site_path
+from mirror.restore import MANIFEST, plan_site, restore_site, restore_version, site_path
+from tests.test_cli import Mirror, write_config
 
 
 def sha(data: bytes) -> str:
@@ -147,3 +151,109 @@ def test_restore_all_overwrites_nothing_without_force_and_follows_no_planted_lin
     with pytest.raises(UnsafePath):
         restore_site(archive, now, planted)
     assert list(outside.iterdir()) == []
+
+
+# -- names that clash: one file per document, whatever the spelling ----------------------------
+
+
+def test_documents_whose_names_clash_get_distinct_names_whatever_the_order_of_rows():
+    urls = [
+        "http://h.org/",
+        "http://h.org/index.html",
+        "http://h.org/A",
+        "http://h.org/%41",
+        "http://h.org/x?y",
+        "http://h.org/x%3Fy",
+        "http://h.org/Case.html",
+        "http://h.org/case.html",
+        "http://h.org/f",
+        "http://h.org/f/",
+        "http://h.org/f/g",
+        "http://h.org/f/?file",
+        "http://h.org/F/index.html",
+    ]
+    entries = [(u, site_path(u)) for u in urls]
+    plan = plan_site(entries)
+    folded = [str(p).casefold() for p in plan.values()]
+    assert len(set(folded)) == len(urls)  # distinct even on a case-insensitive file system
+    folders = {str(parent).casefold() for p in plan.values() for parent in p.parents}
+    assert not folders & set(folded)  # no file where a folder must go
+    assert plan["http://h.org/"] == PurePosixPath("h.org/index.html")  # the shortest URL keeps the name
+    assert plan["http://h.org/A"] == PurePosixPath("h.org/A")
+    assert plan["http://h.org/x?y"] == PurePosixPath("h.org/x%3Fy")
+    assert str(plan["http://h.org/index.html"]).startswith("h.org/index~")
+    assert str(plan["http://h.org/index.html"]).endswith(".html")
+    for seed in range(5):
+        shuffled = list(entries)
+        random.Random(seed).shuffle(shuffled)
+        assert plan_site(shuffled) == plan
+
+
+def test_a_site_of_clashing_names_restores_every_document_and_sha256sum_checks_it(
+    site, tmp_path, database_url
+):
+    pages = {
+        "/": b"<p>the root</p>",
+        "/index.html": b"<p>index.html itself</p>",
+        "/A": b"<p>capital A</p>",
+        "/%41": b"<p>A, percent-encoded</p>",  # requests sends it as /A: the same bytes, a second document
+        "/x?y": b"<p>x with a query</p>",
+        "/x%3Fy": b"<p>x with an encoded question mark</p>",
+        "/Case.html": b"<p>upper case</p>",
+        "/case.html": b"<p>lower case</p>",
+        "/f": b"<p>f, a file</p>",
+        "/f/": b"<p>f, a folder</p>",
+        "/f/g": b"<p>inside f</p>",
+    }
+    for path, body in pages.items():
+        site.put(path, body)
+    m = Mirror(write_config(tmp_path / "mirror.toml", [site.url(p) for p in pages]), database_url, tmp_path)
+    assert m.json("check")["outcomes"]["new"] == len(pages)
+
+    out = tmp_path / "site"
+    report = m.json("restore", "--all", "--at", datetime.now(UTC).isoformat(), "--to", str(out))
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parent != out)
+    manifest = (out / MANIFEST).read_text().splitlines()
+    assert report["files"] == len(pages) == len(written) == len(manifest)
+    assert sorted(line.split("  ", 1)[1] for line in manifest) == written
+    check = subprocess.run(["sha256sum", "--strict", "-c", MANIFEST], cwd=out, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    index = [line.split("\t") for line in (out / "restore-index.tsv").read_text().splitlines()[1:]]
+    assert sorted(url for _, url, _, _ in index) == sorted(site.url(p) for p in pages)
+    for path, url, _, _ in index:  # each file holds what `show` prints for its URL
+        assert (out / path).read_bytes() == m("show", url).stdout
+
+    again = tmp_path / "again"
+    m("restore", "--all", "--at", datetime.now(UTC).isoformat(), "--to", str(again))
+    assert (again / "restore-index.tsv").read_text() == (out / "restore-index.tsv").read_text()
+
+
+# -- file modes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "folder_mode"), [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)]
+)
+def test_restored_files_and_folders_get_the_modes_the_umask_gives(
+    site, archive, tmp_path, umask, file_mode, folder_mode
+):
+    site.put("/etext/doc.html", b"<p>doc</p>")
+    url = site.url("/etext/doc.html")
+    archive.sync_targets([Target(url, timedelta(hours=1))], datetime.now(UTC))
+    c = checker(archive)
+    c.check_one(Target(url, timedelta(hours=1)))
+    c.close()
+    previous = os.umask(umask)
+    try:
+        one = restore_version(archive, url, tmp_path / "doc.html")
+        whole = restore_site(archive, datetime.now(UTC), tmp_path / "site")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(one.path).st_mode) == file_mode
+    folder = Path(whole.folder)
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert len(files) == 4  # the document, the manifest, the index and left-out.tsv
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {file_mode}
+    folders = [folder, *(p for p in folder.rglob("*") if p.is_dir())]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folders} == {folder_mode}

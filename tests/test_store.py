@@ -514,6 +514,7 @@ def test_status_counts_targets_by_state_versions_blobs_and_recent_checks(archive
         "new": 1,
         "unwatched": 1,
     }
+    assert set(status.targets_by_status) >= {str(s) for s in Status}  # zero counts too
     assert status.targets == 3
     assert (status.versions, status.blobs, status.content_bytes) == (1, 1, len(body))
     assert status.stored_bytes > 0

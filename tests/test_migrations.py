@@ -152,7 +152,7 @@ def _store_at_0001(database_url):
             {"sha": digest},
         )
         event = Event(DOCUMENT_NEW, URL, T0, new_sha256=digest, status=200)
-        ledger.append(conn, event, target_id, None)
+        ledger.append(conn, [(event, target_id, None)])
 
     run_in_transaction(engine, record)
     return engine, body

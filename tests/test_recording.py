@@ -180,7 +180,7 @@ def test_a_failure_mid_batch_leaves_nothing_of_the_batch(archive, engine, monkey
     def boom(*args, **kwargs):
         raise RuntimeError("crash while appending to the ledger")
 
-    monkeypatch.setattr(recording, "append_events", boom)
+    monkeypatch.setattr(ledger, "append", boom)
     with pytest.raises(RuntimeError):
         archive.record_many(records)
 

@@ -22,11 +22,18 @@ import structlog
 from sqlalchemy import Row, and_, delete, exists, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from mirror import blobs, codec, db, leases, ledger, log, recording, tables
+from mirror import blobs, codec, db, leases, ledger, recording, tables
 from mirror import targets as targets_table
 from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import FetchResult, Outcome, Status, StoredEvent, Target, TargetState, Version
 from mirror.errors import StoreError, UsageError, VersionNotFound
+from mirror.events import (
+    CHECK_SUPERSEDED,
+    DOCUMENT_CHANGED,
+    DOCUMENT_DISAPPEARED,
+    DOCUMENT_NEW,
+    DOCUMENT_REAPPEARED,
+)
 from mirror.recording import CheckRecord
 from mirror.targets import SyncReport, TargetSummary, target_row
 
@@ -44,7 +51,7 @@ MIN_SHA_PREFIX = 4
 SITE_BATCH = 500  # targets per read transaction of `site_at`
 _MAX_ERROR_MESSAGE = 2000
 # The events that say whether a document was there: the latest of them at a time decides.
-_PRESENCE_EVENTS = (log.DOCUMENT_NEW, log.DOCUMENT_CHANGED, log.DOCUMENT_REAPPEARED, log.DOCUMENT_DISAPPEARED)
+_PRESENCE_EVENTS = (DOCUMENT_NEW, DOCUMENT_CHANGED, DOCUMENT_REAPPEARED, DOCUMENT_DISAPPEARED)
 
 __all__ = ["Archive", "CheckRecord", "History", "SiteEntry", "StoreStatus", "SyncReport", "TargetSummary"]
 
@@ -277,7 +284,7 @@ class Archive:
         for record, events in zip(records, stored, strict=True):
             if events is None:
                 logger.warning(
-                    log.CHECK_SUPERSEDED,
+                    CHECK_SUPERSEDED,
                     url=record.url,
                     outcome=str(record.outcome.kind),
                     judged_version=record.outcome.state.current_version - int(record.outcome.new_version),
@@ -545,6 +552,6 @@ def _site_batch(conn: Connection, at: datetime, after: str, limit: int) -> list[
     gone = {
         row.target_id: row.at
         for row in conn.execute(select(E.c.target_id, E.c.kind, E.c.at).join(latest, E.c.seq == latest.c.seq))
-        if row.kind == log.DOCUMENT_DISAPPEARED
+        if row.kind == DOCUMENT_DISAPPEARED
     }
     return [SiteEntry(row.url, versions.get(row.id), gone.get(row.id)) for row in page]

@@ -28,7 +28,6 @@ import requests
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from mirror import log
 from mirror.archive import Archive, CheckRecord
 from mirror.blobs import DeltaBase
 from mirror.claims import Claims, Feed, lease_owner
@@ -49,6 +48,21 @@ from mirror.domain import (
     TargetState,
 )
 from mirror.errors import StoreError
+from mirror.events import (
+    CHECK_CRASHED,
+    CHECK_DONE,
+    CHECK_FAILED,
+    CHECK_SKIPPED,
+    DOCUMENT_CHANGED,
+    DOCUMENT_DISAPPEARED,
+    DOCUMENT_MOVED,
+    DOCUMENT_NEW,
+    DOCUMENT_REAPPEARED,
+    ROUND_FINISHED,
+    ROUND_SKIPPED_CLAIMED,
+    ROUND_STARTED,
+    TARGETS_DISCOVERED,
+)
 from mirror.fetch import fetch, make_session
 from mirror.judge import ROBOTS_ERROR, judge, with_diff
 from mirror.politeness import HostGate
@@ -60,11 +74,11 @@ from mirror.writer import BatchWriter, Done
 logger = structlog.get_logger("mirror.check")
 
 _LEVELS = {
-    log.DOCUMENT_NEW: "info",
-    log.DOCUMENT_CHANGED: "info",
-    log.DOCUMENT_REAPPEARED: "info",
-    log.DOCUMENT_MOVED: "warning",
-    log.DOCUMENT_DISAPPEARED: "warning",
+    DOCUMENT_NEW: "info",
+    DOCUMENT_CHANGED: "info",
+    DOCUMENT_REAPPEARED: "info",
+    DOCUMENT_MOVED: "warning",
+    DOCUMENT_DISAPPEARED: "warning",
 }
 
 
@@ -271,7 +285,7 @@ class Checker:
             return 0
         added = self.archive.add_discovered(targets, self.clock())
         if added:
-            logger.info(log.TARGETS_DISCOVERED, url=url, added=added)
+            logger.info(TARGETS_DISCOVERED, url=url, added=added)
         return added
 
     def run_round(
@@ -294,7 +308,7 @@ class Checker:
             StoreError: the database failed (after the store's own retries).
         """
         started = time.monotonic()
-        logger.info(log.ROUND_STARTED, targets=len(targets), concurrency=concurrency)
+        logger.info(ROUND_STARTED, targets=len(targets), concurrency=concurrency)
         claims = Claims(self.archive, self.worker, lease)  # wall-clock time, as other processes read it
         feed = Feed(claims, targets, max(CLAIM_CHUNK, 2 * concurrency))
         reports: list[CheckReport] = []
@@ -320,7 +334,7 @@ class Checker:
                     except StoreError:
                         raise
                     except Exception:
-                        logger.exception("check.crashed", url=target.url)
+                        logger.exception(CHECK_CRASHED, url=target.url)
                         crashed.append(target.url)
                         claims.done(target.url)
                 except StoreError as exc:
@@ -363,9 +377,9 @@ class Checker:
         counts = dict(Counter(r.outcome for r in reports))
         elapsed = time.monotonic() - started
         if feed.skipped:
-            logger.info(log.ROUND_SKIPPED_CLAIMED, skipped_claimed=feed.skipped)
+            logger.info(ROUND_SKIPPED_CLAIMED, skipped_claimed=feed.skipped)
         logger.info(
-            log.ROUND_FINISHED,
+            ROUND_FINISHED,
             checked=len(reports),
             crashed=len(crashed),
             skipped_claimed=feed.skipped,
@@ -395,17 +409,17 @@ def _event_fields(event: Event, outcome: Outcome) -> dict[str, Any]:
         if value is not None:
             fields[name] = value
     fields.update({k: v for k, v in event.details.items() if v is not None})
-    if event.kind == log.DOCUMENT_CHANGED and outcome.diff is not None and outcome.diff.unified:
+    if event.kind == DOCUMENT_CHANGED and outcome.diff is not None and outcome.diff.unified:
         fields["diff"] = outcome.diff.unified
     return fields
 
 
 def _log_check(result: FetchResult, outcome: Outcome) -> None:
     if result.error is not None and result.error.kind == ROBOTS_ERROR:
-        logger.info(log.CHECK_SKIPPED, url=result.url, error=ROBOTS_ERROR, message=result.error.message)
+        logger.info(CHECK_SKIPPED, url=result.url, error=ROBOTS_ERROR, message=result.error.message)
     elif result.error is not None:
         logger.warning(
-            log.CHECK_FAILED,
+            CHECK_FAILED,
             url=result.url,
             status=result.status,
             error=result.error.kind,
@@ -415,7 +429,7 @@ def _log_check(result: FetchResult, outcome: Outcome) -> None:
     for event in outcome.events:
         level = "warning" if event.details.get("suspicious") else _LEVELS.get(event.kind, "info")
         getattr(logger, level)(event.kind, **_event_fields(event, outcome))
-    logger.debug(log.CHECK_DONE, outcome=str(outcome.kind), seconds=round(result.elapsed, 3))
+    logger.debug(CHECK_DONE, outcome=str(outcome.kind), seconds=round(result.elapsed, 3))
 
 
 def _forbidden(url: str, now: datetime) -> FetchResult:

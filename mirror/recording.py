@@ -26,9 +26,10 @@ from typing import Any
 from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.engine import Connection
 
-from mirror import blobs, ledger, log, tables
+from mirror import blobs, ledger, tables
 from mirror.domain import Event, FetchResult, Outcome, StoredEvent, TargetState
 from mirror.errors import StoreError
+from mirror.events import DOCUMENT_CHANGED, DOCUMENT_NEW
 from mirror.targets import by_url, normal
 
 T = tables.targets
@@ -122,7 +123,7 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
         diff = record.outcome.diff
         unified = diff.unified if diff is not None and diff.unified else None
         for event in outcome_events:
-            events.append((event, target.id, unified if event.kind == log.DOCUMENT_CHANGED else None))
+            events.append((event, target.id, unified if event.kind == DOCUMENT_CHANGED else None))
         counts.append(len(outcome_events))
         since = None
         if state.suspicious is not None:
@@ -183,7 +184,7 @@ def _superseded(target: _Current, record: CheckRecord) -> bool:
 
 
 # Events that make a version, in the order versions are made: each announces its snapshot.
-VERSION_EVENTS = (log.DOCUMENT_NEW, log.DOCUMENT_CHANGED)
+VERSION_EVENTS = (DOCUMENT_NEW, DOCUMENT_CHANGED)
 # The snapshot's columns an announcing event carries in its details, so the chain's hash covers
 # what `history`, `show`, `restore` and `--at` read of it (`mirror.verify` compares them).
 ANNOUNCED = ("version", "size", "first_seen", "http_status", "content_type", "final_url")

@@ -27,6 +27,7 @@ import structlog
 from mirror.archive import Archive, CheckRecord
 from mirror.domain import StoredEvent
 from mirror.errors import StoreError
+from mirror.events import CHECK_CRASHED, STORE_FAILED, WRITER_CALLBACK_FAILED
 
 logger = structlog.get_logger("mirror.writer")
 
@@ -180,7 +181,7 @@ class BatchWriter:
                 self._fail(exc, batch[n:])
                 return
             except Exception:
-                logger.exception("check.crashed", url=item.record.url)
+                logger.exception(CHECK_CRASHED, url=item.record.url)
                 self._call(item, None)
                 continue
             self.written += events is not None
@@ -188,7 +189,7 @@ class BatchWriter:
 
     def _fail(self, exc: StoreError, lost: list[_Item]) -> None:
         self.error = exc
-        logger.error("store.failed", error=str(exc), unwritten=len(lost))
+        logger.error(STORE_FAILED, error=str(exc), unwritten=len(lost))
         for item in lost:
             self._call(item, None)
         if self.on_error is not None:
@@ -200,4 +201,4 @@ class BatchWriter:
         try:
             item.done(events)
         except Exception:  # a callback must not stop the writer
-            logger.exception("writer.callback_failed", url=item.record.url)
+            logger.exception(WRITER_CALLBACK_FAILED, url=item.record.url)

@@ -20,7 +20,7 @@ from mirror.archive import Archive
 from mirror.db import alembic_config, open_engine, run_in_transaction
 from mirror.domain import Event, Target
 from mirror.errors import DatabaseUnavailable, StoreError
-from mirror.log import DOCUMENT_NEW, STORE_MIGRATED
+from mirror.events import DOCUMENT_NEW, STORE_MIGRATED
 from mirror.tables import metadata
 from tests.fixtures_store import T0, save_version, watch
 

@@ -19,7 +19,13 @@ from mirror import blobs, ledger
 from mirror.db import RetrySettings, run_in_transaction
 from mirror.domain import Event, Outcome, OutcomeKind, Status, Target, TargetState
 from mirror.errors import StoreError, TargetNotFound, UsageError, VersionNotFound
-from mirror.log import DOCUMENT_CHANGED, DOCUMENT_DISAPPEARED, DOCUMENT_NEW, DOCUMENT_REAPPEARED, STORE_RETRY
+from mirror.events import (
+    DOCUMENT_CHANGED,
+    DOCUMENT_DISAPPEARED,
+    DOCUMENT_NEW,
+    DOCUMENT_REAPPEARED,
+    STORE_RETRY,
+)
 from mirror.tables import metadata
 from tests.fixtures_store import HOUR, T0, fetched, save_failure, save_unchanged, save_version, sha, watch
 

@@ -19,11 +19,11 @@ from functools import partial
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Row, and_, delete, exists, func, select
+from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.engine import Connection, Engine
 
+import mirror.targets
 from mirror import blobs, codec, db, leases, ledger, recording, tables
-from mirror import targets as targets_table
 from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import FetchResult, Outcome, Status, StoredEvent, Target, TargetState, Version
 from mirror.errors import StoreError, UsageError, VersionNotFound
@@ -35,6 +35,7 @@ from mirror.events import (
     DOCUMENT_REAPPEARED,
 )
 from mirror.recording import CheckRecord
+from mirror.tables import AnyRow
 from mirror.targets import SyncReport, TargetSummary, target_row
 
 T = tables.targets
@@ -42,14 +43,12 @@ S = tables.snapshots
 C = tables.checks
 E = tables.events
 B = tables.blobs
-AnyRow = Row[*tuple[Any, ...]]
 logger = structlog.get_logger("mirror.archive")
 
 R = TypeVar("R")
 
 MIN_SHA_PREFIX = 4
 SITE_BATCH = 500  # targets per read transaction of `site_at`
-_MAX_ERROR_MESSAGE = 2000
 # The events that say whether a document was there: the latest of them at a time decides.
 _PRESENCE_EVENTS = (DOCUMENT_NEW, DOCUMENT_CHANGED, DOCUMENT_REAPPEARED, DOCUMENT_DISAPPEARED)
 
@@ -136,22 +135,22 @@ class Archive:
         the sources' `scopes` (when given), become unwatched, history kept.
         """
         rng = rng or random.Random()
-        return self._write(lambda conn: targets_table.sync_targets(conn, targets, now, rng, scopes))
+        return self._write(lambda conn: mirror.targets.sync_targets(conn, targets, now, rng, scopes))
 
     def add_discovered(
         self, targets: Sequence[Target], now: datetime, rng: random.Random | None = None
     ) -> int:
         """Add the targets not yet in the store (source "crawl" or "sitemap"); return how many were added."""
         rng = rng or random.Random()
-        return self._write(lambda conn: targets_table.add_discovered(conn, targets, now, rng))
+        return self._write(lambda conn: mirror.targets.add_discovered(conn, targets, now, rng))
 
     def known_urls(self, urls: Sequence[str]) -> set[str]:
         """Return those of `urls` that are targets in the store (crawl budgets count new URLs only)."""
-        return self._read(lambda conn: targets_table.known_urls(conn, list(urls)))
+        return self._read(lambda conn: mirror.targets.known_urls(conn, list(urls)))
 
     def count_under(self, prefix: str) -> int:
         """Return how many targets have a URL under `prefix` (a crawl source's `max_pages` budget)."""
-        return self._read(lambda conn: targets_table.count_under(conn, prefix))
+        return self._read(lambda conn: mirror.targets.count_under(conn, prefix))
 
     def active_targets(self, urls: Sequence[str] | None = None) -> list[Target]:
         """Return every active target (by URL), or the targets with these URLs in the order given.
@@ -159,7 +158,7 @@ class Archive:
         Raises:
             TargetNotFound: one of `urls` is not in the store.
         """
-        return self._read(lambda conn: targets_table.active_targets(conn, urls))
+        return self._read(lambda conn: mirror.targets.active_targets(conn, urls))
 
     # -- leases (see `mirror.leases`) --------------------------------------------------------
 
@@ -197,7 +196,7 @@ class Archive:
         Raises:
             TargetNotFound: the URL is not in the store.
         """
-        states = self._read(lambda conn: targets_table.states_of(conn, [url]))
+        states = self._read(lambda conn: mirror.targets.states_of(conn, [url]))
         return next(iter(states.values()))
 
     def states_of(self, urls: Sequence[str]) -> dict[str, TargetState]:
@@ -208,7 +207,7 @@ class Archive:
         Raises:
             TargetNotFound: one of `urls` is not in the store.
         """
-        return self._read(lambda conn: targets_table.states_of(conn, list(urls)))
+        return self._read(lambda conn: mirror.targets.states_of(conn, list(urls)))
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -467,7 +466,7 @@ class Archive:
 
         `status="suspicious"` lists the watched targets flagged suspicious, whatever their status.
         """
-        return self._read(lambda conn: targets_table.summaries(conn, status))
+        return self._read(lambda conn: mirror.targets.summaries(conn, status))
 
     def site_at(self, at: datetime, *, batch: int = SITE_BATCH) -> Iterator[SiteEntry]:
         """Yield, by URL, every target (active or not) with a version first seen by `at`, as it was then.

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -31,6 +31,7 @@ from structlog.contextvars import bound_contextvars
 from mirror.archive import Archive, CheckRecord
 from mirror.blobs import DeltaBase
 from mirror.claims import Claims, Feed, lease_owner
+from mirror.clock import utcnow
 from mirror.crawl import Discovery
 from mirror.dictionaries import HostBases
 from mirror.diff import compare
@@ -66,6 +67,7 @@ from mirror.events import (
 from mirror.fetch import fetch, make_session
 from mirror.judge import ROBOTS_ERROR, judge, with_diff
 from mirror.politeness import HostGate
+from mirror.progress import progress_bar
 from mirror.robots import RobotsCache
 from mirror.textpool import TextPool
 from mirror.urls import host_of
@@ -93,10 +95,6 @@ CLAIM_CHUNK = 100
 def _check_id() -> str:
     """Return a random id that ties one check's log lines together (not a secret: no urandom call)."""
     return f"{random.getrandbits(48):012x}"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def jittered(interval: timedelta) -> timedelta:
@@ -187,7 +185,7 @@ class Checker:
             if stored is not None:  # None: superseded by another process's check, nothing recorded
                 self._offer_base(record)
                 _log_check(record.result, record.outcome)
-            return self._report(target, record)
+            return self._discover_and_report(target, record)
 
     def check_queued(
         self, target: Target, state: TargetState, writer: BatchWriter, done: Done | None = None
@@ -204,7 +202,7 @@ class Checker:
             record = self.prepare(target, state)
             writer.submit(record, functools.partial(self._written, record, check_id, done))
             self._offer_base(record)  # queued: any page that uses it is written in a later place
-            return self._report(target, record)
+            return self._discover_and_report(target, record)
 
     def prepare(self, target: Target, state: TargetState) -> CheckRecord:
         """Return the check of `target` ready to record: fetched, judged, diffed, its blob compressed.
@@ -260,9 +258,9 @@ class Checker:
         if done is not None:
             done(stored)
 
-    def _report(self, target: Target, record: CheckRecord) -> CheckReport:
+    def _discover_and_report(self, target: Target, record: CheckRecord) -> CheckReport:
         found = self._discover(target.url, record.result) if record.outcome.new_version else 0
-        return _report(record.result, record.outcome, found)
+        return _check_report(record.result, record.outcome, found)
 
     def _fetch(self, url: str, conditional: Conditional) -> FetchResult:
         """Fetch `url` politely: one slot of its host, and robots.txt asked first where a source says so."""
@@ -314,7 +312,7 @@ class Checker:
         reports: list[CheckReport] = []
         crashed: list[str] = []
         failed: list[StoreError] = []
-        bar = _progress(len(targets), progress)
+        bar = progress_bar(progress, "checking", "page", total=len(targets))
         lock = threading.Lock()
         stop = threading.Event()  # a store error, or Ctrl-C: no worker takes another target
 
@@ -394,14 +392,6 @@ def _forget(claims: Claims, url: str, _stored: object) -> None:
     claims.done(url)
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm  # imported only on a terminal
-
-    return tqdm(total=total, unit="page", desc="checking", leave=False)
-
-
 def _event_fields(event: Event, outcome: Outcome) -> dict[str, Any]:
     fields: dict[str, Any] = {"url": event.url}
     for name in ("old_sha256", "new_sha256", "status", "error"):
@@ -438,7 +428,7 @@ def _forbidden(url: str, now: datetime) -> FetchResult:
     return FetchResult(url, url, None, {}, None, None, failure, now, 0.0)
 
 
-def _report(result: FetchResult, outcome: Outcome, found: int = 0) -> CheckReport:
+def _check_report(result: FetchResult, outcome: Outcome, found: int = 0) -> CheckReport:
     return CheckReport(
         url=result.url,
         outcome=str(outcome.kind),

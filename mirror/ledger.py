@@ -26,16 +26,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import zstandard
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from mirror import blobs, tables
 from mirror.domain import Event, StoredEvent
 from mirror.errors import StoreError
+from mirror.tables import AnyRow
 
 E = tables.events
 H = tables.ledger_head
-AnyRow = Row[*tuple[Any, ...]]
 
 GENESIS = "0" * 64
 HEAD_ID = 1

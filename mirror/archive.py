@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-import structlog
 from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.engine import Connection, Engine
 
@@ -28,7 +27,6 @@ from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import FetchResult, Outcome, Status, StoredEvent, Target, TargetState, Version
 from mirror.errors import StoreError, UsageError, VersionNotFound
 from mirror.events import (
-    CHECK_SUPERSEDED,
     DOCUMENT_CHANGED,
     DOCUMENT_DISAPPEARED,
     DOCUMENT_NEW,
@@ -43,7 +41,6 @@ S = tables.snapshots
 C = tables.checks
 E = tables.events
 B = tables.blobs
-logger = structlog.get_logger("mirror.archive")
 
 R = TypeVar("R")
 
@@ -271,7 +268,7 @@ class Archive:
         `next_check_in` from its time, by default one interval). All are written together
         or not at all, and the whole is retried on transient database errors. A check
         judged against a state the store has moved past is superseded: nothing of it is
-        written, its entry is None, and `check.superseded` is logged (`mirror.recording`).
+        written and its entry is None (`mirror.recording`); the caller logs `check.superseded`.
 
         Raises:
             TargetNotFound: a URL is not in the store.
@@ -279,16 +276,7 @@ class Archive:
         """
         if not records:
             return []
-        stored = self._write(lambda conn: recording.record_many(conn, records))
-        for record, events in zip(records, stored, strict=True):
-            if events is None:
-                logger.warning(
-                    CHECK_SUPERSEDED,
-                    url=record.url,
-                    outcome=str(record.outcome.kind),
-                    judged_version=record.outcome.state.current_version - int(record.outcome.new_version),
-                )
-        return stored
+        return self._write(lambda conn: recording.record_many(conn, records))
 
     def record(
         self,

@@ -71,7 +71,7 @@ from mirror.progress import progress_bar
 from mirror.robots import RobotsCache
 from mirror.textpool import TextPool
 from mirror.urls import host_of
-from mirror.writer import BatchWriter, Done
+from mirror.writer import BatchWriter, Done, log_superseded
 
 logger = structlog.get_logger("mirror.check")
 
@@ -182,7 +182,9 @@ class Checker:
             state = self.archive.state_of(target.url)
             record = self.prepare(target, state)
             (stored,) = self.archive.record_many([record])
-            if stored is not None:  # None: superseded by another process's check, nothing recorded
+            if stored is None:  # superseded by another process's check: nothing recorded
+                log_superseded(record)
+            else:
                 self._offer_base(record)
                 _log_check(record.result, record.outcome)
             return self._discover_and_report(target, record)

@@ -27,7 +27,7 @@ import structlog
 from mirror.archive import Archive, CheckRecord
 from mirror.domain import StoredEvent
 from mirror.errors import StoreError
-from mirror.events import CHECK_CRASHED, STORE_FAILED, WRITER_CALLBACK_FAILED
+from mirror.events import CHECK_CRASHED, CHECK_SUPERSEDED, STORE_FAILED, WRITER_CALLBACK_FAILED
 
 logger = structlog.get_logger("mirror.writer")
 
@@ -35,6 +35,17 @@ MAX_BATCH = 200  # checks per transaction: past ~200 a commit costs nothing more
 MAX_WAIT = 0.25  # seconds a check waits for company before its batch is written
 
 Done = Callable[[list[StoredEvent] | None], None]
+
+
+def log_superseded(record: CheckRecord) -> None:
+    """Log `check.superseded` for a check the store did not record (another process recorded the target)."""
+    outcome = record.outcome
+    logger.warning(
+        CHECK_SUPERSEDED,
+        url=record.url,
+        outcome=str(outcome.kind),
+        judged_version=outcome.state.current_version - int(outcome.new_version),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +182,8 @@ class BatchWriter:
             return
         self.written += sum(events is not None for events in stored)
         for item, events in zip(batch, stored, strict=True):
+            if events is None:
+                log_superseded(item.record)
             self._call(item, events)
 
     def _write_alone(self, batch: list[_Item]) -> None:
@@ -184,6 +197,8 @@ class BatchWriter:
                 logger.exception(CHECK_CRASHED, url=item.record.url)
                 self._call(item, None)
                 continue
+            if events is None:
+                log_superseded(item.record)
             self.written += events is not None
             self._call(item, events)
 

@@ -85,17 +85,31 @@ def test_a_check_judged_against_a_state_the_store_has_moved_past_records_nothing
     # Both were judged against the same state (no version yet), as two processes would:
     # the first is version 1; the second, in the same batch or a later one, is superseded.
     first, second, third = (new_version(archive, URL, f"<p>{n}</p>".encode(), 1) for n in range(3))
-    with capture_logs() as logs:
-        in_one = archive.record_many([first, second])
-        later = archive.record_many([third])
+    in_one = archive.record_many([first, second])
+    later = archive.record_many([third])
 
     assert (len(in_one[0]), in_one[1], later) == (1, None, [None])
     h = archive.history(URL)
     assert [(v.number, v.sha256) for v in h.versions] == [(1, sha(b"<p>0</p>"))]
     assert [e.kind for e in h.events] == [DOCUMENT_NEW]
     assert (count(engine, "checks"), count(engine, "snapshots")) == (1, 1)
+
+
+def test_the_writer_logs_each_superseded_check_with_the_version_it_was_judged_against(archive):
+    watch(archive, URL)
+    first, second, third = (new_version(archive, URL, f"<p>{n}</p>".encode(), 1) for n in range(3))
+    written: list[object] = []
+    with capture_logs() as logs, BatchWriter(archive, max_wait=5.0) as writer:
+        writer.submit(first, written.append)
+        writer.submit(second, written.append)
+        writer.flush()  # one batch: the first is version 1, the second superseded within it
+        writer.submit(third, written.append)
+        writer.flush()
+
+    assert [events is None for events in written] == [False, True, True]
     superseded = [e for e in logs if e["event"] == CHECK_SUPERSEDED]
-    assert [(e["url"], e["judged_version"]) for e in superseded] == [(URL, 0), (URL, 0)]
+    assert [(e["url"], e["outcome"], e["judged_version"]) for e in superseded] == [(URL, "new", 0)] * 2
+    assert [e["log_level"] for e in superseded] == ["warning"] * 2
 
 
 def test_content_equal_to_the_latest_version_is_never_recorded_as_a_new_one(archive):

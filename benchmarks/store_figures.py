@@ -43,7 +43,8 @@ from mirror import blobs
 from mirror.archive import Archive
 from mirror.db import open_engine
 from mirror.domain import Event, FetchResult, Outcome, OutcomeKind, Status, Target, TargetState
-from mirror.log import DOCUMENT_CHANGED, DOCUMENT_NEW, configure_logging
+from mirror.events import DOCUMENT_CHANGED, DOCUMENT_NEW
+from mirror.log import configure_logging
 
 DOCS = Path(f"/usr/share/doc/python{sys.version_info.major}.{sys.version_info.minor}/html")
 PAGE_SIZE = 100_000

@@ -18,16 +18,22 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-import structlog
-from sqlalchemy import Row, and_, delete, exists, func, select
+from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from mirror import blobs, codec, db, leases, ledger, log, recording, tables
-from mirror import targets as targets_table
+import mirror.targets
+from mirror import blobs, codec, db, leases, ledger, recording, tables
 from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import FetchResult, Outcome, Status, StoredEvent, Target, TargetState, Version
 from mirror.errors import StoreError, UsageError, VersionNotFound
+from mirror.events import (
+    DOCUMENT_CHANGED,
+    DOCUMENT_DISAPPEARED,
+    DOCUMENT_NEW,
+    DOCUMENT_REAPPEARED,
+)
 from mirror.recording import CheckRecord
+from mirror.tables import AnyRow
 from mirror.targets import SyncReport, TargetSummary, target_row
 
 T = tables.targets
@@ -35,16 +41,13 @@ S = tables.snapshots
 C = tables.checks
 E = tables.events
 B = tables.blobs
-AnyRow = Row[*tuple[Any, ...]]
-logger = structlog.get_logger("mirror.archive")
 
 R = TypeVar("R")
 
 MIN_SHA_PREFIX = 4
 SITE_BATCH = 500  # targets per read transaction of `site_at`
-_MAX_ERROR_MESSAGE = 2000
 # The events that say whether a document was there: the latest of them at a time decides.
-_PRESENCE_EVENTS = (log.DOCUMENT_NEW, log.DOCUMENT_CHANGED, log.DOCUMENT_REAPPEARED, log.DOCUMENT_DISAPPEARED)
+_PRESENCE_EVENTS = (DOCUMENT_NEW, DOCUMENT_CHANGED, DOCUMENT_REAPPEARED, DOCUMENT_DISAPPEARED)
 
 __all__ = ["Archive", "CheckRecord", "History", "SiteEntry", "StoreStatus", "SyncReport", "TargetSummary"]
 
@@ -129,22 +132,22 @@ class Archive:
         the sources' `scopes` (when given), become unwatched, history kept.
         """
         rng = rng or random.Random()
-        return self._write(lambda conn: targets_table.sync_targets(conn, targets, now, rng, scopes))
+        return self._write(lambda conn: mirror.targets.sync_targets(conn, targets, now, rng, scopes))
 
     def add_discovered(
         self, targets: Sequence[Target], now: datetime, rng: random.Random | None = None
     ) -> int:
         """Add the targets not yet in the store (source "crawl" or "sitemap"); return how many were added."""
         rng = rng or random.Random()
-        return self._write(lambda conn: targets_table.add_discovered(conn, targets, now, rng))
+        return self._write(lambda conn: mirror.targets.add_discovered(conn, targets, now, rng))
 
     def known_urls(self, urls: Sequence[str]) -> set[str]:
         """Return those of `urls` that are targets in the store (crawl budgets count new URLs only)."""
-        return self._read(lambda conn: targets_table.known_urls(conn, list(urls)))
+        return self._read(lambda conn: mirror.targets.known_urls(conn, list(urls)))
 
     def count_under(self, prefix: str) -> int:
         """Return how many targets have a URL under `prefix` (a crawl source's `max_pages` budget)."""
-        return self._read(lambda conn: targets_table.count_under(conn, prefix))
+        return self._read(lambda conn: mirror.targets.count_under(conn, prefix))
 
     def active_targets(self, urls: Sequence[str] | None = None) -> list[Target]:
         """Return every active target (by URL), or the targets with these URLs in the order given.
@@ -152,7 +155,7 @@ class Archive:
         Raises:
             TargetNotFound: one of `urls` is not in the store.
         """
-        return self._read(lambda conn: targets_table.active_targets(conn, urls))
+        return self._read(lambda conn: mirror.targets.active_targets(conn, urls))
 
     # -- leases (see `mirror.leases`) --------------------------------------------------------
 
@@ -190,7 +193,7 @@ class Archive:
         Raises:
             TargetNotFound: the URL is not in the store.
         """
-        states = self._read(lambda conn: targets_table.states_of(conn, [url]))
+        states = self._read(lambda conn: mirror.targets.states_of(conn, [url]))
         return next(iter(states.values()))
 
     def states_of(self, urls: Sequence[str]) -> dict[str, TargetState]:
@@ -201,7 +204,7 @@ class Archive:
         Raises:
             TargetNotFound: one of `urls` is not in the store.
         """
-        return self._read(lambda conn: targets_table.states_of(conn, list(urls)))
+        return self._read(lambda conn: mirror.targets.states_of(conn, list(urls)))
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -265,7 +268,7 @@ class Archive:
         `next_check_in` from its time, by default one interval). All are written together
         or not at all, and the whole is retried on transient database errors. A check
         judged against a state the store has moved past is superseded: nothing of it is
-        written, its entry is None, and `check.superseded` is logged (`mirror.recording`).
+        written and its entry is None (`mirror.recording`); the caller logs `check.superseded`.
 
         Raises:
             TargetNotFound: a URL is not in the store.
@@ -273,16 +276,7 @@ class Archive:
         """
         if not records:
             return []
-        stored = self._write(lambda conn: recording.record_many(conn, records))
-        for record, events in zip(records, stored, strict=True):
-            if events is None:
-                logger.warning(
-                    log.CHECK_SUPERSEDED,
-                    url=record.url,
-                    outcome=str(record.outcome.kind),
-                    judged_version=record.outcome.state.current_version - int(record.outcome.new_version),
-                )
-        return stored
+        return self._write(lambda conn: recording.record_many(conn, records))
 
     def record(
         self,
@@ -460,7 +454,7 @@ class Archive:
 
         `status="suspicious"` lists the watched targets flagged suspicious, whatever their status.
         """
-        return self._read(lambda conn: targets_table.summaries(conn, status))
+        return self._read(lambda conn: mirror.targets.summaries(conn, status))
 
     def site_at(self, at: datetime, *, batch: int = SITE_BATCH) -> Iterator[SiteEntry]:
         """Yield, by URL, every target (active or not) with a version first seen by `at`, as it was then.
@@ -545,6 +539,6 @@ def _site_batch(conn: Connection, at: datetime, after: str, limit: int) -> list[
     gone = {
         row.target_id: row.at
         for row in conn.execute(select(E.c.target_id, E.c.kind, E.c.at).join(latest, E.c.seq == latest.c.seq))
-        if row.kind == log.DOCUMENT_DISAPPEARED
+        if row.kind == DOCUMENT_DISAPPEARED
     }
     return [SiteEntry(row.url, versions.get(row.id), gone.get(row.id)) for row in page]

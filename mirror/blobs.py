@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import zstandard
-from sqlalchemy import Row, Select, bindparam, literal, select
+from sqlalchemy import Select, bindparam, literal, select
 from sqlalchemy import exists as sql_exists
 from sqlalchemy.engine import Connection
 
@@ -50,6 +50,7 @@ from mirror.codec import (
     sha256_of,
 )
 from mirror.errors import StoreError
+from mirror.tables import AnyRow
 
 # Codecs and packing live in `mirror.codec` (pure); the names are here too for the store's callers.
 __all__ = [
@@ -77,7 +78,6 @@ __all__ = [
 ]
 
 B = tables.blobs
-AnyRow = Row[*tuple[Any, ...]]
 
 # Far beyond any MAX_CHAIN: a longer chain means edited rows (a loop of bases), so stop, not spin.
 _CHAIN_LIMIT = 1000

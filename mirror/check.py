@@ -21,17 +21,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from mirror import log
 from mirror.archive import Archive, CheckRecord
 from mirror.blobs import DeltaBase
 from mirror.claims import Claims, Feed, lease_owner
+from mirror.clock import utcnow
 from mirror.crawl import Discovery
 from mirror.dictionaries import HostBases
 from mirror.diff import compare
@@ -49,22 +49,38 @@ from mirror.domain import (
     TargetState,
 )
 from mirror.errors import StoreError
+from mirror.events import (
+    CHECK_CRASHED,
+    CHECK_DONE,
+    CHECK_FAILED,
+    CHECK_SKIPPED,
+    DOCUMENT_CHANGED,
+    DOCUMENT_DISAPPEARED,
+    DOCUMENT_MOVED,
+    DOCUMENT_NEW,
+    DOCUMENT_REAPPEARED,
+    ROUND_FINISHED,
+    ROUND_SKIPPED_CLAIMED,
+    ROUND_STARTED,
+    TARGETS_DISCOVERED,
+)
 from mirror.fetch import fetch, make_session
 from mirror.judge import ROBOTS_ERROR, judge, with_diff
 from mirror.politeness import HostGate
+from mirror.progress import progress_bar
 from mirror.robots import RobotsCache
 from mirror.textpool import TextPool
 from mirror.urls import host_of
-from mirror.writer import BatchWriter, Done
+from mirror.writer import BatchWriter, Done, log_superseded
 
 logger = structlog.get_logger("mirror.check")
 
 _LEVELS = {
-    log.DOCUMENT_NEW: "info",
-    log.DOCUMENT_CHANGED: "info",
-    log.DOCUMENT_REAPPEARED: "info",
-    log.DOCUMENT_MOVED: "warning",
-    log.DOCUMENT_DISAPPEARED: "warning",
+    DOCUMENT_NEW: "info",
+    DOCUMENT_CHANGED: "info",
+    DOCUMENT_REAPPEARED: "info",
+    DOCUMENT_MOVED: "warning",
+    DOCUMENT_DISAPPEARED: "warning",
 }
 
 
@@ -79,10 +95,6 @@ CLAIM_CHUNK = 100
 def _check_id() -> str:
     """Return a random id that ties one check's log lines together (not a secret: no urandom call)."""
     return f"{random.getrandbits(48):012x}"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def jittered(interval: timedelta) -> timedelta:
@@ -170,10 +182,12 @@ class Checker:
             state = self.archive.state_of(target.url)
             record = self.prepare(target, state)
             (stored,) = self.archive.record_many([record])
-            if stored is not None:  # None: superseded by another process's check, nothing recorded
+            if stored is None:  # superseded by another process's check: nothing recorded
+                log_superseded(record)
+            else:
                 self._offer_base(record)
                 _log_check(record.result, record.outcome)
-            return self._report(target, record)
+            return self._discover_and_report(target, record)
 
     def check_queued(
         self, target: Target, state: TargetState, writer: BatchWriter, done: Done | None = None
@@ -190,7 +204,7 @@ class Checker:
             record = self.prepare(target, state)
             writer.submit(record, functools.partial(self._written, record, check_id, done))
             self._offer_base(record)  # queued: any page that uses it is written in a later place
-            return self._report(target, record)
+            return self._discover_and_report(target, record)
 
     def prepare(self, target: Target, state: TargetState) -> CheckRecord:
         """Return the check of `target` ready to record: fetched, judged, diffed, its blob compressed.
@@ -246,9 +260,9 @@ class Checker:
         if done is not None:
             done(stored)
 
-    def _report(self, target: Target, record: CheckRecord) -> CheckReport:
+    def _discover_and_report(self, target: Target, record: CheckRecord) -> CheckReport:
         found = self._discover(target.url, record.result) if record.outcome.new_version else 0
-        return _report(record.result, record.outcome, found)
+        return _check_report(record.result, record.outcome, found)
 
     def _fetch(self, url: str, conditional: Conditional) -> FetchResult:
         """Fetch `url` politely: one slot of its host, and robots.txt asked first where a source says so."""
@@ -271,7 +285,7 @@ class Checker:
             return 0
         added = self.archive.add_discovered(targets, self.clock())
         if added:
-            logger.info(log.TARGETS_DISCOVERED, url=url, added=added)
+            logger.info(TARGETS_DISCOVERED, url=url, added=added)
         return added
 
     def run_round(
@@ -294,13 +308,13 @@ class Checker:
             StoreError: the database failed (after the store's own retries).
         """
         started = time.monotonic()
-        logger.info(log.ROUND_STARTED, targets=len(targets), concurrency=concurrency)
+        logger.info(ROUND_STARTED, targets=len(targets), concurrency=concurrency)
         claims = Claims(self.archive, self.worker, lease)  # wall-clock time, as other processes read it
         feed = Feed(claims, targets, max(CLAIM_CHUNK, 2 * concurrency))
         reports: list[CheckReport] = []
         crashed: list[str] = []
         failed: list[StoreError] = []
-        bar = _progress(len(targets), progress)
+        bar = progress_bar(progress, "checking", "page", total=len(targets))
         lock = threading.Lock()
         stop = threading.Event()  # a store error, or Ctrl-C: no worker takes another target
 
@@ -320,7 +334,7 @@ class Checker:
                     except StoreError:
                         raise
                     except Exception:
-                        logger.exception("check.crashed", url=target.url)
+                        logger.exception(CHECK_CRASHED, url=target.url)
                         crashed.append(target.url)
                         claims.done(target.url)
                 except StoreError as exc:
@@ -363,9 +377,9 @@ class Checker:
         counts = dict(Counter(r.outcome for r in reports))
         elapsed = time.monotonic() - started
         if feed.skipped:
-            logger.info(log.ROUND_SKIPPED_CLAIMED, skipped_claimed=feed.skipped)
+            logger.info(ROUND_SKIPPED_CLAIMED, skipped_claimed=feed.skipped)
         logger.info(
-            log.ROUND_FINISHED,
+            ROUND_FINISHED,
             checked=len(reports),
             crashed=len(crashed),
             skipped_claimed=feed.skipped,
@@ -380,14 +394,6 @@ def _forget(claims: Claims, url: str, _stored: object) -> None:
     claims.done(url)
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm  # imported only on a terminal
-
-    return tqdm(total=total, unit="page", desc="checking", leave=False)
-
-
 def _event_fields(event: Event, outcome: Outcome) -> dict[str, Any]:
     fields: dict[str, Any] = {"url": event.url}
     for name in ("old_sha256", "new_sha256", "status", "error"):
@@ -395,17 +401,17 @@ def _event_fields(event: Event, outcome: Outcome) -> dict[str, Any]:
         if value is not None:
             fields[name] = value
     fields.update({k: v for k, v in event.details.items() if v is not None})
-    if event.kind == log.DOCUMENT_CHANGED and outcome.diff is not None and outcome.diff.unified:
+    if event.kind == DOCUMENT_CHANGED and outcome.diff is not None and outcome.diff.unified:
         fields["diff"] = outcome.diff.unified
     return fields
 
 
 def _log_check(result: FetchResult, outcome: Outcome) -> None:
     if result.error is not None and result.error.kind == ROBOTS_ERROR:
-        logger.info(log.CHECK_SKIPPED, url=result.url, error=ROBOTS_ERROR, message=result.error.message)
+        logger.info(CHECK_SKIPPED, url=result.url, error=ROBOTS_ERROR, message=result.error.message)
     elif result.error is not None:
         logger.warning(
-            log.CHECK_FAILED,
+            CHECK_FAILED,
             url=result.url,
             status=result.status,
             error=result.error.kind,
@@ -415,7 +421,7 @@ def _log_check(result: FetchResult, outcome: Outcome) -> None:
     for event in outcome.events:
         level = "warning" if event.details.get("suspicious") else _LEVELS.get(event.kind, "info")
         getattr(logger, level)(event.kind, **_event_fields(event, outcome))
-    logger.debug(log.CHECK_DONE, outcome=str(outcome.kind), seconds=round(result.elapsed, 3))
+    logger.debug(CHECK_DONE, outcome=str(outcome.kind), seconds=round(result.elapsed, 3))
 
 
 def _forbidden(url: str, now: datetime) -> FetchResult:
@@ -424,7 +430,7 @@ def _forbidden(url: str, now: datetime) -> FetchResult:
     return FetchResult(url, url, None, {}, None, None, failure, now, 0.0)
 
 
-def _report(result: FetchResult, outcome: Outcome, found: int = 0) -> CheckReport:
+def _check_report(result: FetchResult, outcome: Outcome, found: int = 0) -> CheckReport:
     return CheckReport(
         url=result.url,
         outcome=str(outcome.kind),

@@ -19,19 +19,16 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from mirror.archive import Archive
+from mirror.clock import utcnow
 from mirror.domain import Target, TargetState
 
 
 def lease_owner() -> str:
     """Return a name for this process's leases: host, pid and a random tag (pids are reused)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Claims:
@@ -42,7 +39,7 @@ class Claims:
         archive: Archive,
         owner: str,
         lease: timedelta,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.archive = archive
         self.owner = owner

@@ -24,6 +24,7 @@ import click
 from mirror import __version__, render
 from mirror.domain import Status
 from mirror.errors import ConfigError, MirrorError, NoStore, NotFound, RestoreError, StoreError, UsageError
+from mirror.progress import progress_bar
 
 EXIT_OK = 0
 EXIT_DAMAGED = 1
@@ -313,11 +314,7 @@ def restore(
         if url is not None or spec is not None or at is None:
             raise UsageError("restore --all takes --at TIME and --to DIR, and no URL or --version")
         when = parse_time(at)
-        bar = None
-        if sys.stderr.isatty() and not as_json:
-            from tqdm import tqdm
-
-            bar = tqdm(unit="file", desc="restoring", leave=False)
+        bar = progress_bar(sys.stderr.isatty() and not as_json, "restoring", "file")
         try:
             site = restore_site(app.archive(), when, dest, force=force, progress=bar.update if bar else None)
         finally:
@@ -376,11 +373,7 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         return
     bar = None
     if sys.stderr.isatty() and not as_json:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=fixity.total_blob_bytes(engine), unit="B", unit_scale=True, desc="verifying", leave=False
-        )
+        bar = progress_bar(True, "verifying", "B", total=fixity.total_blob_bytes(engine), unit_scale=True)
     try:
         report = fixity.run(engine, progress=bar.update if bar is not None else None, published=expected)
     finally:

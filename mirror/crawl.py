@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 import requests
 import structlog
 
-from mirror import log
 from mirror.config import Source
 from mirror.discover import SitemapError, canonical_url, in_scope, links, sitemap_urls
 from mirror.domain import FetchLimits, FetchResult, Target
+from mirror.events import SITEMAP_FAILED, SITEMAP_READ
 from mirror.fetch import fetch
 from mirror.robots import RobotsCache
 from mirror.urls import BadURL, host_of
@@ -113,9 +113,7 @@ class Discovery:
             kept = _within_budget(under, source, known_count, known)
             for url in kept:
                 chosen[url] = Target(url, source.interval, "sitemap")
-            logger.info(
-                log.SITEMAP_READ, url=source.url, listed=len(listed), in_scope=len(under), kept=len(kept)
-            )
+            logger.info(SITEMAP_READ, url=source.url, listed=len(listed), in_scope=len(under), kept=len(kept))
         return list(chosen.values())
 
     def _read_sitemaps(
@@ -133,9 +131,7 @@ class Discovery:
         while queue and fetched < self.max_sitemaps:
             url = queue.pop(0)
             if robots is not None and source.robots and not robots.allowed(url, session, limits):
-                logger.warning(
-                    log.SITEMAP_FAILED, url=url, error="robots", message="disallowed by robots.txt"
-                )
+                logger.warning(SITEMAP_FAILED, url=url, error="robots", message="disallowed by robots.txt")
                 continue
             fetched += 1
             with gate(host_of(url)) if gate is not None else nullcontext():
@@ -143,15 +139,13 @@ class Discovery:
             if result.body is None or result.error is not None:
                 error = result.error.kind if result.error else f"http {result.status}"
                 message = result.error.message if result.error else "no body"
-                logger.warning(
-                    log.SITEMAP_FAILED, url=url, status=result.status, error=error, message=message
-                )
+                logger.warning(SITEMAP_FAILED, url=url, status=result.status, error=error, message=message)
                 continue
             try:
                 found, nested = sitemap_urls(result.body)
             except SitemapError as exc:
                 logger.warning(
-                    log.SITEMAP_FAILED, url=url, status=result.status, error="bad_sitemap", message=str(exc)
+                    SITEMAP_FAILED, url=url, status=result.status, error="bad_sitemap", message=str(exc)
                 )
                 continue
             pages.update(dict.fromkeys(found))
@@ -162,7 +156,7 @@ class Discovery:
                     queue.append(child)
         if queue:
             logger.warning(
-                log.SITEMAP_FAILED,
+                SITEMAP_FAILED,
                 url=source.url,
                 error="too_many_sitemaps",
                 message=f"read {fetched} sitemaps, {len(queue)} more left unread",

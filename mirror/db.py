@@ -39,8 +39,8 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from mirror import log
 from mirror.errors import DatabaseUnavailable, NoStore, StoreError
+from mirror.events import STORE_MIGRATED, STORE_RETRY
 
 if TYPE_CHECKING:  # alembic is imported only when a migration is due (it costs ~0.1 s per command)
     from alembic.config import Config
@@ -199,7 +199,7 @@ def run_in_transaction(
             if not is_transient(exc) or attempt >= retry.attempts:
                 raise _translate(exc, engine.url) from exc
             pause = min(retry.wait * 2 ** (attempt - 1), retry.max_wait)
-            logger.warning(log.STORE_RETRY, attempt=attempt, wait=pause, error=one_line(exc))
+            logger.warning(STORE_RETRY, attempt=attempt, wait=pause, error=one_line(exc))
             time.sleep(pause)
             attempt += 1
         except DBAPIError as exc:
@@ -398,6 +398,4 @@ def _upgrade(engine: Engine) -> None:
             ) from None
         after = MigrationContext.configure(conn).get_current_revision()
     if after != before:
-        logger.info(
-            log.STORE_MIGRATED, database=mask_url(engine.url), from_revision=before, to_revision=after
-        )
+        logger.info(STORE_MIGRATED, database=mask_url(engine.url), from_revision=before, to_revision=after)

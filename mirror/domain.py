@@ -165,7 +165,7 @@ class ChangeDiff:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A notable change in a target's life. `kind` is one of the `log.DOCUMENT_*` names."""
+    """A notable change in a target's life. `kind` is one of the `mirror.events.DOCUMENT_*` names."""
 
     kind: str
     url: str

@@ -61,6 +61,7 @@ from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 
 from mirror import contentcoding
+from mirror.clock import utcnow
 from mirror.deadline import Deadline
 from mirror.deadline import current as current_deadline
 from mirror.domain import Conditional, FetchFailure, FetchLimits, FetchResult
@@ -97,10 +98,6 @@ _BODY_ERRORS = (
     urllib3.exceptions.ProtocolError,
     urllib3.exceptions.DecodeError,
 )
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def make_session(limits: FetchLimits) -> requests.Session:
@@ -210,7 +207,7 @@ def fetch(
     session: requests.Session,
     limits: FetchLimits,
     conditional: Conditional = Conditional(),  # noqa: B008 - frozen value, safe as a default
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = utcnow,
     *,
     sleep: Callable[[float], None] = time.sleep,
 ) -> FetchResult:

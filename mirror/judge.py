@@ -42,7 +42,6 @@ from dataclasses import replace
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from mirror import log
 from mirror.domain import (
     ChangeDiff,
     DetectPolicy,
@@ -52,6 +51,13 @@ from mirror.domain import (
     OutcomeKind,
     Status,
     TargetState,
+)
+from mirror.events import (
+    DOCUMENT_CHANGED,
+    DOCUMENT_DISAPPEARED,
+    DOCUMENT_MOVED,
+    DOCUMENT_NEW,
+    DOCUMENT_REAPPEARED,
 )
 
 HARD_GONE_STATUSES = frozenset({404, 410})
@@ -99,7 +105,7 @@ def with_diff(outcome: Outcome, diff: ChangeDiff, policy: DetectPolicy) -> Outco
     }
     if reasons:
         fields.update(suspicious=True, reasons=reasons)
-    events = tuple(e.with_details(**fields) if e.kind == log.DOCUMENT_CHANGED else e for e in outcome.events)
+    events = tuple(e.with_details(**fields) if e.kind == DOCUMENT_CHANGED else e for e in outcome.events)
     return replace(outcome, events=events, diff=diff, state=state)
 
 
@@ -146,7 +152,7 @@ def _got_body(state: TargetState, result: FetchResult, now: datetime) -> Outcome
         kind = OutcomeKind.NEW
         events.append(
             Event(
-                log.DOCUMENT_NEW,
+                DOCUMENT_NEW,
                 result.url,
                 now,
                 new_sha256=sha,
@@ -162,7 +168,7 @@ def _got_body(state: TargetState, result: FetchResult, now: datetime) -> Outcome
         if new_version:
             events.append(
                 Event(
-                    log.DOCUMENT_CHANGED,
+                    DOCUMENT_CHANGED,
                     result.url,
                     now,
                     old_sha256=state.current_sha256,
@@ -221,7 +227,7 @@ def _failed(state: TargetState, result: FetchResult, policy: DetectPolicy, now: 
     failures = new_state.consecutive_failures
     new_state = replace(new_state, status=Status.GONE)
     event = Event(
-        log.DOCUMENT_DISAPPEARED,
+        DOCUMENT_DISAPPEARED,
         result.url,
         now,
         old_sha256=state.current_sha256,
@@ -248,7 +254,7 @@ def _moved_suspicion(
 
 def _reappeared(state: TargetState, result: FetchResult, now: datetime, *, same: bool) -> Event:
     return Event(
-        log.DOCUMENT_REAPPEARED,
+        DOCUMENT_REAPPEARED,
         result.url,
         now,
         old_sha256=state.current_sha256,
@@ -266,7 +272,7 @@ def _moved(state: TargetState, result: FetchResult, now: datetime) -> tuple[str 
         return state.moved_to, ()
     cross_host = urlsplit(result.url).netloc != urlsplit(result.final_url).netloc
     event = Event(
-        log.DOCUMENT_MOVED,
+        DOCUMENT_MOVED,
         result.url,
         now,
         old_sha256=state.current_sha256,

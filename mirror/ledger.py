@@ -1,4 +1,7 @@
-"""The ledger: a hash chain over events, appended inside `archive.record`'s transaction.
+"""The ledger: a hash chain over events, and its one writer, `append`.
+
+`append` is the only code that adds to the chain: `recording.record_many` calls it
+inside the write transaction of a batch of checks, after the rows the events speak of.
 
 Each event row carries `seq` (1, 2, ...), `prev_hash` (the previous event's hash,
 or 64 zeros for the first) and `hash = sha256(prev_hash + canonical(event))`.
@@ -8,31 +11,31 @@ details and the sha256 of the diff text. Changing any stored field, or removing
 or reordering an event, breaks every later link; `walk` and `chain_hash` let
 `verify` recompute them.
 
-The single `ledger_head` row (seq, hash of the last event) is locked to append:
-`SELECT ... FOR UPDATE` on PostgreSQL; on SQLite the BEGIN IMMEDIATE of every
-write transaction already serialises appends.
+The single `ledger_head` row (seq, hash of the last event) is locked to append, and
+written once per batch: `SELECT ... FOR UPDATE` on PostgreSQL; on SQLite the BEGIN
+IMMEDIATE of every write transaction already serialises appends.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import zstandard
-from sqlalchemy import Row, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from mirror import blobs, tables
 from mirror.domain import Event, StoredEvent
 from mirror.errors import StoreError
+from mirror.tables import AnyRow
 
 E = tables.events
 H = tables.ledger_head
-AnyRow = Row[*tuple[Any, ...]]
 
 GENESIS = "0" * 64
 HEAD_ID = 1
@@ -95,46 +98,56 @@ def chain_hash(prev_hash: str, event: StoredEvent) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + body).hexdigest()
 
 
-def append(conn: Connection, event: Event, target_id: int, diff: str | None) -> StoredEvent:
-    """Append `event` (of target `target_id`, with its unified `diff` if any) to the chain; return it stored.
+def append(conn: Connection, events: Sequence[tuple[Event, int, str | None]]) -> list[StoredEvent]:
+    """Append `(event, target_id, unified diff)` to the hash chain in order; return them as stored.
 
-    `event.status` and `event.error` are kept in the stored details (as "status"
-    and "error"), so the hash covers them too. Call inside a write transaction.
+    The head is locked (PostgreSQL: FOR UPDATE; SQLite: BEGIN IMMEDIATE) and written
+    once for the batch. `event.status` and `event.error` are kept in the stored details
+    (as "status" and "error"), so the hash covers them too. Call inside a write transaction.
 
     Raises:
         StoreError: the ledger head row is missing (the schema was not migrated).
-        TypeError, ValueError: the details cannot be encoded as JSON.
+        TypeError, ValueError: details cannot be encoded as JSON.
     """
-    head_seq, head_hash = _lock_head(conn)
-    stored = StoredEvent(
-        seq=head_seq + 1,
-        kind=event.kind,
-        url=event.url,
-        at=event.at.astimezone(UTC),
-        old_sha256=event.old_sha256,
-        new_sha256=event.new_sha256,
-        details=stored_details(event),
-        diff=diff,
-        hash="",
-    )
-    digest = chain_hash(head_hash, stored)
-    conn.execute(
-        E.insert().values(
-            seq=stored.seq,
-            target_id=target_id,
-            url=stored.url,
-            at=stored.at,
-            kind=stored.kind,
-            old_sha256=stored.old_sha256,
-            new_sha256=stored.new_sha256,
-            details=dict(stored.details),
-            diff=None if diff is None else blobs.compress(diff.encode("utf-8")),
-            prev_hash=head_hash,
-            hash=digest,
+    if not events:
+        return []
+    seq, prev = _head(conn, _LOCK_HEAD)
+    rows: list[dict[str, Any]] = []
+    stored: list[StoredEvent] = []
+    for event, target_id, diff in events:
+        seq += 1
+        entry = StoredEvent(
+            seq=seq,
+            kind=event.kind,
+            url=event.url,
+            at=event.at.astimezone(UTC),
+            old_sha256=event.old_sha256,
+            new_sha256=event.new_sha256,
+            details=stored_details(event),
+            diff=diff,
+            hash="",
         )
-    )
-    conn.execute(update(H).where(H.c.id == HEAD_ID).values(seq=stored.seq, hash=digest))
-    return replace(stored, hash=digest)
+        digest = chain_hash(prev, entry)
+        rows.append(
+            {
+                "seq": seq,
+                "target_id": target_id,
+                "url": entry.url,
+                "at": entry.at,
+                "kind": entry.kind,
+                "old_sha256": entry.old_sha256,
+                "new_sha256": entry.new_sha256,
+                "details": dict(entry.details),
+                "diff": None if diff is None else blobs.compress(diff.encode("utf-8")),
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        stored.append(replace(entry, hash=digest))
+        prev = digest
+    conn.execute(_INSERT_EVENT, rows)
+    conn.execute(_UPDATE_HEAD, {"b_seq": seq, "b_hash": prev})
+    return stored
 
 
 def head(conn: Connection) -> tuple[int, str]:
@@ -143,10 +156,7 @@ def head(conn: Connection) -> tuple[int, str]:
     Raises:
         StoreError: the ledger head row is missing (the schema was not migrated).
     """
-    row = conn.execute(select(H.c.seq, H.c.hash).where(H.c.id == HEAD_ID)).first()
-    if row is None:
-        raise StoreError("the ledger head row is missing; is the schema migrated?")
-    return int(row.seq), str(row.hash)
+    return _head(conn, _READ_HEAD)
 
 
 def walk(conn: Connection, batch: int = 1000, *, after: int = 0) -> Iterator[LedgerEntry]:
@@ -196,16 +206,15 @@ def diff_text(seq: int, stored: Any) -> str | None:
         raise StoreError(f"event #{seq}: its diff cannot be read ({exc})") from None
 
 
-def _lock_head(conn: Connection) -> tuple[int, str]:
-    # FOR UPDATE holds concurrent appenders on PostgreSQL until this transaction ends;
-    # SQLite renders no FOR UPDATE, and its BEGIN IMMEDIATE has already serialised writers.
-    row = conn.execute(select(H.c.seq, H.c.hash).where(H.c.id == HEAD_ID).with_for_update()).first()
+def _head(conn: Connection, query: Any) -> tuple[int, str]:
+    row = conn.execute(query).first()
     if row is None:
         raise StoreError("the ledger head row is missing; is the schema migrated?")
     return int(row.seq), str(row.hash)
 
 
 def stored_details(event: Event) -> dict[str, Any]:
+    """Return the details `event` is stored and hashed with (its status and error among them)."""
     details: dict[str, Any] = dict(event.details)
     if event.status is not None:
         details.setdefault("status", event.status)
@@ -215,3 +224,12 @@ def stored_details(event: Event) -> dict[str, Any]:
     # (tuples become lists, keys become strings); also rejects what JSON cannot hold.
     loaded: dict[str, Any] = json.loads(json.dumps(details, allow_nan=False))
     return loaded
+
+
+# Built once: building statements costs more Python time than running them (see benchmarks/RESULTS.md).
+_READ_HEAD = select(H.c.seq, H.c.hash).where(H.c.id == HEAD_ID)
+# FOR UPDATE holds concurrent appenders on PostgreSQL until this transaction ends;
+# SQLite renders no FOR UPDATE, and its BEGIN IMMEDIATE has already serialised writers.
+_LOCK_HEAD = _READ_HEAD.with_for_update()
+_INSERT_EVENT = E.insert()
+_UPDATE_HEAD = update(H).where(H.c.id == HEAD_ID).values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))

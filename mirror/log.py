@@ -1,4 +1,4 @@
-"""Logging: event names, and `configure_logging()` called once by the command line.
+"""Logging: `configure_logging()`, called once by the command line. Event names are in `mirror.events`.
 
 Events go to stderr (stdout carries `--json` documents and `show` bytes): readable
 colour on a terminal, one JSON object per line otherwise (journald, files, pipes).
@@ -12,52 +12,8 @@ from typing import Any
 
 import structlog
 
+from mirror.events import LIBRARY_LOG
 from mirror.urls import mask_userinfo
-
-# Event names are a contract with users' scripts: change them only on purpose.
-DOCUMENT_NEW = "document.new"
-DOCUMENT_CHANGED = "document.changed"
-DOCUMENT_DISAPPEARED = "document.disappeared"
-DOCUMENT_REAPPEARED = "document.reappeared"
-DOCUMENT_MOVED = "document.moved"
-CHECK_FAILED = "check.failed"
-INTEGRITY_DAMAGED = "integrity.damaged"
-
-CHECK_DONE = "check.done"  # debug: every check, with its outcome
-ROUND_STARTED = "round.started"
-ROUND_FINISHED = "round.finished"
-STORE_RETRY = "store.retry"
-FETCH_RETRY = "fetch.retry"
-STORE_MIGRATED = "store.migrated"
-CONFIG_LOADED = "config.loaded"
-CONFIG_REJECTED = "config.rejected"
-TARGETS_SYNCED = "targets.synced"
-TARGETS_DISCOVERED = "targets.discovered"
-SITEMAP_READ = "sitemap.read"  # info: one sitemap source read, how many pages it lists
-SITEMAP_FAILED = "sitemap.failed"  # warning: a sitemap could not be fetched or parsed
-ROBOTS_FETCHED = "robots.fetched"  # debug: one robots.txt fetched and what it means
-ROBOTS_UNREACHABLE = "robots.unreachable"  # warning: a site's robots.txt failed, its pages wait
-CHECK_SKIPPED = "check.skipped"  # robots.txt forbids the fetch
-CHECK_SUPERSEDED = "check.superseded"  # warning: not recorded, another process recorded the target first
-ROUND_SKIPPED_CLAIMED = "round.skipped_claimed"  # info: targets another process holds, left to it
-SERVICE_STARTED = "service.started"
-SERVICE_SUMMARY = "service.summary"  # info, every `schedule.summary`: the daemon's checks since the last one
-SERVICE_STOPPING = "service.stopping"
-SERVICE_STOPPED = "service.stopped"
-CHECKS_PRUNED = "checks.pruned"
-TEXTPOOL_BROKEN = "textpool.broken"  # warning: a text-rendering helper process died; it is replaced
-TEXTPOOL_UNAVAILABLE = "textpool.unavailable"  # warning: no helper process can start; texts rendered in place
-
-DOCUMENT_EVENTS = (
-    DOCUMENT_NEW,
-    DOCUMENT_CHANGED,
-    DOCUMENT_DISAPPEARED,
-    DOCUMENT_REAPPEARED,
-    DOCUMENT_MOVED,
-)
-
-
-LIBRARY_LOG = "library.log"  # a warning or error from a library's stdlib logging (APScheduler, urllib3)
 
 
 class _ToStructlog(logging.Handler):

@@ -4,7 +4,7 @@
 verdict and the new version's blob already hashed and compressed (`blobs.pack`), so the
 transaction only writes rows. `record_many` writes a batch: blobs before the snapshots
 that name them, snapshots, check rows, the events appended to the hash chain in order
-(the ledger head is locked and updated once per batch), and the targets' new states.
+(`ledger.append`, the chain's one writer), and the targets' new states.
 All of it commits together or not at all.
 
 A check is recorded only on top of the state it was judged against: the targets' rows
@@ -19,23 +19,22 @@ lease, so no version is recorded twice and no event announces a version number t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.engine import Connection
 
-from mirror import blobs, ledger, log, tables
+from mirror import blobs, ledger, tables
 from mirror.domain import Event, FetchResult, Outcome, StoredEvent, TargetState
 from mirror.errors import StoreError
+from mirror.events import DOCUMENT_CHANGED, DOCUMENT_NEW
 from mirror.targets import by_url, normal
 
 T = tables.targets
 S = tables.snapshots
 C = tables.checks
-E = tables.events
-H = tables.ledger_head
 
 MAX_ERROR_MESSAGE = 2000
 
@@ -124,7 +123,7 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
         diff = record.outcome.diff
         unified = diff.unified if diff is not None and diff.unified else None
         for event in outcome_events:
-            events.append((event, target.id, unified if event.kind == log.DOCUMENT_CHANGED else None))
+            events.append((event, target.id, unified if event.kind == DOCUMENT_CHANGED else None))
         counts.append(len(outcome_events))
         since = None
         if state.suspicious is not None:
@@ -153,7 +152,7 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
     for statement, rows in ((_INSERT_SNAPSHOT, snapshots), (_SEEN_AGAIN, seen), (_INSERT_CHECK, checks)):
         if rows:
             conn.execute(statement, rows)
-    stored = append_events(conn, events)
+    stored = ledger.append(conn, events)
     if targets:
         conn.execute(_UPDATE_TARGET, targets)
     if superseded:
@@ -184,63 +183,8 @@ def _superseded(target: _Current, record: CheckRecord) -> bool:
     return outcome.new_version and record.blob is not None and record.blob.sha256 == target.sha256
 
 
-def append_events(conn: Connection, events: Sequence[tuple[Event, int, str | None]]) -> list[StoredEvent]:
-    """Append `(event, target_id, unified diff)` to the hash chain in order; return them as stored.
-
-    The same chain as `ledger.append`, one event after the other, with the head locked
-    (PostgreSQL: FOR UPDATE; SQLite: BEGIN IMMEDIATE) and written once for the batch.
-
-    Raises:
-        StoreError: the ledger head row is missing (the schema was not migrated).
-        TypeError, ValueError: details cannot be encoded as JSON.
-    """
-    if not events:
-        return []
-    head = conn.execute(_LOCK_HEAD).first()
-    if head is None:
-        raise StoreError("the ledger head row is missing; is the schema migrated?")
-    seq, prev = int(head.seq), str(head.hash)
-    rows: list[dict[str, Any]] = []
-    stored: list[StoredEvent] = []
-    for event, target_id, diff in events:
-        seq += 1
-        entry = StoredEvent(
-            seq=seq,
-            kind=event.kind,
-            url=event.url,
-            at=event.at.astimezone(UTC),
-            old_sha256=event.old_sha256,
-            new_sha256=event.new_sha256,
-            # One encoding of details for both paths: what `verify` recomputes must match.
-            details=ledger.stored_details(event),
-            diff=diff,
-            hash="",
-        )
-        digest = ledger.chain_hash(prev, entry)
-        rows.append(
-            {
-                "seq": seq,
-                "target_id": target_id,
-                "url": entry.url,
-                "at": entry.at,
-                "kind": entry.kind,
-                "old_sha256": entry.old_sha256,
-                "new_sha256": entry.new_sha256,
-                "details": dict(entry.details),
-                "diff": None if diff is None else blobs.compress(diff.encode("utf-8")),
-                "prev_hash": prev,
-                "hash": digest,
-            }
-        )
-        stored.append(replace(entry, hash=digest))
-        prev = digest
-    conn.execute(_INSERT_EVENT, rows)
-    conn.execute(_UPDATE_HEAD, {"b_seq": seq, "b_hash": prev})
-    return stored
-
-
 # Events that make a version, in the order versions are made: each announces its snapshot.
-VERSION_EVENTS = (log.DOCUMENT_NEW, log.DOCUMENT_CHANGED)
+VERSION_EVENTS = (DOCUMENT_NEW, DOCUMENT_CHANGED)
 # The snapshot's columns an announcing event carries in its details, so the chain's hash covers
 # what `history`, `show`, `restore` and `--at` read of it (`mirror.verify` compares them).
 ANNOUNCED = ("version", "size", "first_seen", "http_status", "content_type", "final_url")
@@ -363,15 +307,10 @@ B = tables.blobs
 _STORED_BLOBS = select(B.c.sha256).where(B.c.sha256.in_(bindparam("shas", expanding=True)))
 _INSERT_SNAPSHOT = S.insert()
 _INSERT_CHECK = C.insert()
-_INSERT_EVENT = E.insert()
 _SEEN_AGAIN = (
     update(S)
     .where(S.c.target_id == bindparam("b_target"), S.c.version == bindparam("b_version"))
     .values(last_seen=bindparam("b_seen"))
-)
-_LOCK_HEAD = select(H.c.seq, H.c.hash).where(H.c.id == ledger.HEAD_ID).with_for_update()
-_UPDATE_HEAD = (
-    update(H).where(H.c.id == ledger.HEAD_ID).values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
 )
 _UPDATE_TARGET = (
     update(T)

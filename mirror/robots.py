@@ -25,8 +25,8 @@ import requests
 import structlog
 from protego import Protego
 
-from mirror import log
 from mirror.domain import FetchLimits, FetchResult
+from mirror.events import ROBOTS_FETCHED, ROBOTS_UNREACHABLE
 from mirror.fetch import fetch
 from mirror.urls import BadURL, normalize_url
 
@@ -152,7 +152,7 @@ class RobotsCache:
         capped = replace(limits, max_bytes=min(limits.max_bytes, MAX_ROBOTS_BYTES), retries=0)
         result = fetch(key, session, capped)
         entry = self._interpret(result)
-        logger.debug(log.ROBOTS_FETCHED, url=key, status=result.status, rules=entry.rules is not None)
+        logger.debug(ROBOTS_FETCHED, url=key, status=result.status, rules=entry.rules is not None)
         return entry
 
     def _interpret(self, result: FetchResult) -> _Entry:
@@ -167,7 +167,7 @@ class RobotsCache:
             return _Entry(None, now + self.ttl)  # RFC 9309 2.3.1.3: unavailable, crawl freely
         too_large = error is not None and error.kind == "too_large"
         logger.warning(
-            log.ROBOTS_UNREACHABLE,
+            ROBOTS_UNREACHABLE,
             url=result.url,
             status=status,
             error=error.kind if error else None,

@@ -33,7 +33,6 @@ from typing import IO
 import structlog
 from sqlalchemy.engine import make_url
 
-from mirror import log
 from mirror.archive import Archive
 from mirror.check import Checker, RoundReport
 from mirror.claims import Claims, lease_owner
@@ -42,6 +41,21 @@ from mirror.crawl import Discovery
 from mirror.db import open_engine
 from mirror.domain import OutcomeKind, Target, TargetState
 from mirror.errors import ConfigError, StoreError, StoreLocked
+from mirror.events import (
+    CHECK_CRASHED,
+    CHECKS_PRUNED,
+    CONFIG_LOADED,
+    CONFIG_REJECTED,
+    DISPATCH_CLAIMED,
+    DOCUMENT_CHANGED,
+    DOCUMENT_NEW,
+    SERVICE_STARTED,
+    SERVICE_STOPPED,
+    SERVICE_STOPPING,
+    SERVICE_SUMMARY,
+    TARGETS_DISCOVERED,
+    TARGETS_SYNCED,
+)
 from mirror.fetch import make_session
 from mirror.politeness import HostGate
 from mirror.robots import RobotsCache
@@ -50,7 +64,7 @@ from mirror.writer import BatchWriter
 logger = structlog.get_logger("mirror.service")
 
 SHUTDOWN_GRACE = 30.0  # seconds in-flight checks get to finish after SIGTERM
-_NEW_VERSION_EVENTS = frozenset({log.DOCUMENT_NEW, log.DOCUMENT_CHANGED})
+_NEW_VERSION_EVENTS = frozenset({DOCUMENT_NEW, DOCUMENT_CHANGED})
 
 
 def _checker(config: Config, archive: Archive, worker: str | None = None) -> Checker:
@@ -71,7 +85,7 @@ def sync_config(config: Config, archive: Archive, now: datetime) -> None:
     report = archive.sync_targets(config.targets, now, scopes=[s.scope for s in config.sources])
     seeds = archive.add_discovered(config.discovery_seeds(), now)
     logger.info(
-        log.TARGETS_SYNCED, added=report.added + seeds, removed=report.removed, total=report.total + seeds
+        TARGETS_SYNCED, added=report.added + seeds, removed=report.removed, total=report.total + seeds
     )
 
 
@@ -93,7 +107,7 @@ def read_sitemaps(checker: Checker) -> int:
     finally:
         session.close()
     added = checker.archive.add_discovered(found, datetime.now(UTC)) if found else 0
-    logger.info(log.TARGETS_DISCOVERED, source="sitemap", added=added)
+    logger.info(TARGETS_DISCOVERED, source="sitemap", added=added)
     return added
 
 
@@ -251,7 +265,7 @@ class Daemon:
                     self.in_flight[target.url] = future
                 future.add_done_callback(functools.partial(self._done, target.url))
             if claimed:
-                logger.debug("dispatch.claimed", count=len(claimed))
+                logger.debug(DISPATCH_CLAIMED, count=len(claimed))
             if len(claimed) < free:
                 return  # nothing more is due now
 
@@ -271,7 +285,7 @@ class Daemon:
             self.claims.done(target.url)
             return False
         except Exception:
-            logger.exception("check.crashed", url=target.url)
+            logger.exception(CHECK_CRASHED, url=target.url)
             self.claims.done(target.url)
             with self.lock:
                 self.tally["crashed"] += 1
@@ -307,7 +321,7 @@ class Daemon:
         """Maintenance job: delete `checks` rows older than the retention (daily)."""
         before = datetime.now(UTC) - self.running.config.schedule.check_retention
         pruned = self.archive.prune_checks(before)
-        logger.info(log.CHECKS_PRUNED, rows=pruned, before=before.isoformat())
+        logger.info(CHECKS_PRUNED, rows=pruned, before=before.isoformat())
 
     def reload(self) -> None:
         """Parse the config again; keep the old one if the new one is invalid."""
@@ -315,11 +329,11 @@ class Daemon:
         try:
             config = load_config(path, os.environ)
         except ConfigError as exc:
-            logger.error(log.CONFIG_REJECTED, file=exc.file, key=exc.key, problem=exc.problem)
+            logger.error(CONFIG_REJECTED, file=exc.file, key=exc.key, problem=exc.problem)
             return
         old = self.running
         self.running = _Running(config, _checker(config, self.archive, self.owner))
-        logger.info(log.CONFIG_LOADED, file=path, targets=len(config.targets))
+        logger.info(CONFIG_LOADED, file=path, targets=len(config.targets))
         self.sync()
         old.checker.close()
 
@@ -356,7 +370,7 @@ class Daemon:
         now = datetime.now(UTC)
         targets, _due, next_at = self.archive.schedule(now)
         logger.info(
-            log.SERVICE_STARTED,
+            SERVICE_STARTED,
             owner=self.owner,
             targets=targets,
             tick=tick,
@@ -390,7 +404,7 @@ class Daemon:
         try:
             _targets, due, next_at = self.archive.schedule(now)
         except StoreError as exc:  # a summary never stops the daemon; the writer reports store failures
-            logger.warning(log.SERVICE_SUMMARY, problem=str(exc))
+            logger.warning(SERVICE_SUMMARY, problem=str(exc))
             return
         next_in = in_words(next_at, now)
         sd_notify(
@@ -398,7 +412,7 @@ class Daemon:
             f"({tally['changed']} changed, {tally['failed']} failed); next due {next_in}"
         )
         logger.info(
-            log.SERVICE_SUMMARY,
+            SERVICE_SUMMARY,
             seconds=round(seconds, 1),
             checks=tally["checks"],
             changed=tally["changed"],
@@ -412,7 +426,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         sd_notify("STOPPING=1")
-        logger.info(log.SERVICE_STOPPING, in_flight=len(self.in_flight))
+        logger.info(SERVICE_STOPPING, in_flight=len(self.in_flight))
         self.scheduler.shutdown(wait=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + SHUTDOWN_GRACE
@@ -423,7 +437,7 @@ class Daemon:
         released = self.claims.release_all()
         self.running.checker.close()
         self.archive.engine.dispose()
-        logger.info(log.SERVICE_STOPPED, released=released, unfinished=len(self.in_flight))
+        logger.info(SERVICE_STOPPED, released=released, unfinished=len(self.in_flight))
 
 
 def in_words(when: datetime | None, now: datetime) -> str:

@@ -9,6 +9,7 @@ Core, not the ORM: every query here is a statement over rows, and importing
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Row,
     String,
     Table,
     Text,
@@ -28,6 +30,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
+
+# A result row of any query over these tables.
+AnyRow = Row[*tuple[Any, ...]]
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, func, select, true, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, select, true, update
 from sqlalchemy.engine import Connection
 
 from mirror import db, tables
 from mirror.domain import Status, Target, TargetState
 from mirror.errors import TargetNotFound, TargetNotWatched
+from mirror.tables import AnyRow
 from mirror.urls import BadURL, host_of, normalize_url
 
 T = tables.targets
 S = tables.snapshots
-AnyRow = Row[*tuple[Any, ...]]
 
 CONFIG = "config"
 SUSPICIOUS = "suspicious"  # `summaries(status=...)` of targets flagged suspicious, whatever their status

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import structlog
 
-from mirror import log
+from mirror.events import TEXTPOOL_BROKEN, TEXTPOOL_UNAVAILABLE
 from mirror.text import to_texts
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ class TextPool:
         except CancelledError:  # closed while this change waited: a reload or a shutdown
             pass
         except OSError as exc:  # no process or semaphore may be made here (a sandbox)
-            logger.warning(log.TEXTPOOL_UNAVAILABLE, error=str(exc))
+            logger.warning(TEXTPOOL_UNAVAILABLE, error=str(exc))
             self.close()
         return fn(*args, **kwargs)
 
@@ -123,7 +123,7 @@ class TextPool:
                     self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
                     self._warm = self._pool.submit(to_texts, [])
                 except (OSError, RuntimeError) as exc:  # RuntimeError: BrokenProcessPool at once
-                    logger.warning(log.TEXTPOOL_UNAVAILABLE, error=str(exc))
+                    logger.warning(TEXTPOOL_UNAVAILABLE, error=str(exc))
                     self._closed = True
                     return None
             return self._pool
@@ -136,8 +136,8 @@ class TextPool:
             self._pool = None
             self._broken += 1
             broken = self._broken
-        logger.warning(log.TEXTPOOL_BROKEN, workers=self.workers, times=broken)
+        logger.warning(TEXTPOOL_BROKEN, workers=self.workers, times=broken)
         if broken >= MAX_BROKEN:
-            logger.warning(log.TEXTPOOL_UNAVAILABLE, error=f"helpers died {broken} times")
+            logger.warning(TEXTPOOL_UNAVAILABLE, error=f"helpers died {broken} times")
             self.close()
         pool.shutdown(wait=False, cancel_futures=True)

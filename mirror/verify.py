@@ -36,10 +36,11 @@ import zstandard
 from sqlalchemy import func, select, tuple_, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
-from mirror import blobs, ledger, log, tables, verify_versions
+from mirror import blobs, ledger, tables, verify_versions
 from mirror.db import read
 from mirror.domain import StoredEvent
 from mirror.errors import StoreError
+from mirror.events import INTEGRITY_DAMAGED
 from mirror.integrity import AsStored, Problem, VerifyReport, as_time
 
 B, S, E, T, H = tables.blobs, tables.snapshots, tables.events, tables.targets, tables.ledger_head
@@ -79,7 +80,7 @@ def run(
     report.problems = [_with_urls(p) for p in report.problems]
     for p in report.problems:
         logger.error(
-            log.INTEGRITY_DAMAGED,
+            INTEGRITY_DAMAGED,
             item=p.item,
             key=p.key,
             problem=p.problem,

@@ -18,14 +18,15 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, type_coerce
 from sqlalchemy.engine import Connection
 
-from mirror import ledger, log, recording, tables
+from mirror import ledger, recording, tables
+from mirror.events import DOCUMENT_MOVED, DOCUMENT_REAPPEARED
 from mirror.integrity import AsStored, Problem, VerifyReport, as_time
 
 B, S, E, T = tables.blobs, tables.snapshots, tables.events, tables.targets
 
 # The events that may make a version: new and changed always; a move or reappearance when it
 # announces its snapshot (see `recording.announced`).
-_MAY_ANNOUNCE = (*recording.VERSION_EVENTS, log.DOCUMENT_MOVED, log.DOCUMENT_REAPPEARED)
+_MAY_ANNOUNCE = (*recording.VERSION_EVENTS, DOCUMENT_MOVED, DOCUMENT_REAPPEARED)
 
 
 def check_versions(conn: Connection, report: VerifyReport) -> None:

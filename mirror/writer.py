@@ -27,6 +27,7 @@ import structlog
 from mirror.archive import Archive, CheckRecord
 from mirror.domain import StoredEvent
 from mirror.errors import StoreError
+from mirror.events import CHECK_CRASHED, CHECK_SUPERSEDED, STORE_FAILED, WRITER_CALLBACK_FAILED
 
 logger = structlog.get_logger("mirror.writer")
 
@@ -34,6 +35,17 @@ MAX_BATCH = 200  # checks per transaction: past ~200 a commit costs nothing more
 MAX_WAIT = 0.25  # seconds a check waits for company before its batch is written
 
 Done = Callable[[list[StoredEvent] | None], None]
+
+
+def log_superseded(record: CheckRecord) -> None:
+    """Log `check.superseded` for a check the store did not record (another process recorded the target)."""
+    outcome = record.outcome
+    logger.warning(
+        CHECK_SUPERSEDED,
+        url=record.url,
+        outcome=str(outcome.kind),
+        judged_version=outcome.state.current_version - int(outcome.new_version),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +182,8 @@ class BatchWriter:
             return
         self.written += sum(events is not None for events in stored)
         for item, events in zip(batch, stored, strict=True):
+            if events is None:
+                log_superseded(item.record)
             self._call(item, events)
 
     def _write_alone(self, batch: list[_Item]) -> None:
@@ -180,15 +194,17 @@ class BatchWriter:
                 self._fail(exc, batch[n:])
                 return
             except Exception:
-                logger.exception("check.crashed", url=item.record.url)
+                logger.exception(CHECK_CRASHED, url=item.record.url)
                 self._call(item, None)
                 continue
+            if events is None:
+                log_superseded(item.record)
             self.written += events is not None
             self._call(item, events)
 
     def _fail(self, exc: StoreError, lost: list[_Item]) -> None:
         self.error = exc
-        logger.error("store.failed", error=str(exc), unwritten=len(lost))
+        logger.error(STORE_FAILED, error=str(exc), unwritten=len(lost))
         for item in lost:
             self._call(item, None)
         if self.on_error is not None:
@@ -200,4 +216,4 @@ class BatchWriter:
         try:
             item.done(events)
         except Exception:  # a callback must not stop the writer
-            logger.exception("writer.callback_failed", url=item.record.url)
+            logger.exception(WRITER_CALLBACK_FAILED, url=item.record.url)

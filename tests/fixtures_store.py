@@ -36,7 +36,7 @@ from mirror.domain import (
     Target,
     TargetState,
 )
-from mirror.log import DOCUMENT_CHANGED, DOCUMENT_DISAPPEARED, DOCUMENT_NEW
+from mirror.events import DOCUMENT_CHANGED, DOCUMENT_DISAPPEARED, DOCUMENT_NEW
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_USERS = ("postgres", "root")

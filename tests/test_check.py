@@ -16,9 +16,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from structlog.testing import capture_logs
 
-from mirror import log
 from mirror.check import Checker
 from mirror.domain import DetectPolicy, FetchLimits, Target
+from mirror.events import (
+    CHECK_FAILED,
+    DOCUMENT_CHANGED,
+    DOCUMENT_DISAPPEARED,
+    DOCUMENT_MOVED,
+    DOCUMENT_NEW,
+    DOCUMENT_REAPPEARED,
+    ROUND_FINISHED,
+    ROUND_SKIPPED_CLAIMED,
+)
 from mirror.history import version_diff
 from mirror.politeness import HostGate
 from mirror.restore import restore_version
@@ -70,8 +79,8 @@ def test_page_changed_twice_has_three_versions_and_two_change_events(site, archi
     h = archive.history(url)
     assert [v.number for v in h.versions] == [1, 2, 3]
     assert [v.sha256 for v in h.versions] == [sha(b) for b in bodies]
-    assert [e.kind for e in h.events] == [log.DOCUMENT_NEW, log.DOCUMENT_CHANGED, log.DOCUMENT_CHANGED]
-    changed = [e for e in logs if e["event"] == log.DOCUMENT_CHANGED]
+    assert [e.kind for e in h.events] == [DOCUMENT_NEW, DOCUMENT_CHANGED, DOCUMENT_CHANGED]
+    changed = [e for e in logs if e["event"] == DOCUMENT_CHANGED]
     assert [(e["lines_added"], e["lines_removed"]) for e in changed] == [(1, 1), (1, 0)]
     assert "+First paragraph, edited." in changed[0]["diff"]
     assert all(e["url"] == url for e in changed)
@@ -123,7 +132,7 @@ def test_a_404_disappears_at_once(site, archive):
     checker.close()
 
     assert (report.outcome, report.status) == ("disappeared", "gone")
-    (event,) = [e for e in logs if e["event"] == log.DOCUMENT_DISAPPEARED]
+    (event,) = [e for e in logs if e["event"] == DOCUMENT_DISAPPEARED]
     assert event["status"] == 404 and event["url"] == url
 
 
@@ -157,7 +166,7 @@ def test_a_page_back_after_disappearing_reappears_and_says_it_is_the_same(site, 
     checker.close()
 
     assert report.outcome == "reappeared"
-    (event,) = [e for e in logs if e["event"] == log.DOCUMENT_REAPPEARED]
+    (event,) = [e for e in logs if e["event"] == DOCUMENT_REAPPEARED]
     assert event["same_content"] is True
     assert len(archive.history(url).versions) == 1
 
@@ -173,7 +182,7 @@ def test_a_redirect_to_another_url_is_moved_once(site, archive):
         second = checker.check_one(target)
     checker.close()
 
-    moved = [e for e in logs if e["event"] == log.DOCUMENT_MOVED]
+    moved = [e for e in logs if e["event"] == DOCUMENT_MOVED]
     assert len(moved) == 1
     assert moved[0]["to"] == site.url("/etext/new-place.html")
     assert moved[0]["cross_host"] is False
@@ -205,7 +214,7 @@ def test_body_over_max_bytes_fails_cleanly_and_stores_nothing(site, archive):
 
     assert (report.outcome, report.error) == ("failed", "too_large")
     assert archive.status(datetime.now(UTC)).blobs == 0
-    (failed,) = [e for e in logs if e["event"] == log.CHECK_FAILED]
+    (failed,) = [e for e in logs if e["event"] == CHECK_FAILED]
     assert failed["error"] == "too_large"
 
 
@@ -249,13 +258,13 @@ def test_a_redirect_to_other_content_is_fetched_without_the_old_validators_and_i
     assert first.outcome == "new"
     assert (moved.outcome, moved.status, moved.version, moved.http_status) == ("moved", "moved", 2, 200)
     documents = [e for e in logs if e["event"].startswith("document.")]
-    assert [e["event"] for e in documents] == [log.DOCUMENT_CHANGED, log.DOCUMENT_MOVED]
+    assert [e["event"] for e in documents] == [DOCUMENT_CHANGED, DOCUMENT_MOVED]
     assert archive.read(archive.version(url).sha256) == new_text  # what `mirror show` prints
     h = archive.history(url)
     assert [(v.number, v.sha256, v.final_url) for v in h.versions][1:] == [
         (2, sha(new_text), site.url("/etext/q.html"))
     ]
-    assert [e.kind for e in h.events] == [log.DOCUMENT_NEW, log.DOCUMENT_CHANGED, log.DOCUMENT_MOVED]
+    assert [e.kind for e in h.events] == [DOCUMENT_NEW, DOCUMENT_CHANGED, DOCUMENT_MOVED]
     assert h.versions[1].first_seen == h.events[1].at == h.events[2].at  # the version dates from the move
     assert [(r.outcome, r.http_status, r.version) for r in later] == [("unchanged", 304, 2)] * 2
     asked_q = [r.headers.get("If-Modified-Since") for r in site.requests if r.path == "/etext/q.html"]
@@ -290,10 +299,10 @@ def test_an_answer_we_cannot_take_fails_every_time_but_never_disappears(site, ar
     checker.close()
 
     assert [(r.outcome, r.status, r.error) for r in reports] == [("failed", "failing", error)] * 5
-    failed = [e for e in logs if e["event"] == log.CHECK_FAILED]
+    failed = [e for e in logs if e["event"] == CHECK_FAILED]
     assert [e["consecutive_failures"] for e in failed] == [1, 2, 3, 4, 5]
-    assert [e for e in logs if e["event"] == log.DOCUMENT_DISAPPEARED] == []
-    assert [e.kind for e in archive.history(url).events] == [log.DOCUMENT_NEW]
+    assert [e for e in logs if e["event"] == DOCUMENT_DISAPPEARED] == []
+    assert [e.kind for e in archive.history(url).events] == [DOCUMENT_NEW]
     (summary,) = archive.targets()
     assert (summary.status, summary.consecutive_failures) == ("failing", 5)
 
@@ -309,7 +318,7 @@ def test_a_server_error_repeated_missing_after_times_disappears(site, archive):
     checker.close()
 
     assert [r.outcome for r in reports] == ["failed", "disappeared", "failed"]
-    assert [e.kind for e in archive.history(url).events] == [log.DOCUMENT_NEW, log.DOCUMENT_DISAPPEARED]
+    assert [e.kind for e in archive.history(url).events] == [DOCUMENT_NEW, DOCUMENT_DISAPPEARED]
 
 
 def test_a_target_that_never_gave_content_is_unavailable_not_gone_until_it_appears(site, archive):
@@ -326,8 +335,8 @@ def test_a_target_that_never_gave_content_is_unavailable_not_gone_until_it_appea
     assert [(r.outcome, r.status, r.http_status) for r in reports] == [("failed", "unavailable", 404)] * 3
     assert [e["event"] for e in logs if e["event"].startswith("document.")] == []
     assert (appeared.outcome, appeared.status, appeared.version) == ("new", "ok", 1)
-    assert [e["event"] for e in later if e["event"].startswith("document.")] == [log.DOCUMENT_NEW]
-    assert [e.kind for e in archive.history(url).events] == [log.DOCUMENT_NEW]
+    assert [e["event"] for e in later if e["event"].startswith("document.")] == [DOCUMENT_NEW]
+    assert [e.kind for e in archive.history(url).events] == [DOCUMENT_NEW]
 
 
 def test_after_a_move_show_prints_the_destinations_text_from_the_command_line(site, tmp_path, database_url):
@@ -349,7 +358,7 @@ def test_after_a_move_show_prints_the_destinations_text_from_the_command_line(si
     assert mirror("show", url).stdout == q_text
     history = mirror.json("history", url)
     assert [v["number"] for v in history["versions"]] == [1, 2]
-    move = next(e for e in history["events"] if e["kind"] == log.DOCUMENT_MOVED)
+    move = next(e for e in history["events"] if e["kind"] == DOCUMENT_MOVED)
     assert history["versions"][1]["first_seen"] == move["at"]
 
 
@@ -376,9 +385,9 @@ def test_a_round_skips_the_targets_another_process_holds_and_says_how_many(site,
     assert report.skipped_claimed == 2
     assert sorted(r.url for r in report.checks) == urls[2:]
     assert site.hits("/held/0.html") == site.hits("/held/1.html") == 0
-    skipped = [e for e in logs if e["event"] == log.ROUND_SKIPPED_CLAIMED]
+    skipped = [e for e in logs if e["event"] == ROUND_SKIPPED_CLAIMED]
     assert [e["skipped_claimed"] for e in skipped] == [2]
-    finished = [e for e in logs if e["event"] == log.ROUND_FINISHED]
+    finished = [e for e in logs if e["event"] == ROUND_FINISHED]
     assert finished[0]["skipped_claimed"] == 2
     # The other process keeps its leases; the round leaves none of its own behind.
     assert leases_of(archive) == {u: "daemon-elsewhere" if u in urls[:2] else None for u in urls}
@@ -437,7 +446,7 @@ def test_a_broken_content_encoding_fails_as_bad_content_and_records_no_version(
     assert [(r.outcome, r.error, r.version) for r in reports] == [("failed", "bad_content", 1)] * 2
     history = archive.history(url)
     assert [v.sha256 for v in history.versions] == [sha(good)]
-    assert [e.kind for e in history.events] == [log.DOCUMENT_NEW]
+    assert [e.kind for e in history.events] == [DOCUMENT_NEW]
     assert [e["event"] for e in logs if e["event"].startswith("document.")] == []
     assert archive.version(url).sha256 == sha(good)
 
@@ -499,7 +508,7 @@ def test_a_charset_that_is_no_text_encoding_is_ignored_and_the_change_is_diffed(
 
     assert (first.crashed, second.crashed) == ((), ())
     assert [c.outcome for c in (*first.checks, *second.checks)] == ["new", "changed"]
-    (changed,) = [e for e in logs if e["event"] == log.DOCUMENT_CHANGED]
+    (changed,) = [e for e in logs if e["event"] == DOCUMENT_CHANGED]
     assert (changed["lines_added"], changed["lines_removed"]) == (1, 1)
     added = [line for line in version_diff(archive, url).splitlines() if line.startswith("+")]
     assert "Minutes of the second meeting, café." in added[-1]
@@ -530,7 +539,7 @@ def test_a_redirect_to_a_url_with_a_password_logs_and_stores_no_password(raw_ser
     checker.close()
 
     assert [(c.outcome, c.error) for c in report.checks] == [("failed", "bad_content")]
-    (failed,) = [e for e in logs if e["event"] == log.CHECK_FAILED]
+    (failed,) = [e for e in logs if e["event"] == CHECK_FAILED]
     assert "admin:***@127.0.0.1:1" in failed["message"]
     assert SECRET not in repr(logs)
     assert SECRET not in store_text(engine)

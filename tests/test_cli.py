@@ -388,3 +388,17 @@ def test_check_of_a_url_that_is_not_configured_says_how_to_add_it(site, tmp_path
     assert site.url("/other.html") in err
     assert "configured targets" in err and "`targets`" in err and str(config) in err
     assert site.hits("/other.html") == 0
+
+
+def test_a_progress_bar_counts_on_stderr_and_there_is_none_when_it_is_off(capsys):
+    from mirror.progress import progress_bar
+
+    assert progress_bar(False, "checking", "page", total=3) is None
+    bar = progress_bar(True, "checking", "page", total=3)
+    assert bar is not None
+    bar.update(2)
+    assert bar.n == 2
+    bar.close()
+    captured = capsys.readouterr()
+    assert "checking:" in captured.err and "/3 " in captured.err and captured.out == ""
+    assert captured.err.rstrip("\r").rsplit("\r", 1)[-1].strip() == ""  # it leaves no line behind

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from datetime import UTC, datetime
@@ -148,18 +149,71 @@ def test_no_table_in_the_readme_is_broken_by_a_blank_line():
             assert re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", lines[n + 1]), f"README line {n + 1}: {line!r}"
 
 
-def test_every_event_the_code_logs_is_in_the_readme():
-    from mirror import log
+EVENT_NAME = re.compile(r"[a-z_]+\.[a-z_]+")
+LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical", "log", "msg"}
 
-    names = {v for k, v in vars(log).items() if k.isupper() and isinstance(v, str) and "." in v}
-    source = "\n".join(p.read_text() for p in (Path(__file__).parent.parent / "mirror").glob("*.py"))
-    call = r"logger\.(?:debug|info|warning|error|exception|critical)\(\s*\"([a-z_]+\.[a-z_]+)\""
-    names |= set(re.findall(call, source))
-    assert {"document.changed", "check.crashed", "service.started"} <= names  # the search works
-    assert sorted(n for n in names if f"`{n}`" not in README) == []
-    events_table = README.split("| event | when | fields |", 1)[1].split("\n\n", 1)[0]
-    for name in (log.INTEGRITY_DAMAGED, log.CHECK_SKIPPED, *log.DOCUMENT_EVENTS, log.CHECK_FAILED):
-        assert f"| `{name}` |" in events_table
+
+def documented_events() -> tuple[set[str], set[str]]:
+    """Return the events in the first column of the README's event tables, and those of "Other events"."""
+    section = README.split("\n## Events\n", 1)[1].split("\n## ", 1)[0]
+    tables = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", section, re.MULTILINE))
+    other = section.split("\nOther events: ", 1)[1].split("\n", 1)[0]
+    return tables, set(re.findall(r"`([a-z_]+\.[a-z_]+)`", other))
+
+
+def events_the_code_uses() -> tuple[set[str], list[str]]:
+    """Return the event names the code refers to (by their `mirror.events` constants), and its literal ones.
+
+    A literal is a string constant equal to an event name, or any dotted name given to a
+    logger as its event: both bypass the vocabulary.
+    """
+    from mirror import events
+
+    values = {k: v for k, v in vars(events).items() if k.isupper() and isinstance(v, str)}
+    vocabulary = set(values.values())
+    used: set[str] = set()
+    literals: list[str] = []
+    for path in sorted((Path(__file__).parent.parent / "mirror").rglob("*.py")):
+        if path.name == "events.py" and path.parent.name == "mirror":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            where = f"{path.name}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.ImportFrom) and node.module == "mirror.events":
+                used |= {values[a.name] for a in node.names if a.name in values}
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if node.value.id == "events" and node.attr in values:
+                    used.add(values[node.attr])
+            elif isinstance(node, ast.Constant) and node.value in vocabulary:
+                literals.append(f"{where}: {node.value!r}")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+                first = node.args[0]
+                if (
+                    node.func.attr in LOG_METHODS
+                    and isinstance(first, ast.Constant)
+                    and isinstance(first.value, str)
+                    and EVENT_NAME.fullmatch(first.value)
+                ):
+                    literals.append(f"{where}: {first.value!r}")
+    return used, literals
+
+
+def test_the_vocabulary_the_readme_and_the_code_name_the_same_events():
+    from mirror import events
+
+    constants = [v for k, v in vars(events).items() if k.isupper() and isinstance(v, str)]
+    vocabulary = events.vocabulary()
+    assert len(constants) == len(vocabulary)  # no name twice under two constants
+    assert {"document.changed", "check.crashed", "service.started", "library.log"} <= vocabulary
+    tables, other = documented_events()
+    assert tables & other == set(), "an event both in a table and among the other events"
+    used, literals = events_the_code_uses()
+    assert literals == [], "name events by their mirror.events constant"
+    assert sorted(vocabulary - (tables | other)) == [], "in mirror.events, not in the README"
+    assert sorted((tables | other) - vocabulary) == [], "in the README, not in mirror.events"
+    assert sorted(vocabulary - used) == [], "in mirror.events, used by no code"
+    assert set(events.DOCUMENT_EVENTS) <= tables
+    for name in (events.INTEGRITY_DAMAGED, events.CHECK_SKIPPED, events.CHECK_FAILED):
+        assert name in tables
 
 
 def test_the_readme_names_the_folder_a_port_restores_to():

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mirror import log
 from mirror.domain import (
     ChangeDiff,
     Conditional,
@@ -17,6 +16,13 @@ from mirror.domain import (
     OutcomeKind,
     Status,
     TargetState,
+)
+from mirror.events import (
+    DOCUMENT_CHANGED,
+    DOCUMENT_DISAPPEARED,
+    DOCUMENT_MOVED,
+    DOCUMENT_NEW,
+    DOCUMENT_REAPPEARED,
 )
 from mirror.judge import judge, with_diff
 
@@ -66,12 +72,12 @@ FAILING_TWICE_MISSING = TargetState(
 @pytest.mark.parametrize(
     ("state", "result", "kind", "events", "status"),
     [
-        (NEW, ok(A), OutcomeKind.NEW, [log.DOCUMENT_NEW], Status.OK),
+        (NEW, ok(A), OutcomeKind.NEW, [DOCUMENT_NEW], Status.OK),
         (HAS_A, ok(A), OutcomeKind.UNCHANGED, [], Status.OK),
         (HAS_A, not_modified(), OutcomeKind.UNCHANGED, [], Status.OK),
-        (HAS_A, ok(B), OutcomeKind.CHANGED, [log.DOCUMENT_CHANGED], Status.OK),
-        (HAS_A, http_error(404), OutcomeKind.DISAPPEARED, [log.DOCUMENT_DISAPPEARED], Status.GONE),
-        (HAS_A, http_error(410), OutcomeKind.DISAPPEARED, [log.DOCUMENT_DISAPPEARED], Status.GONE),
+        (HAS_A, ok(B), OutcomeKind.CHANGED, [DOCUMENT_CHANGED], Status.OK),
+        (HAS_A, http_error(404), OutcomeKind.DISAPPEARED, [DOCUMENT_DISAPPEARED], Status.GONE),
+        (HAS_A, http_error(410), OutcomeKind.DISAPPEARED, [DOCUMENT_DISAPPEARED], Status.GONE),
         (HAS_A, http_error(500), OutcomeKind.FAILED, [], Status.FAILING),
         (HAS_A, net_error("timeout"), OutcomeKind.FAILED, [], Status.FAILING),
         (FAILING_ONCE, net_error("dns"), OutcomeKind.FAILED, [], Status.FAILING),
@@ -79,7 +85,7 @@ FAILING_TWICE_MISSING = TargetState(
             FAILING_TWICE_MISSING,
             net_error("connect"),
             OutcomeKind.DISAPPEARED,
-            [log.DOCUMENT_DISAPPEARED],
+            [DOCUMENT_DISAPPEARED],
             Status.GONE,
         ),
         (FAILING_TWICE_MISSING, ok(A), OutcomeKind.UNCHANGED, [], Status.OK),
@@ -87,9 +93,9 @@ FAILING_TWICE_MISSING = TargetState(
         (FAILING_TWICE, net_error("connect"), OutcomeKind.FAILED, [], Status.FAILING),
         (GONE, http_error(404), OutcomeKind.FAILED, [], Status.GONE),
         (GONE, net_error(), OutcomeKind.FAILED, [], Status.GONE),
-        (GONE, ok(A), OutcomeKind.REAPPEARED, [log.DOCUMENT_REAPPEARED], Status.OK),
-        (GONE, not_modified(), OutcomeKind.REAPPEARED, [log.DOCUMENT_REAPPEARED], Status.OK),
-        (GONE, ok(B), OutcomeKind.REAPPEARED, [log.DOCUMENT_REAPPEARED, log.DOCUMENT_CHANGED], Status.OK),
+        (GONE, ok(A), OutcomeKind.REAPPEARED, [DOCUMENT_REAPPEARED], Status.OK),
+        (GONE, not_modified(), OutcomeKind.REAPPEARED, [DOCUMENT_REAPPEARED], Status.OK),
+        (GONE, ok(B), OutcomeKind.REAPPEARED, [DOCUMENT_REAPPEARED, DOCUMENT_CHANGED], Status.OK),
         # A document that never appeared is not gone: nothing disappeared.
         (NEW, http_error(404), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
         (NEW, http_error(410), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
@@ -97,8 +103,8 @@ FAILING_TWICE_MISSING = TargetState(
         (NEW, net_error("too_large"), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
         (NEVER_SEEN_FAILING, net_error(), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
         (NEVER_SEEN_FAILING, http_error(404), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
-        (NEVER_SEEN_FAILING, ok(A), OutcomeKind.NEW, [log.DOCUMENT_NEW], Status.OK),
-        (UNAVAILABLE, ok(A), OutcomeKind.NEW, [log.DOCUMENT_NEW], Status.OK),
+        (NEVER_SEEN_FAILING, ok(A), OutcomeKind.NEW, [DOCUMENT_NEW], Status.OK),
+        (UNAVAILABLE, ok(A), OutcomeKind.NEW, [DOCUMENT_NEW], Status.OK),
         (UNAVAILABLE, http_error(404), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
         (LEGACY_GONE_NEVER_SEEN, net_error(), OutcomeKind.FAILED, [], Status.UNAVAILABLE),
     ],
@@ -214,7 +220,7 @@ def test_a_move_to_other_content_is_a_new_version_at_the_time_of_the_move():
     moved_url = "https://archive.example/etext/q.html"
     outcome = judge(HAS_A, ok(B, final_url=moved_url, redirects=(URL,)), POLICY, NOW)
     assert outcome.kind is OutcomeKind.MOVED
-    assert [e.kind for e in outcome.events] == [log.DOCUMENT_CHANGED, log.DOCUMENT_MOVED]
+    assert [e.kind for e in outcome.events] == [DOCUMENT_CHANGED, DOCUMENT_MOVED]
     assert outcome.new_version and outcome.state.current_version == 2
     assert all(e.at == NOW for e in outcome.events)
 
@@ -272,7 +278,7 @@ def test_a_redirect_elsewhere_is_one_moved_event_then_quiet():
     first = judge(HAS_A, ok(A, final_url=moved_url, redirects=(URL,)), POLICY, NOW)
     assert first.kind is OutcomeKind.MOVED
     (event,) = first.events
-    assert event.kind == log.DOCUMENT_MOVED
+    assert event.kind == DOCUMENT_MOVED
     assert event.details["to"] == moved_url
     assert event.details["cross_host"] is True
     assert first.state.status is Status.MOVED

@@ -20,7 +20,7 @@ from mirror.archive import Archive
 from mirror.db import alembic_config, open_engine, run_in_transaction
 from mirror.domain import Event, Target
 from mirror.errors import DatabaseUnavailable, StoreError
-from mirror.log import DOCUMENT_NEW, STORE_MIGRATED
+from mirror.events import DOCUMENT_NEW, STORE_MIGRATED
 from mirror.tables import metadata
 from tests.fixtures_store import T0, save_version, watch
 
@@ -152,7 +152,7 @@ def _store_at_0001(database_url):
             {"sha": digest},
         )
         event = Event(DOCUMENT_NEW, URL, T0, new_sha256=digest, status=200)
-        ledger.append(conn, event, target_id, None)
+        ledger.append(conn, [(event, target_id, None)])
 
     run_in_transaction(engine, record)
     return engine, body

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
-from mirror import blobs, ledger, log, recording
+from mirror import blobs, ledger, recording
 from mirror.blobs import DeltaBase
 from mirror.check import Checker
 from mirror.dictionaries import HostBases
@@ -27,6 +27,13 @@ from mirror.domain import (
     TargetState,
 )
 from mirror.errors import StoreError, TargetNotFound
+from mirror.events import (
+    CHECK_SUPERSEDED,
+    DOCUMENT_CHANGED,
+    DOCUMENT_DISAPPEARED,
+    DOCUMENT_MOVED,
+    DOCUMENT_NEW,
+)
 from mirror.politeness import HostGate
 from mirror.tables import metadata
 from mirror.writer import BatchWriter
@@ -40,7 +47,7 @@ OTHER = "https://archive.example.org/etext/b.html"
 def new_version(archive, url: str, body: bytes, number: int, at: datetime = T0):
     """Return a prepared check that found `body` as version `number` of `url` (judged from a stale state)."""
     state = TargetState(Status.OK, sha(body), number, "text/html")
-    event = Event(log.DOCUMENT_NEW if number == 1 else log.DOCUMENT_CHANGED, url, at, new_sha256=sha(body))
+    event = Event(DOCUMENT_NEW if number == 1 else DOCUMENT_CHANGED, url, at, new_sha256=sha(body))
     outcome = Outcome(OutcomeKind.NEW, state, (event,), new_version=True)
     return archive.prepare(url, fetched(url, body, at), outcome, at, worker="test")
 
@@ -78,17 +85,31 @@ def test_a_check_judged_against_a_state_the_store_has_moved_past_records_nothing
     # Both were judged against the same state (no version yet), as two processes would:
     # the first is version 1; the second, in the same batch or a later one, is superseded.
     first, second, third = (new_version(archive, URL, f"<p>{n}</p>".encode(), 1) for n in range(3))
-    with capture_logs() as logs:
-        in_one = archive.record_many([first, second])
-        later = archive.record_many([third])
+    in_one = archive.record_many([first, second])
+    later = archive.record_many([third])
 
     assert (len(in_one[0]), in_one[1], later) == (1, None, [None])
     h = archive.history(URL)
     assert [(v.number, v.sha256) for v in h.versions] == [(1, sha(b"<p>0</p>"))]
-    assert [e.kind for e in h.events] == [log.DOCUMENT_NEW]
+    assert [e.kind for e in h.events] == [DOCUMENT_NEW]
     assert (count(engine, "checks"), count(engine, "snapshots")) == (1, 1)
-    superseded = [e for e in logs if e["event"] == log.CHECK_SUPERSEDED]
-    assert [(e["url"], e["judged_version"]) for e in superseded] == [(URL, 0), (URL, 0)]
+
+
+def test_the_writer_logs_each_superseded_check_with_the_version_it_was_judged_against(archive):
+    watch(archive, URL)
+    first, second, third = (new_version(archive, URL, f"<p>{n}</p>".encode(), 1) for n in range(3))
+    written: list[object] = []
+    with capture_logs() as logs, BatchWriter(archive, max_wait=5.0) as writer:
+        writer.submit(first, written.append)
+        writer.submit(second, written.append)
+        writer.flush()  # one batch: the first is version 1, the second superseded within it
+        writer.submit(third, written.append)
+        writer.flush()
+
+    assert [events is None for events in written] == [False, True, True]
+    superseded = [e for e in logs if e["event"] == CHECK_SUPERSEDED]
+    assert [(e["url"], e["outcome"], e["judged_version"]) for e in superseded] == [(URL, "new", 0)] * 2
+    assert [e["log_level"] for e in superseded] == ["warning"] * 2
 
 
 def test_content_equal_to_the_latest_version_is_never_recorded_as_a_new_one(archive):
@@ -100,14 +121,14 @@ def test_content_equal_to_the_latest_version_is_never_recorded_as_a_new_one(arch
 
     assert stored is None
     assert [v.number for v in archive.history(URL).versions] == [1]
-    assert [e.kind for e in archive.history(URL).events] == [log.DOCUMENT_NEW]
+    assert [e.kind for e in archive.history(URL).events] == [DOCUMENT_NEW]
 
 
 def test_two_checks_judged_from_one_state_make_a_document_disappear_once(archive):
     watch(archive, URL)
     save_version(archive, URL, b"<p>one</p>")
     state = archive.state_of(URL)
-    event = Event(log.DOCUMENT_DISAPPEARED, URL, T0, old_sha256=state.current_sha256, status=404)
+    event = Event(DOCUMENT_DISAPPEARED, URL, T0, old_sha256=state.current_sha256, status=404)
     outcome = Outcome(
         OutcomeKind.DISAPPEARED, replace(state, status=Status.GONE, consecutive_failures=1), (event,)
     )
@@ -116,7 +137,7 @@ def test_two_checks_judged_from_one_state_make_a_document_disappear_once(archive
 
     assert archive.record_many([first]) != [None]
     assert archive.record_many([second]) == [None]  # no version changed, but the state it read did
-    assert [e.kind for e in archive.history(URL).events] == [log.DOCUMENT_NEW, log.DOCUMENT_DISAPPEARED]
+    assert [e.kind for e in archive.history(URL).events] == [DOCUMENT_NEW, DOCUMENT_DISAPPEARED]
     assert archive.state_of(URL).consecutive_failures == 1
 
 
@@ -180,7 +201,7 @@ def test_a_failure_mid_batch_leaves_nothing_of_the_batch(archive, engine, monkey
     def boom(*args, **kwargs):
         raise RuntimeError("crash while appending to the ledger")
 
-    monkeypatch.setattr(recording, "append_events", boom)
+    monkeypatch.setattr(ledger, "append", boom)
     with pytest.raises(RuntimeError):
         archive.record_many(records)
 
@@ -258,7 +279,7 @@ def test_a_round_records_every_check_and_logs_events_after_their_batch(site, arc
         checker.close()
 
     assert report.counts == {"new": 40}
-    assert sorted(e["url"] for e in logs if e["event"] == log.DOCUMENT_NEW) == sorted(t.url for t in targets)
+    assert sorted(e["url"] for e in logs if e["event"] == DOCUMENT_NEW) == sorted(t.url for t in targets)
     assert archive.status(datetime.now(UTC)).versions == 40
     assert all(archive.state_of(t.url).current_version == 1 for t in targets)
 
@@ -350,7 +371,7 @@ def test_a_page_whose_shared_base_was_never_written_is_stored_whole(archive, eng
     body = never.replace(b"</ul>", b"</ul><p>its own words</p>")
     base = DeltaBase(sha(never), len(never), 0, sha(never), level=blobs.ZSTD_LEVEL)
     state = TargetState(Status.OK, sha(body), 1, "text/html")
-    outcome = Outcome(OutcomeKind.NEW, state, (Event(log.DOCUMENT_NEW, URL, T0, new_sha256=sha(body)),), True)
+    outcome = Outcome(OutcomeKind.NEW, state, (Event(DOCUMENT_NEW, URL, T0, new_sha256=sha(body)),), True)
     record = archive.prepare(URL, fetched(URL, body), outcome, T0, base=base, base_bytes=never)
     assert record.blob is not None and record.blob.codec == blobs.ZSTD_DELTA
 
@@ -420,7 +441,7 @@ def test_each_version_event_announces_the_number_and_snapshot_the_store_gave_it(
     # first; the second is superseded (judged against a state the store has moved past) and writes nothing.
     records = []
     for body in (b"<p>two</p>", b"<p>three</p>"):
-        event = Event(log.DOCUMENT_CHANGED, URL, T0, new_sha256=sha(body), status=200, details={"version": 2})
+        event = Event(DOCUMENT_CHANGED, URL, T0, new_sha256=sha(body), status=200, details={"version": 2})
         judged = TargetState(Status.OK, sha(body), 2, "text/html")
         outcome = Outcome(OutcomeKind.CHANGED, judged, (event,), new_version=True)
         records.append(archive.prepare(URL, fetched(URL, body, T0), outcome, T0 + HOUR, worker="test"))
@@ -461,10 +482,10 @@ def test_a_version_made_by_a_move_alone_is_announced_by_the_move(archive, engine
     watch(archive, URL)
     save_version(archive, URL, b"<p>one</p>", T0)
     body = b"<p>served elsewhere now</p>"
-    moved = Event(log.DOCUMENT_MOVED, URL, T0 + HOUR, new_sha256=sha(body), details={"to": OTHER})
+    moved = Event(DOCUMENT_MOVED, URL, T0 + HOUR, new_sha256=sha(body), details={"to": OTHER})
     outcome = Outcome(OutcomeKind.MOVED, TargetState(Status.MOVED, sha(body), 2), (moved,), new_version=True)
     archive.record(URL, fetched(URL, body, T0 + HOUR), outcome, T0 + HOUR, worker="test")
 
     event = archive.history(URL).events[-1]
-    assert (event.kind, event.details["version"], event.details["size"]) == (log.DOCUMENT_MOVED, 2, len(body))
+    assert (event.kind, event.details["version"], event.details["size"]) == (DOCUMENT_MOVED, 2, len(body))
     assert verify.run(engine).ok

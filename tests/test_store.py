@@ -15,11 +15,17 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from structlog.testing import capture_logs
 
-from mirror import blobs, ledger, recording
+from mirror import blobs, ledger
 from mirror.db import RetrySettings, run_in_transaction
 from mirror.domain import Event, Outcome, OutcomeKind, Status, Target, TargetState
 from mirror.errors import StoreError, TargetNotFound, UsageError, VersionNotFound
-from mirror.log import DOCUMENT_CHANGED, DOCUMENT_DISAPPEARED, DOCUMENT_NEW, DOCUMENT_REAPPEARED, STORE_RETRY
+from mirror.events import (
+    DOCUMENT_CHANGED,
+    DOCUMENT_DISAPPEARED,
+    DOCUMENT_NEW,
+    DOCUMENT_REAPPEARED,
+    STORE_RETRY,
+)
 from mirror.tables import metadata
 from tests.fixtures_store import HOUR, T0, fetched, save_failure, save_unchanged, save_version, sha, watch
 
@@ -167,7 +173,7 @@ def test_a_failure_mid_record_leaves_no_blob_snapshot_check_or_event(archive, en
     body = b"<html>never stored</html>"
     details: dict[str, object] = {"size": len(body)}
     if fault == "ledger append crashes":
-        monkeypatch.setattr(recording, "append_events", _boom)
+        monkeypatch.setattr(ledger, "append", _boom)
     else:
         details["when"] = object()  # not JSON
     event = Event(DOCUMENT_NEW, URL, T0, new_sha256=sha(body), details=details)

@@ -28,7 +28,7 @@ import requests
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from mirror import log
+from mirror import blocking, log
 from mirror.archive import Archive, CheckRecord
 from mirror.blobs import DeltaBase
 from mirror.claims import Claims, Feed, lease_owner
@@ -65,6 +65,8 @@ _LEVELS = {
     log.DOCUMENT_REAPPEARED: "info",
     log.DOCUMENT_MOVED: "warning",
     log.DOCUMENT_DISAPPEARED: "warning",
+    log.DOCUMENT_BLOCKED: "warning",
+    log.DOCUMENT_UNBLOCKED: "info",
 }
 
 
@@ -225,7 +227,7 @@ class Checker:
             outcome,
             now,
             worker=self.worker,
-            next_check_in=jittered(target.interval),
+            next_check_in=blocking.next_check_in(outcome, result, jittered(target.interval), now),
             base=base,
             base_bytes=base_bytes,
             judged=state,

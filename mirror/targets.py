@@ -304,6 +304,7 @@ def _state(row: AnyRow) -> TargetState:
         moved_to=row.moved_to,
         suspicious=row.suspicious,
         missing_checks=row.missing_checks,
+        missing_since=row.missing_since,
     )
 
 
@@ -312,7 +313,7 @@ def _states_query() -> Select[Any]:
     columns = (
         T.c.url, T.c.status, T.c.current_sha256, T.c.current_version, S.c.content_type,
         T.c.consecutive_failures, T.c.etag, T.c.last_modified, T.c.moved_to, T.c.suspicious,
-        T.c.missing_checks,
+        T.c.missing_checks, T.c.missing_since,
     )  # fmt: skip
     return (
         select(*columns)

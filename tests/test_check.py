@@ -271,13 +271,9 @@ def _broken_gzip(site, path: str) -> None:
     site.put(path, b"\x1f\x8b\x08\x00 not deflate at all", headers={"Content-Encoding": "gzip"})
 
 
-def _busy(site, path: str) -> None:
-    site.fail(path, 429)
-
-
 @pytest.mark.parametrize(
-    ("spoil", "error"), [(_too_large, "too_large"), (_broken_gzip, "bad_content"), (_busy, "http")]
-)
+    ("spoil", "error"), [(_too_large, "too_large"), (_broken_gzip, "bad_content")]
+)  # a 429 is `blocked`: tests/test_blocking.py
 def test_an_answer_we_cannot_take_fails_every_time_but_never_disappears(site, archive, spoil, error):
     url = site.url("/etext/report.html")
     site.put("/etext/report.html", page("Report", "Short at first."))

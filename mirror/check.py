@@ -201,7 +201,10 @@ class Checker:
         """
         result = self._fetch(target.url, state.conditional())
         now = self.clock()  # one time for the events and the version they announce
-        outcome = judge(state, result, self.policy, now)
+        shared = 0
+        if result.error is None and result.final_url != result.url:  # how many share this redirect
+            shared = self.archive.redirected_to(result.final_url, besides=target.url)
+        outcome = judge(state, result, self.policy, now, shared_redirects=shared)
         old = None
         if outcome.diff_from is not None and result.body is not None:
             old = self.archive.read(outcome.diff_from)

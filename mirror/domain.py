@@ -184,6 +184,7 @@ class DetectPolicy:
     shrink_min_chars: int = 200  # ... when the old text had at least this many characters
     placeholder_max_chars: int = 1500  # a 200 page this short with "not found"-like words is suspicious
     block_rules: tuple[BlockRule, ...] = ()
+    soft_404_shared: int = 3  # a redirect to a page this many other targets redirect to is a soft 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +227,8 @@ class Outcome:
     - `seen_again`: the current version was seen again (its `last_seen` moves forward).
     - `diff_from`: sha256 of the version to diff against, when the content changed;
       `Checker.prepare` fills `diff` from it before recording.
+    - `evidence`: the answer's body is kept with the check (a soft 404's page), never
+      as a version.
     """
 
     kind: OutcomeKind
@@ -235,6 +238,7 @@ class Outcome:
     seen_again: bool = False
     diff_from: str | None = None
     diff: ChangeDiff | None = None
+    evidence: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,13 @@ to record. Rules:
   (its evidence: status, server, title, rule); a `gone` target stays `gone` (a wall
   says nothing of the document). The first answer after a blocked one that is not
   blocked raises `document.unblocked`, before whatever else it means;
+- a soft 404 is `document.disappeared` with `soft: true` and its evidence, not a move
+  nor a version (`mirror.soft404` finds it): a redirect to a home page, or to the page
+  `policy.soft_404_shared` other targets redirect to (`shared_redirects`, counted by the
+  caller), or a 200 page whose title says it is not found. The page is kept with the
+  check as evidence (`Outcome.evidence`); the target is `gone`, its validators dropped,
+  and a soft 404 again while `gone` is a failed check with no event. A redirect to any
+  other page is still `document.moved`;
 - `policy.missing_for`, when set, replaces the count of `missing_after`: a document
   is gone when every check since the first of its run of not-served ones
   (`missing_since`) failed so, over at least that span.
@@ -54,7 +61,7 @@ from dataclasses import replace
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from mirror import blocking, log
+from mirror import blocking, log, soft404
 from mirror.domain import (
     BlockRule,
     ChangeDiff,
@@ -86,16 +93,25 @@ PLACEHOLDER_WORDS = re.compile(
 CROSS_HOST_REASON = "redirect leaves the host"
 
 
-def judge(state: TargetState, result: FetchResult, policy: DetectPolicy, now: datetime) -> Outcome:
-    """Return the Outcome of one fetch of a target in `state`."""
+def judge(
+    state: TargetState, result: FetchResult, policy: DetectPolicy, now: datetime, *, shared_redirects: int = 0
+) -> Outcome:
+    """Return the Outcome of one fetch of a target in `state`.
+
+    `shared_redirects`: how many other targets redirect to `result.final_url` (soft 404s).
+    """
     if result.error is not None and result.error.kind == ROBOTS_ERROR:
         return Outcome(OutcomeKind.SKIPPED, state)
     rule = blocking.match(result, policy.block_rules)
     if rule is not None:
         return _blocked(state, result, rule, now)
-    if result.error is None and result.not_modified:
+    answered = result.error is None and (result.not_modified or result.body is not None)
+    soft = soft404.evidence(state, result, policy, shared_redirects) if answered else None
+    if soft is not None:
+        outcome = _soft_gone(state, result, soft, now)
+    elif answered and result.not_modified:
         outcome = _not_modified(state, result, now)
-    elif result.error is None and result.body is not None:
+    elif answered:
         outcome = _got_body(state, result, now)
     else:
         outcome = _failed(state, result, policy, now)
@@ -244,6 +260,40 @@ def _got_body(state: TargetState, result: FetchResult, now: datetime) -> Outcome
         seen_again=not new_version,
         diff_from=state.current_sha256 if new_version and state.current_version > 0 else None,
     )
+
+
+def _soft_gone(
+    state: TargetState, result: FetchResult, evidence: dict[str, object], now: datetime
+) -> Outcome:
+    redirected = result.final_url != result.url
+    new_state = replace(
+        state,
+        status=Status.GONE,
+        consecutive_failures=state.consecutive_failures + 1,
+        missing_checks=0,
+        missing_since=None,
+        moved_to=result.final_url if redirected else None,
+        etag=None,  # the validators were the document's: the next fetch asks afresh
+        last_modified=None,
+    )
+    kept = result.body is not None  # a 304 through the redirect: no page to keep
+    if state.status is Status.GONE:
+        return Outcome(OutcomeKind.FAILED, new_state, evidence=kept)
+    event = Event(
+        log.DOCUMENT_DISAPPEARED,
+        result.url,
+        now,
+        old_sha256=state.current_sha256,
+        status=result.status,
+        details={
+            "soft": True,
+            **evidence,
+            "evidence_sha256": result.body_sha256,  # None after a 304
+            "redirects": list(result.redirects),
+            "consecutive_failures": new_state.consecutive_failures,
+        },
+    )
+    return Outcome(OutcomeKind.DISAPPEARED, new_state, (event,), evidence=kept)
 
 
 def not_served(result: FetchResult) -> bool:

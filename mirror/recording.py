@@ -58,6 +58,7 @@ class CheckRecord:
     next_check_in: timedelta | None = None
     blob: blobs.Packed | None = None
     judged: TargetState | None = None
+    evidence: blobs.Packed | None = None  # a soft 404's page, kept with the check (never a version)
 
 
 @dataclass(slots=True)
@@ -117,6 +118,8 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
             outcome_events = announced(outcome_events, snapshot)
         elif record.outcome.seen_again:
             seen.append({"b_target": target.id, "b_version": target.version, "b_seen": now})
+        if record.evidence is not None:
+            packed.setdefault(record.evidence.sha256, record.evidence)
         # As this batch leaves the target: a later check of it in the batch is judged on top.
         target.status, target.failures = state.status.value, state.consecutive_failures
         target.moved_to = state.moved_to
@@ -339,6 +342,7 @@ def _check(target: _Current, record: CheckRecord) -> dict[str, Any]:
         "outcome": record.outcome.kind.value,
         "bytes": len(result.body) if result.body is not None else None,
         "worker": record.worker,
+        "evidence_sha256": record.evidence.sha256 if record.evidence is not None else None,
     }
 
 

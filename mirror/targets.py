@@ -210,6 +210,16 @@ def count_under(conn: Connection, prefix: str) -> int:
     return int(conn.execute(stmt).scalar_one())
 
 
+def redirected_to(conn: Connection, url: str, besides: str) -> int:
+    """Return how many active targets other than `besides` last answered through a redirect to `url`."""
+    stmt = (
+        select(func.count())
+        .select_from(T)
+        .where(T.c.moved_to == url, T.c.url != besides, T.c.active.is_(True))
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
 def active_targets(conn: Connection, urls: Sequence[str] | None = None) -> list[Target]:
     """Return every active target (by URL), or the targets with these URLs in the order given.
 

@@ -365,4 +365,41 @@ def test_check_status_and_targets_show_a_blocked_target_from_the_command_line(si
     listed = m("targets", "--state", "blocked").stdout.decode()
     assert walled in listed and good not in listed
     history = m("history", walled).stdout.decode()
-    assert log.DOCUMENT_BLOCKED in history
+    summary = 'error=http status=403 rule=cloudflare-challenge title="Just a moment..."'
+    assert f"{log.DOCUMENT_BLOCKED}  {summary}" in history
+
+
+@pytest.mark.slow
+def test_the_daemon_blocks_by_a_rule_from_the_config_and_backs_off(site, tmp_path, database_url):
+    """`mirror run` reads the user's rule and `missing_after` as a span, blocks, and backs off."""
+    from mirror.archive import Archive
+    from mirror.db import open_engine
+    from tests.test_service import Daemon, all_due_now, wait_for
+    from tests.test_service import write_config as daemon_config
+
+    path = "/reports/firewalled.html"
+    url = site.url(path)
+    site.put(path, page("Firewalled", "Text."))
+    rule = (
+        '\n[detect]\nmissing_after = "1d"\n\n[[detect.block_rules]]\nname = "sucuri"\nstatus = [403]\n'
+        'headers = { server = "Sucuri" }\ntitle = "Sucuri WebSite Firewall.*"\n'
+    )
+    config = daemon_config(tmp_path / "mirror.toml", [url], extra=rule)
+    archive = Archive(open_engine(database_url))
+    all_due_now(archive, config)
+    daemon = Daemon(config, database_url, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: daemon.named(log.DOCUMENT_NEW), what="the first version")
+        wall = b"<html><head><title>Sucuri WebSite Firewall - Access Denied</title></head></html>"
+        site.answer(path, 403, wall, {"Server": "Sucuri/Cloudproxy"})
+        before = datetime.now(UTC)
+        all_due_now(archive, config)
+        (blocked,) = wait_for(lambda: daemon.named(log.DOCUMENT_BLOCKED), what="document.blocked")
+        assert daemon.stop() == 0
+        assert (blocked["rule"], blocked["status"], blocked["level"]) == ("sucuri", 403, "warning")
+        (summary,) = archive.targets("blocked")
+        assert timedelta(minutes=4) < summary.next_check_at - before < timedelta(minutes=6)
+        assert [e.kind for e in archive.history(url).events] == [log.DOCUMENT_NEW, log.DOCUMENT_BLOCKED]
+    finally:
+        daemon.kill()
+        archive.engine.dispose()

@@ -220,3 +220,42 @@ def test_many_targets_redirecting_to_one_page_are_soft_gone_and_a_real_move_is_s
         events = archive.history(target.url).events
         assert events[-1].kind == log.DOCUMENT_DISAPPEARED and events[-1].details["soft"] is True
     assert [e.kind for e in archive.history(targets[0].url).events][-1] == log.DOCUMENT_MOVED
+
+
+def test_a_soft_404_through_the_command_line(site, database_url, tmp_path):
+    from tests.test_cli import Mirror, write_config
+
+    site.put("/", page("Welcome", "News."))
+    site.put("/reports/air.html", page("Air report", "Findings."))
+    url = site.url("/reports/air.html")
+    m = Mirror(write_config(tmp_path / "mirror.toml", [url]), database_url, tmp_path)
+    m("check")
+    site.redirect("/reports/air.html", "/")
+
+    report = m.json("check")
+    assert report["outcomes"]["disappeared"] == 1 and report["outcomes"]["moved"] == 0
+    assert [t["url"] for t in m.json("targets", "--state", "gone")["targets"]] == [url]
+    history = m("history", url).stdout.decode()
+    summary = f'to={site.url("/")} status=200 soft=True reason="redirect to the home page"'
+    assert f"{log.DOCUMENT_DISAPPEARED}  {summary}" in history
+    (_, gone) = m.json("history", url)["events"]
+    assert gone["details"]["soft"] is True and gone["details"]["evidence_sha256"]
+
+
+def test_pruning_old_checks_keeps_the_evidence_blob_and_the_record_verifies(site, archive, engine):
+    url = site.url("/reports/soil.html")
+    site.put("/reports/soil.html", page("Soil report", "Findings."))
+    (target,) = watch(archive, url)
+    checker = checker_for(archive)
+    checker.check_one(target)
+    missing = page("404 - File or directory not found.", "The resource you are looking for has been removed.")
+    site.put("/reports/soil.html", missing)
+    checker.check_one(target)
+    checker.close()
+    assert evidence_of(engine, url)[-1] == sha(missing)
+
+    assert archive.prune_checks(datetime.now(UTC) + timedelta(seconds=1)) == 2
+    assert evidence_of(engine, url) == []
+    with engine.connect() as conn:
+        assert blobs.get(conn, sha(missing)) == missing  # named by the chained event's evidence_sha256
+    assert verify.run(engine).ok

@@ -403,3 +403,13 @@ def test_the_daemon_blocks_by_a_rule_from_the_config_and_backs_off(site, tmp_pat
     finally:
         daemon.kill()
         archive.engine.dispose()
+
+
+def test_a_target_walled_before_its_first_version_is_blocked_then_new():
+    wall = result(403, CF, CF_BLOCK)
+    outcome = judge(TargetState(), wall, DetectPolicy(), NOW)
+    assert (outcome.kind, outcome.state.status) == (OutcomeKind.BLOCKED, Status.BLOCKED)
+    assert [e.kind for e in outcome.events] == [log.DOCUMENT_BLOCKED]
+    first = judge(outcome.state, result(200, {}, GOOD), DetectPolicy(), NOW + HOUR)
+    assert first.kind is OutcomeKind.NEW and first.new_version
+    assert [e.kind for e in first.events] == [log.DOCUMENT_UNBLOCKED, log.DOCUMENT_NEW]

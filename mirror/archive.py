@@ -145,6 +145,10 @@ class Archive:
         """Return those of `urls` that are targets in the store (crawl budgets count new URLs only)."""
         return self._read(lambda conn: mirror.targets.known_urls(conn, list(urls)))
 
+    def redirected_to(self, url: str, *, besides: str) -> int:
+        """Return how many watched targets other than `besides` answer through a redirect to `url`."""
+        return self._read(lambda conn: mirror.targets.redirected_to(conn, url, besides))
+
     def count_under(self, prefix: str) -> int:
         """Return how many targets have a URL under `prefix` (a crawl source's `max_pages` budget)."""
         return self._read(lambda conn: mirror.targets.count_under(conn, prefix))
@@ -221,7 +225,7 @@ class Archive:
         base_bytes: bytes | None = None,
         judged: TargetState | None = None,
     ) -> CheckRecord:
-        """Return the check ready for `record_many`: a new version's blob hashed and compressed now.
+        """Return the check ready for `record_many`: a new version's blob (or a soft 404's page) packed now.
 
         The blob is a delta against `base` (the previous version's sha256, or a whole blob
         as a `DeltaBase`; `base_bytes` its content when the caller has it already) when that
@@ -232,12 +236,14 @@ class Archive:
         Raises:
             StoreError: a new version has no body.
         """
-        packed = None
+        packed = evidence = None
         if outcome.new_version:
             if result.body is None:
                 raise StoreError(f"{url}: a new version needs a body")
             packed = blobs.pack(result.body, result.body_sha256, **self._base(base, base_bytes, result.body))
-        return CheckRecord(url, result, outcome, now, worker, next_check_in, packed, judged)
+        elif outcome.evidence and result.body is not None:
+            evidence = blobs.pack(result.body, result.body_sha256)  # whole: no version is its base
+        return CheckRecord(url, result, outcome, now, worker, next_check_in, packed, judged, evidence)
 
     def _base(
         self, base: str | blobs.DeltaBase | None, base_bytes: bytes | None, body: bytes

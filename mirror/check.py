@@ -28,6 +28,7 @@ import requests
 import structlog
 from structlog.contextvars import bound_contextvars
 
+from mirror import blocking
 from mirror.archive import Archive, CheckRecord
 from mirror.blobs import DeltaBase
 from mirror.claims import Claims, Feed, lease_owner
@@ -54,11 +55,13 @@ from mirror.events import (
     CHECK_DONE,
     CHECK_FAILED,
     CHECK_SKIPPED,
+    DOCUMENT_BLOCKED,
     DOCUMENT_CHANGED,
     DOCUMENT_DISAPPEARED,
     DOCUMENT_MOVED,
     DOCUMENT_NEW,
     DOCUMENT_REAPPEARED,
+    DOCUMENT_UNBLOCKED,
     ROUND_FINISHED,
     ROUND_SKIPPED_CLAIMED,
     ROUND_STARTED,
@@ -81,6 +84,8 @@ _LEVELS = {
     DOCUMENT_REAPPEARED: "info",
     DOCUMENT_MOVED: "warning",
     DOCUMENT_DISAPPEARED: "warning",
+    DOCUMENT_BLOCKED: "warning",
+    DOCUMENT_UNBLOCKED: "info",
 }
 
 
@@ -213,7 +218,10 @@ class Checker:
         """
         result = self._fetch(target.url, state.conditional())
         now = self.clock()  # one time for the events and the version they announce
-        outcome = judge(state, result, self.policy, now)
+        shared = 0
+        if result.error is None and result.final_url != result.url:  # how many share this redirect
+            shared = self.archive.redirected_to(result.final_url, besides=target.url)
+        outcome = judge(state, result, self.policy, now, shared_redirects=shared)
         old = None
         if outcome.diff_from is not None and result.body is not None:
             old = self.archive.read(outcome.diff_from)
@@ -239,7 +247,7 @@ class Checker:
             outcome,
             now,
             worker=self.worker,
-            next_check_in=jittered(target.interval),
+            next_check_in=blocking.next_check_in(outcome, result, jittered(target.interval), now),
             base=base,
             base_bytes=base_bytes,
             judged=state,

@@ -29,6 +29,7 @@ import math
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,7 +39,7 @@ from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, Va
 
 from mirror import PROJECT_URL, __version__
 from mirror.discover import canonical_url, folder_of, in_scope
-from mirror.domain import DetectPolicy, FetchLimits, Target
+from mirror.domain import KEPT_HEADERS, BlockRule, DetectPolicy, FetchLimits, Target
 from mirror.errors import ConfigError
 from mirror.urls import BadURL, normalize_url
 
@@ -193,14 +194,87 @@ class FetchConfig(_Section):
         )
 
 
-class DetectConfig(_Section):
-    """`[detect]`: when a failing document counts as disappeared."""
+def _missing_after(value: object) -> object:
+    """Return a count as it is, or a string read as a duration ("2d")."""
+    problem = f"expected a count of checks like 3 or a duration like '2d', got {value!r}"
+    if isinstance(value, str):
+        try:
+            return _positive_duration(value)
+        except ValueError:
+            raise ValueError(problem) from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(problem)
+    return value
 
-    missing_after: int = Field(default=DEFAULT_MISSING_AFTER, ge=1)
+
+class BlockRuleTable(_Section):
+    """One `[[detect.block_rules]]` table: a user's sign of a bot wall (see `mirror.blocking`)."""
+
+    name: str = Field(min_length=1)
+    status: list[int] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+    title: str | None = None
+    body: str | None = None
+    empty_body: bool = False
+
+
+class DetectConfig(_Section):
+    """`[detect]`: when a failing document counts as disappeared, and what a bot wall looks like."""
+
+    # A count of checks in a row, or a span ("2d") every check over which found it not served.
+    missing_after: Annotated[int | timedelta, BeforeValidator(_missing_after)] = DEFAULT_MISSING_AFTER
+    block_rules: list[BlockRuleTable] = Field(default_factory=list)
 
     def policy(self) -> DetectPolicy:
         """Return the `DetectPolicy` for `judge`."""
-        return DetectPolicy(missing_after=self.missing_after)
+        rules = tuple(_block_rule(table) for table in self.block_rules)
+        if isinstance(self.missing_after, timedelta):
+            return DetectPolicy(missing_for=self.missing_after, block_rules=rules)
+        return DetectPolicy(missing_after=self.missing_after, block_rules=rules)
+
+
+def _block_rule(table: BlockRuleTable) -> BlockRule:
+    """Return the rule of a checked table (its patterns compiled by `_check_block_rules`)."""
+    return BlockRule(
+        table.name,
+        frozenset(table.status),
+        tuple((name.lower(), value) for name, value in table.headers.items()),
+        title=re.compile(table.title, re.IGNORECASE) if table.title is not None else None,
+        body=re.compile(table.body, re.IGNORECASE) if table.body is not None else None,
+        empty_body=table.empty_body,
+    )
+
+
+def _check_block_rules(file: str, detect: DetectConfig) -> None:
+    """Refuse a rule that matches everything, names a header mirror does not keep, or has a bad pattern.
+
+    Raises:
+        ConfigError: naming `detect.block_rules[N].key`.
+    """
+    for index, table in enumerate(detect.block_rules):
+        key = f"detect.block_rules[{index}]"
+        if not (table.status or table.headers or table.title or table.body or table.empty_body):
+            problem = "matches every answer: give at least one of status, headers, title, body, empty_body"
+            raise ConfigError(file, key, problem)
+        for status in table.status:
+            if not 100 <= status <= 599:
+                problem = f"expected HTTP statuses (100 to 599), got {status!r}"
+                raise ConfigError(file, f"{key}.status", problem)
+        for name in table.headers:
+            if name.lower() not in KEPT_HEADERS:
+                kept = ", ".join(KEPT_HEADERS)
+                raise ConfigError(
+                    file, f"{key}.headers.{name}", f"not a header mirror keeps; a rule can match: {kept}"
+                )
+        for field in ("title", "body"):
+            pattern = getattr(table, field)
+            if pattern is None:
+                continue
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                problem = f"not a regular expression ({exc}): {pattern!r}"
+                raise ConfigError(file, f"{key}.{field}", problem) from None
 
 
 class _File(_Section):
@@ -300,6 +374,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         except ValidationError as exc:
             problem = _problem(exc.errors(include_url=False)[0], StorageConfig)
             raise ConfigError(name, "storage.database", f"${DATABASE_ENV}: {problem}") from None
+    _check_block_rules(name, parsed.detect)
     targets = _Targets(name, parsed.schedule.interval)
     targets.add_entries(parsed.targets)
     if parsed.targets_file is not None:
@@ -474,8 +549,12 @@ def _did_you_mean(loc: tuple[str | int, ...], model: type[BaseModel]) -> str:
         # TOML puts every key after `[fetch]` into fetch: a classic slip for `targets = [...]`.
         return " (a top-level key: move it above the first [section])"
     for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list of tables: the list's field named the model
+            continue
         field = model.model_fields.get(str(part))
         inner = field.annotation if field else None
+        if typing.get_origin(inner) is list:
+            (inner,) = typing.get_args(inner)
         if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
             return ""
         model = inner

@@ -7,6 +7,7 @@ Nothing here does I/O: `fetch` produces a `FetchResult`, `judge` turns a
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -14,6 +15,14 @@ from types import MappingProxyType
 from typing import Any
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+# The response headers `fetch` keeps (`FetchResult.headers`), stored with every snapshot:
+# enough to explain a version, small enough to keep; and what a block rule can match.
+KEPT_HEADERS = (
+    "content-type", "etag", "last-modified", "content-length", "content-encoding", "content-language",
+    "content-disposition", "date", "server", "retry-after", "location",
+    "cf-mitigated", "x-amzn-waf-action",  # a challenge's own marks (`mirror.blocking`)
+)  # fmt: skip
 
 
 class Status(enum.StrEnum):
@@ -25,6 +34,7 @@ class Status(enum.StrEnum):
     GONE = "gone"  # had a version, then 404/410, or `missing_after` checks in a row found it not served
     MOVED = "moved"  # answered by a redirect to another URL
     UNAVAILABLE = "unavailable"  # checked, but no check has got the document yet: it never appeared
+    BLOCKED = "blocked"  # the host answered with a bot wall, challenge or rate limit, not the document
     UNWATCHED = "unwatched"  # removed from the config: no longer checked, its history kept (never judged)
 
 
@@ -39,6 +49,7 @@ class OutcomeKind(enum.StrEnum):
     REAPPEARED = "reappeared"
     MOVED = "moved"
     SKIPPED = "skipped"  # not fetched: robots.txt disallows it
+    BLOCKED = "blocked"  # a bot wall, challenge or rate limit answered (`mirror.blocking`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +115,7 @@ class FetchResult:
     started_at: datetime
     elapsed: float  # seconds
     redirects: tuple[str, ...] = ()
+    error_head: bytes | None = None
 
     @property
     def content_type(self) -> str | None:
@@ -128,6 +140,7 @@ class TargetState:
     moved_to: str | None = None  # the redirect destination last reported as a move
     suspicious: str | None = None  # why the last change looked like tampering; None when it did not
     missing_checks: int = 0  # checks in a row that found the document not served (see `judge`)
+    missing_since: datetime | None = None  # when the first of those checks ran; None when there are none
 
     def conditional(self) -> Conditional:
         """Return the validators and the URL that gave them.
@@ -139,13 +152,39 @@ class TargetState:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockRule:
+    """One sign that a host refused us rather than answered (see `mirror.blocking`).
+
+    An answer matches when every given part matches: its status is one of `statuses`
+    (empty: any), each `headers` name is present and, when its value is not empty,
+    contains it (case-insensitive), `title` matches the page's whole title, `body`
+    is found in the first 64 KB, and the body is empty when `empty_body`.
+    """
+
+    name: str
+    statuses: frozenset[int] = frozenset()
+    headers: tuple[tuple[str, str], ...] = ()
+    title: re.Pattern[str] | None = None
+    body: re.Pattern[str] | None = None
+    empty_body: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class DetectPolicy:
-    """Rules of `judge`, from `[detect]` in the config."""
+    """Rules of `judge`, from `[detect]` in the config.
+
+    `missing_for`, when set, replaces the count: a document not served by every check
+    over that span (from its first such check) is gone. `block_rules` are the user's
+    rules, tried after `mirror.blocking`'s own.
+    """
 
     missing_after: int = 3
+    missing_for: timedelta | None = None
     shrink_share: float = 0.5  # a change that loses more than this share of the text is suspicious
     shrink_min_chars: int = 200  # ... when the old text had at least this many characters
     placeholder_max_chars: int = 1500  # a 200 page this short with "not found"-like words is suspicious
+    block_rules: tuple[BlockRule, ...] = ()
+    soft_404_shared: int = 3  # a redirect to a page this many other targets redirect to is a soft 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +227,8 @@ class Outcome:
     - `seen_again`: the current version was seen again (its `last_seen` moves forward).
     - `diff_from`: sha256 of the version to diff against, when the content changed;
       `Checker.prepare` fills `diff` from it before recording.
+    - `evidence`: the answer's body is kept with the check (a soft 404's page), never
+      as a version.
     """
 
     kind: OutcomeKind
@@ -197,6 +238,7 @@ class Outcome:
     seen_again: bool = False
     diff_from: str | None = None
     diff: ChangeDiff | None = None
+    evidence: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,8 @@ DOCUMENT_CHANGED = "document.changed"
 DOCUMENT_DISAPPEARED = "document.disappeared"
 DOCUMENT_REAPPEARED = "document.reappeared"
 DOCUMENT_MOVED = "document.moved"
+DOCUMENT_BLOCKED = "document.blocked"  # warning: a bot wall, challenge or rate limit answered instead
+DOCUMENT_UNBLOCKED = "document.unblocked"  # info: the first answer after a blocked one that is not blocked
 
 DOCUMENT_EVENTS = (
     DOCUMENT_NEW,
@@ -24,6 +26,8 @@ DOCUMENT_EVENTS = (
     DOCUMENT_DISAPPEARED,
     DOCUMENT_REAPPEARED,
     DOCUMENT_MOVED,
+    DOCUMENT_BLOCKED,
+    DOCUMENT_UNBLOCKED,
 )
 
 # One check.

@@ -28,6 +28,9 @@
 - Transient failures (connection refused or reset; 429, 500, 502, 503, 504) are
   retried `limits.retries` times, waiting `backoff * 2**n` seconds or Retry-After,
   never past the deadline. Nothing else is retried.
+- An error answer's (4xx, 5xx) body is read up to ERROR_HEAD_BYTES, decoded, within the
+  deadline, and kept as `error_head` (a bot wall's title says what it is); a page we
+  cannot read or decode leaves it None and the failure as it was.
 - Conditional headers (If-None-Match, If-Modified-Since) go only to the hop whose URL
   gave the validators (`conditional.url`; None: the URL asked). A new redirect
   destination is asked unconditionally: another URL's 304 says nothing of its content.
@@ -64,7 +67,7 @@ from mirror import contentcoding
 from mirror.clock import utcnow
 from mirror.deadline import Deadline
 from mirror.deadline import current as current_deadline
-from mirror.domain import Conditional, FetchFailure, FetchLimits, FetchResult
+from mirror.domain import KEPT_HEADERS, Conditional, FetchFailure, FetchLimits, FetchResult
 from mirror.errors import (
     BadContent,
     ConnectFailed,
@@ -77,6 +80,7 @@ from mirror.errors import (
 from mirror.urls import BadURL, mask_userinfo, normalize_url
 
 CHUNK_SIZE = 64 * 1024
+ERROR_HEAD_BYTES = 64 * 1024  # of an error page, decoded, kept to read what a refusal says (`error_head`)
 DRAIN_BYTES = 64 * 1024  # a redirect's or an error page's body read to keep its connection; longer: closed
 MAX_RETRY_WAIT = 60.0  # seconds: a Retry-After of a day must not park a worker
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -86,11 +90,6 @@ MAX_MESSAGE = 1000  # characters of a failure's message: it goes into logs and t
 MAX_KEPT_HEADER = 2048
 _DIGITS = re.compile(r"[0-9]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# Stored with every snapshot: enough to explain a version, small enough to keep.
-KEPT_HEADERS = (
-    "content-type", "etag", "last-modified", "content-length", "content-encoding", "content-language",
-    "content-disposition", "date", "server", "retry-after", "location",
-)  # fmt: skip
 # Raised while reading a body. Before the body, requests wraps a reset in ConnectionError instead.
 _BODY_ERRORS = (
     requests.exceptions.ChunkedEncodingError,
@@ -251,6 +250,7 @@ def fetch(
         started_at=started_at,
         elapsed=elapsed,
         redirects=tuple(trail.redirects),
+        error_head=trail.error_head if failure is not None and failure.kind == "http" else None,
     )
 
 
@@ -262,6 +262,7 @@ class _Trail:
     redirects: list[str] = field(default_factory=list)
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    error_head: bytes | None = None  # the start of the last error answer's body
 
 
 def _expired(url: str) -> Timeout:
@@ -322,6 +323,7 @@ def _follow(
                 _check_not_modified(resp, trail.url)
                 answer = None, None, None
             elif not 200 <= resp.status_code < 300:
+                trail.error_head = _read_head(resp, trail.url, deadline)
                 answer = None, None, FetchFailure("http", _status_line(resp))
             else:
                 answer = (*_read_body(resp, trail.url, limits.max_bytes, deadline), None)
@@ -510,6 +512,27 @@ def _read_body(resp: requests.Response, url: str, max_bytes: int, deadline: Dead
     except contentcoding.EncodingError as exc:
         raise BadContent(url, f"Content-Encoding {exc}") from None
     return b"".join(parts), digest.hexdigest()
+
+
+def _read_head(resp: requests.Response, url: str, deadline: Deadline) -> bytes | None:
+    """Return the first ERROR_HEAD_BYTES of an error answer's decoded body; None when it cannot be read.
+
+    What is left unread is drained or the connection closed by `_release`.
+    """
+    parts: list[bytes] = []
+    size = 0
+    try:
+        decoder = contentcoding.decoder(resp.headers.get("content-encoding", ""))
+        for chunk in _chunks(resp.raw, url, deadline):
+            for piece in decoder.feed(chunk):
+                parts.append(piece)
+                size += len(piece)
+                if size >= ERROR_HEAD_BYTES:
+                    return b"".join(parts)[:ERROR_HEAD_BYTES]
+        decoder.finish()
+    except (FetchError, contentcoding.EncodingError):
+        return None
+    return b"".join(parts)
 
 
 def _chunks(raw: HTTPResponse, url: str, deadline: Deadline) -> Iterator[bytes]:

@@ -13,7 +13,8 @@ to record. Rules:
   - "we could not take it": the host answered, but with more than we accept
     (`too_large`), something we cannot decode or follow (`bad_content`, which also
     covers a request we could not send), or 429 Too Many Requests (busy with us, not
-    without the document); and any kind not listed above.
+    without the document; `blocked` by the rule `rate-limited` below); and any kind
+    not listed above.
   Every failure is a failed check (`consecutive_failures` counts them all). Only the
   first kind counts toward disappearance (`missing_checks`, reset by anything else):
   404 and 410 make a present document `document.disappeared` at once, the others
@@ -27,7 +28,25 @@ to record. Rules:
   only to the URL whose answer gave them (`TargetState.conditional`), so the first
   fetch of a new destination is unconditional and its content, when it differs, is a
   new version at the time of the move;
-- a fetch that robots.txt forbids is `skipped`: nothing about the document changes.
+- a fetch that robots.txt forbids is `skipped`: nothing about the document changes;
+- an answer that matches a rule of `mirror.blocking` (a bot wall, a challenge, a rate
+  limit; ours or the user's) is `blocked`, checked before anything else is made of it:
+  no version, no change, and it never counts toward disappearance (`missing_checks`
+  restart). It is a failed check (`consecutive_failures`, which sets the back-off).
+  The target becomes `blocked`, with one `document.blocked` event on the transition
+  (its evidence: status, server, title, rule); a `gone` target stays `gone` (a wall
+  says nothing of the document). The first answer after a blocked one that is not
+  blocked raises `document.unblocked`, before whatever else it means;
+- a soft 404 is `document.disappeared` with `soft: true` and its evidence, not a move
+  nor a version (`mirror.soft404` finds it): a redirect to a home page, or to the page
+  `policy.soft_404_shared` other targets redirect to (`shared_redirects`, counted by the
+  caller), or a 200 page whose title says it is not found. The page is kept with the
+  check as evidence (`Outcome.evidence`); the target is `gone`, its validators dropped,
+  and a soft 404 again while `gone` is a failed check with no event. A redirect to any
+  other page is still `document.moved`;
+- `policy.missing_for`, when set, replaces the count of `missing_after`: a document
+  is gone when every check since the first of its run of not-served ones
+  (`missing_since`) failed so, over at least that span.
 
 A change is flagged `suspicious` (the target keeps the reason until a later,
 unsuspicious version) when its text shrinks by more than `policy.shrink_share`,
@@ -42,7 +61,9 @@ from dataclasses import replace
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from mirror import blocking, soft404
 from mirror.domain import (
+    BlockRule,
     ChangeDiff,
     DetectPolicy,
     Event,
@@ -53,11 +74,13 @@ from mirror.domain import (
     TargetState,
 )
 from mirror.events import (
+    DOCUMENT_BLOCKED,
     DOCUMENT_CHANGED,
     DOCUMENT_DISAPPEARED,
     DOCUMENT_MOVED,
     DOCUMENT_NEW,
     DOCUMENT_REAPPEARED,
+    DOCUMENT_UNBLOCKED,
 )
 
 HARD_GONE_STATUSES = frozenset({404, 410})
@@ -79,15 +102,61 @@ PLACEHOLDER_WORDS = re.compile(
 CROSS_HOST_REASON = "redirect leaves the host"
 
 
-def judge(state: TargetState, result: FetchResult, policy: DetectPolicy, now: datetime) -> Outcome:
-    """Return the Outcome of one fetch of a target in `state`."""
+def judge(
+    state: TargetState, result: FetchResult, policy: DetectPolicy, now: datetime, *, shared_redirects: int = 0
+) -> Outcome:
+    """Return the Outcome of one fetch of a target in `state`.
+
+    `shared_redirects`: how many other targets redirect to `result.final_url` (soft 404s).
+    """
     if result.error is not None and result.error.kind == ROBOTS_ERROR:
         return Outcome(OutcomeKind.SKIPPED, state)
-    if result.error is None and result.not_modified:
-        return _not_modified(state, result, now)
-    if result.error is None and result.body is not None:
-        return _got_body(state, result, now)
-    return _failed(state, result, policy, now)
+    rule = blocking.match(result, policy.block_rules)
+    if rule is not None:
+        return _blocked(state, result, rule, now)
+    answered = result.error is None and (result.not_modified or result.body is not None)
+    soft = soft404.evidence(state, result, policy, shared_redirects) if answered else None
+    if soft is not None:
+        outcome = _soft_gone(state, result, soft, now)
+    elif answered and result.not_modified:
+        outcome = _not_modified(state, result, now)
+    elif answered:
+        outcome = _got_body(state, result, now)
+    else:
+        outcome = _failed(state, result, policy, now)
+    if state.status is Status.BLOCKED:
+        unblocked = Event(
+            DOCUMENT_UNBLOCKED,
+            result.url,
+            now,
+            status=result.status,
+            details={"outcome": str(outcome.kind), "blocked_checks": state.consecutive_failures},
+        )
+        outcome = replace(outcome, events=(unblocked, *outcome.events))
+    return outcome
+
+
+def _blocked(state: TargetState, result: FetchResult, rule: BlockRule, now: datetime) -> Outcome:
+    new_state = replace(
+        state,
+        status=Status.GONE if state.status is Status.GONE else Status.BLOCKED,
+        consecutive_failures=state.consecutive_failures + 1,
+        missing_checks=0,
+        missing_since=None,
+    )
+    events: tuple[Event, ...] = ()
+    if state.status not in (Status.BLOCKED, Status.GONE):
+        event = Event(
+            DOCUMENT_BLOCKED,
+            result.url,
+            now,
+            old_sha256=state.current_sha256,
+            status=result.status,
+            error=result.error.kind if result.error else None,
+            details=blocking.evidence(result, rule),
+        )
+        events = (event,)
+    return Outcome(OutcomeKind.BLOCKED, new_state, events)
 
 
 def with_diff(outcome: Outcome, diff: ChangeDiff, policy: DetectPolicy) -> Outcome:
@@ -133,6 +202,7 @@ def _not_modified(state: TargetState, result: FetchResult, now: datetime) -> Out
         status=Status.MOVED if moved_to else Status.OK,
         consecutive_failures=0,
         missing_checks=0,
+        missing_since=None,
         moved_to=moved_to,
         suspicious=_moved_suspicion(state, moved_to, moved_events, new_version=False),
         etag=result.headers.get("etag", state.etag),
@@ -201,6 +271,40 @@ def _got_body(state: TargetState, result: FetchResult, now: datetime) -> Outcome
     )
 
 
+def _soft_gone(
+    state: TargetState, result: FetchResult, evidence: dict[str, object], now: datetime
+) -> Outcome:
+    redirected = result.final_url != result.url
+    new_state = replace(
+        state,
+        status=Status.GONE,
+        consecutive_failures=state.consecutive_failures + 1,
+        missing_checks=0,
+        missing_since=None,
+        moved_to=result.final_url if redirected else None,
+        etag=None,  # the validators were the document's: the next fetch asks afresh
+        last_modified=None,
+    )
+    kept = result.body is not None  # a 304 through the redirect: no page to keep
+    if state.status is Status.GONE:
+        return Outcome(OutcomeKind.FAILED, new_state, evidence=kept)
+    event = Event(
+        DOCUMENT_DISAPPEARED,
+        result.url,
+        now,
+        old_sha256=state.current_sha256,
+        status=result.status,
+        details={
+            "soft": True,
+            **evidence,
+            "evidence_sha256": result.body_sha256,  # None after a 304
+            "redirects": list(result.redirects),
+            "consecutive_failures": new_state.consecutive_failures,
+        },
+    )
+    return Outcome(OutcomeKind.DISAPPEARED, new_state, (event,), evidence=kept)
+
+
 def not_served(result: FetchResult) -> bool:
     """Return True when a failed fetch says the host no longer serves the document (see the rules)."""
     if result.error is None:
@@ -216,13 +320,14 @@ def _failed(state: TargetState, result: FetchResult, policy: DetectPolicy, now: 
         state,
         consecutive_failures=state.consecutive_failures + 1,
         missing_checks=state.missing_checks + 1 if counts else 0,
+        missing_since=(state.missing_since or now) if counts else None,
     )
     if state.current_version == 0:  # nothing appeared, so nothing can disappear
         return Outcome(OutcomeKind.FAILED, replace(new_state, status=Status.UNAVAILABLE))
     if state.status is Status.GONE:
         return Outcome(OutcomeKind.FAILED, new_state)
     hard = counts and result.status in HARD_GONE_STATUSES
-    if not (hard or new_state.missing_checks >= policy.missing_after):
+    if not (hard or _missing_long_enough(new_state, policy, now)):
         return Outcome(OutcomeKind.FAILED, replace(new_state, status=Status.FAILING))
     failures = new_state.consecutive_failures
     new_state = replace(new_state, status=Status.GONE)
@@ -239,6 +344,15 @@ def _failed(state: TargetState, result: FetchResult, policy: DetectPolicy, now: 
         },
     )
     return Outcome(OutcomeKind.DISAPPEARED, new_state, (event,))
+
+
+def _missing_long_enough(state: TargetState, policy: DetectPolicy, now: datetime) -> bool:
+    """Return whether the run of not-served checks is long enough to call the document gone."""
+    if policy.missing_for is None:
+        return state.missing_checks >= policy.missing_after
+    # A run whose start is not known (recorded before it was kept) starts now.
+    since = state.missing_since or now
+    return state.missing_checks > 0 and now - since >= policy.missing_for
 
 
 def _moved_suspicion(

@@ -57,6 +57,7 @@ class CheckRecord:
     next_check_in: timedelta | None = None
     blob: blobs.Packed | None = None
     judged: TargetState | None = None
+    evidence: blobs.Packed | None = None  # a soft 404's page, kept with the check (never a version)
 
 
 @dataclass(slots=True)
@@ -116,6 +117,8 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
             outcome_events = announced(outcome_events, snapshot)
         elif record.outcome.seen_again:
             seen.append({"b_target": target.id, "b_version": target.version, "b_seen": now})
+        if record.evidence is not None:
+            packed.setdefault(record.evidence.sha256, record.evidence)
         # As this batch leaves the target: a later check of it in the batch is judged on top.
         target.status, target.failures = state.status.value, state.consecutive_failures
         target.moved_to = state.moved_to
@@ -137,6 +140,7 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
                 "b_version": target.version,
                 "b_failures": state.consecutive_failures,
                 "b_missing": state.missing_checks,
+                "b_missing_since": state.missing_since,
                 "b_etag": state.etag,
                 "b_modified": state.last_modified,
                 "b_moved": state.moved_to,
@@ -282,6 +286,7 @@ def _check(target: _Current, record: CheckRecord) -> dict[str, Any]:
         "outcome": record.outcome.kind.value,
         "bytes": len(result.body) if result.body is not None else None,
         "worker": record.worker,
+        "evidence_sha256": record.evidence.sha256 if record.evidence is not None else None,
     }
 
 
@@ -321,6 +326,7 @@ _UPDATE_TARGET = (
         current_version=bindparam("b_version"),
         consecutive_failures=bindparam("b_failures"),
         missing_checks=bindparam("b_missing"),
+        missing_since=bindparam("b_missing_since"),
         etag=bindparam("b_etag"),
         last_modified=bindparam("b_modified"),
         moved_to=bindparam("b_moved"),

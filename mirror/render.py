@@ -152,9 +152,19 @@ def _event_summary(details: Mapping[str, Any]) -> str:
         "suspicious",
         "error",
         "status",
+        "rule",  # document.blocked
+        "soft",  # a soft 404's document.disappeared
+        "reason",
+        "title",
     )
-    parts = [f"{k}={details[k]}" for k in keys if details.get(k) is not None]
+    parts = [f"{k}={_shown(details[k])}" for k in keys if details.get(k) is not None]
     return ("  " + " ".join(parts)) if parts else ""
+
+
+def _shown(value: object) -> str:
+    """Return a detail as `history` prints it: quoted when it holds a space."""
+    text = str(value)
+    return f'"{text}"' if " " in text else text
 
 
 def verify_json(report: VerifyReport) -> dict[str, Any]:

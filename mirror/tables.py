@@ -85,8 +85,10 @@ targets = Table(
     Column("suspicious_since", UTCDateTime),  # when `suspicious` was last set from empty
     # Checks in a row that found the document not served (`judge.not_served`); decides `gone`.
     Column("missing_checks", Integer, server_default="0", nullable=False),
+    Column("missing_since", UTCDateTime),  # when the first of those checks ran (`detect.missing_after` "2d")
     Column("unwatched_since", UTCDateTime),  # when it left the config (`active` turned False); else NULL
     Index("ix_targets_due", "active", "next_check_at"),
+    Index("ix_targets_moved_to", "moved_to"),  # how many targets redirect to one page (soft 404s)
 )
 
 blobs = Table(
@@ -139,6 +141,8 @@ checks = Table(
     Column("outcome", String(16), nullable=False),
     Column("bytes", BigInteger),
     Column("worker", String(128)),
+    # The page a soft 404 served (a blob, never a version): the evidence of `document.disappeared`.
+    Column("evidence_sha256", String(64), ForeignKey("blobs.sha256")),
 )
 
 # One notable change, chained: hash = sha256(prev_hash + canonical(event)).

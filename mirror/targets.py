@@ -210,6 +210,16 @@ def count_under(conn: Connection, prefix: str) -> int:
     return int(conn.execute(stmt).scalar_one())
 
 
+def redirected_to(conn: Connection, url: str, besides: str) -> int:
+    """Return how many active targets other than `besides` last answered through a redirect to `url`."""
+    stmt = (
+        select(func.count())
+        .select_from(T)
+        .where(T.c.moved_to == url, T.c.url != besides, T.c.active.is_(True))
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
 def active_targets(conn: Connection, urls: Sequence[str] | None = None) -> list[Target]:
     """Return every active target (by URL), or the targets with these URLs in the order given.
 
@@ -304,6 +314,7 @@ def _state(row: AnyRow) -> TargetState:
         moved_to=row.moved_to,
         suspicious=row.suspicious,
         missing_checks=row.missing_checks,
+        missing_since=row.missing_since,
     )
 
 
@@ -312,7 +323,7 @@ def _states_query() -> Select[Any]:
     columns = (
         T.c.url, T.c.status, T.c.current_sha256, T.c.current_version, S.c.content_type,
         T.c.consecutive_failures, T.c.etag, T.c.last_modified, T.c.moved_to, T.c.suspicious,
-        T.c.missing_checks,
+        T.c.missing_checks, T.c.missing_since,
     )  # fmt: skip
     return (
         select(*columns)

@@ -187,6 +187,13 @@ class ArchiveServer:
         with self._lock:
             self._pages[path] = _Page(status, b"", (("Location", to_url_or_path),))
 
+    def answer(
+        self, path: str, status: int, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer `status` with `body` and `headers` at `path` (a `Server` given replaces ours)."""
+        with self._lock:
+            self._pages[path] = _Page(status, body, tuple((headers or {}).items()))
+
     def fail(self, path: str, status: int = 500, times: int | None = None) -> None:
         """Answer `status` at `path` `times` times (None: always), then serve its page again."""
         with self._lock:
@@ -280,7 +287,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _send(self, status: int, body: bytes = b"", headers: Any = (), head: bool = False) -> None:
-        self.send_response(status)
+        if any(name.lower() == "server" for name, _ in headers):  # a CDN's Server, not ours beside it
+            self.log_request(status)
+            self.send_response_only(status)
+            self.send_header("Date", self.date_time_string())
+        else:
+            self.send_response(status)
         names = set()
         for name, value in headers:
             self.send_header(name, value)

@@ -280,13 +280,9 @@ def _broken_gzip(site, path: str) -> None:
     site.put(path, b"\x1f\x8b\x08\x00 not deflate at all", headers={"Content-Encoding": "gzip"})
 
 
-def _busy(site, path: str) -> None:
-    site.fail(path, 429)
-
-
 @pytest.mark.parametrize(
-    ("spoil", "error"), [(_too_large, "too_large"), (_broken_gzip, "bad_content"), (_busy, "http")]
-)
+    ("spoil", "error"), [(_too_large, "too_large"), (_broken_gzip, "bad_content")]
+)  # a 429 is `blocked`: tests/test_blocking.py
 def test_an_answer_we_cannot_take_fails_every_time_but_never_disappears(site, archive, spoil, error):
     url = site.url("/etext/report.html")
     site.put("/etext/report.html", page("Report", "Short at first."))
@@ -613,3 +609,34 @@ def test_mirror_check_survives_a_location_that_cannot_be_parsed(raw_server, data
     (failed,) = [e for e in events if e["event"] == "check.failed"]
     assert (failed["error"], failed["status"]) == ("bad_content", 302)
     assert "http://[::1" in failed["message"]
+
+
+@pytest.mark.parametrize(("every", "failures_to_gone"), [(timedelta(hours=1), 49), (timedelta(days=1), 3)])
+def test_missing_after_two_days_means_two_days_of_failures_on_an_hourly_or_a_daily_schedule(
+    site, archive, every, failures_to_gone
+):
+    url = site.url("/etext/span.html")
+    site.put("/etext/span.html", page("Span", "Text."))
+    (target,) = watch(archive, url)
+    clock = [datetime(2026, 12, 1, tzinfo=UTC)]
+    checker = Checker(
+        archive,
+        FetchLimits(timeout=5.0, retries=0),
+        DetectPolicy(missing_for=timedelta(days=2)),
+        HostGate(4, 0.0),
+        clock=lambda: clock[0],
+    )
+    checker.check_one(target)
+    site.fail("/etext/span.html", 503)
+    first_failure = clock[0] + every
+    outcomes = []
+    while "disappeared" not in outcomes:
+        clock[0] += every
+        outcomes.append(checker.check_one(target).outcome)
+    checker.close()
+
+    assert outcomes == ["failed"] * (failures_to_gone - 1) + ["disappeared"]
+    assert clock[0] - first_failure == timedelta(days=2)
+    (gone,) = [e for e in archive.history(url).events if e.kind == DOCUMENT_DISAPPEARED]
+    assert gone.at == clock[0] and gone.details["consecutive_failures"] == failures_to_gone
+    assert archive.state_of(url).missing_since == first_failure

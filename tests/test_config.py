@@ -685,3 +685,58 @@ def test_mirror_refuses_a_header_injection_in_the_user_agent_with_exit_2_before_
         "a control character (U+000D) cannot be sent in a header, got 'mirror\\r\\nX-Evil: 1'"
     ]
     assert not (tmp_path / "state").exists()  # refused before any store was opened or any check ran
+
+
+# --- [detect]: missing_after as a span, and the user's block rules ------------------------
+
+
+def test_missing_after_takes_a_count_or_a_span(write):
+    assert load(write, "[detect]\nmissing_after = 5\n").detect.policy() == DetectPolicy(missing_after=5)
+    policy = load(write, '[detect]\nmissing_after = "2d"\n').detect.policy()
+    assert policy.missing_for == timedelta(days=2)
+
+
+@pytest.mark.parametrize("value", ["0", '"soon"', "true", '"0s"', "1.5"])
+def test_a_missing_after_that_is_no_count_or_span_is_one_line_naming_the_key(write, value):
+    with pytest.raises(ConfigError) as caught:
+        load(write, f"[detect]\nmissing_after = {value}\n")
+    assert caught.value.key == "detect.missing_after"
+    assert "a count of checks like 3 or a duration like '2d'" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_block_rule_from_the_config_becomes_a_rule_of_the_policy(write):
+    config = load(
+        write,
+        '[[detect.block_rules]]\nname = "sucuri"\nstatus = [403, 503]\n'
+        'headers = { Server = "Sucuri" }\ntitle = "Sucuri WebSite Firewall.*"\n',
+    )
+    (rule,) = config.detect.policy().block_rules
+    assert (rule.name, rule.statuses, rule.headers) == (
+        "sucuri",
+        frozenset({403, 503}),
+        (("server", "Sucuri"),),
+    )
+    assert rule.title.fullmatch("sucuri website firewall - access denied")
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "problem"),
+    [
+        ('name = "all"', "detect.block_rules[0]", "matches every answer"),
+        ('name = "t"\ntitle = "(unclosed"', "detect.block_rules[0].title", "not a regular expression"),
+        (
+            'name = "h"\nheaders = { x-powered-by = "" }',
+            "detect.block_rules[0].headers.x-powered-by",
+            "keeps",
+        ),
+        ('name = "s"\nstatus = [42]', "detect.block_rules[0].status", "100 to 599"),
+        ("status = [403]", "detect.block_rules[0].name", "required key is missing"),
+        ('name = "x"\ntitel = "a"', "detect.block_rules[0].titel", "did you mean 'title'"),
+    ],
+)
+def test_a_bad_block_rule_is_one_line_naming_its_key(write, table, key, problem):
+    with pytest.raises(ConfigError) as caught:
+        load(write, f"[[detect.block_rules]]\n{table}\n")
+    assert caught.value.key == key
+    assert problem in str(caught.value) and "\n" not in str(caught.value)

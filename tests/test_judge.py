@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -150,7 +150,6 @@ NOT_TAKEN = [
     failure("too_large", 200),
     failure("bad_content", 200),
     failure("bad_content", None),  # a header value we could not send: nothing reached the host
-    failure("http", 429),  # the host is busy with us, not without the document
     failure("some_future_kind"),
 ]
 
@@ -380,3 +379,52 @@ def test_a_fetch_forbidden_by_robots_changes_nothing():
     assert outcome.kind is OutcomeKind.SKIPPED
     assert outcome.state == FAILING_ONCE
     assert outcome.events == ()
+
+
+# -- `detect.missing_after = "2d"`: a span, the same on any schedule ---------------------------
+
+
+@pytest.mark.parametrize(("every", "checks_to_gone"), [(timedelta(hours=1), 49), (timedelta(days=1), 3)])
+def test_missing_for_two_days_is_gone_after_two_days_of_failures_hourly_or_daily(every, checks_to_gone):
+    policy = DetectPolicy(missing_for=timedelta(days=2))
+    state, kinds, now = HAS_A, [], NOW
+    while OutcomeKind.DISAPPEARED not in kinds:
+        outcome = judge(state, net_error("connect"), policy, now)
+        kinds.append(outcome.kind)
+        state = outcome.state
+        now += every
+    assert len(kinds) == checks_to_gone  # the first failure at t=0, the last at t=2d
+    assert kinds[:-1] == [OutcomeKind.FAILED] * (checks_to_gone - 1)
+    assert state.status is Status.GONE and state.missing_since == NOW
+    assert now - every - NOW == timedelta(days=2)
+
+
+def test_missing_for_restarts_when_a_check_is_served_and_404_is_still_gone_at_once():
+    policy = DetectPolicy(missing_for=timedelta(days=2))
+    state = judge(HAS_A, net_error("timeout"), policy, NOW).state
+    assert state.missing_since == NOW
+    state = judge(state, ok(A), policy, NOW + timedelta(days=1)).state
+    assert (state.missing_checks, state.missing_since) == (0, None)
+    later = NOW + timedelta(days=1, hours=1)
+    state = judge(state, net_error("timeout"), policy, later).state
+    outcome = judge(state, net_error("timeout"), policy, NOW + timedelta(days=3))
+    assert outcome.kind is OutcomeKind.FAILED and outcome.state.missing_since == later  # 1d23h: not yet
+    assert judge(outcome.state, net_error("timeout"), policy, later + timedelta(days=2)).kind is (
+        OutcomeKind.DISAPPEARED
+    )
+    assert judge(HAS_A, http_error(404), policy, NOW).kind is OutcomeKind.DISAPPEARED
+
+
+def test_an_answer_we_could_not_take_breaks_a_span_of_missing_checks():
+    policy = DetectPolicy(missing_for=timedelta(hours=2))
+    state = judge(HAS_A, net_error("timeout"), policy, NOW).state
+    state = judge(state, failure("too_large", 200), policy, NOW + timedelta(hours=1)).state
+    assert state.missing_since is None
+    outcome = judge(state, net_error("timeout"), policy, NOW + timedelta(hours=3))
+    assert outcome.kind is OutcomeKind.FAILED and outcome.state.missing_since == NOW + timedelta(hours=3)
+
+
+def test_a_run_recorded_before_its_start_was_kept_counts_from_its_next_check():
+    policy = DetectPolicy(missing_for=timedelta(days=2))
+    outcome = judge(FAILING_TWICE_MISSING, net_error("timeout"), policy, NOW)
+    assert outcome.kind is OutcomeKind.FAILED and outcome.state.missing_since == NOW

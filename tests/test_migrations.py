@@ -24,7 +24,7 @@ from mirror.events import DOCUMENT_NEW, STORE_MIGRATED
 from mirror.tables import metadata
 from tests.fixtures_store import T0, save_version, watch
 
-HEAD = "0003"
+HEAD = "0004"
 URL = "https://www.prisoncensorship.info/archive/etext/wim/"
 
 
@@ -354,3 +354,42 @@ def test_downgrading_to_0002_keeps_targets_and_gives_unavailable_ones_the_old_st
     with engine.connect() as conn:
         assert conn.execute(text("SELECT url, status FROM targets")).all() == [(URL, "gone")]
     assert "unwatched_since" not in {c["name"] for c in inspect(engine).get_columns("targets")}
+
+
+def test_upgrading_a_0003_store_keeps_its_runs_and_checks_and_adds_their_new_columns(database_url):
+    engine = open_engine(database_url)
+    try:
+        archive = Archive(engine)
+        watch(archive, URL)
+        save_version(archive, URL, b"kept across upgrades", T0)
+        with engine.connect() as conn, conn.begin():
+            command.downgrade(alembic_config(conn), "0003")  # a store as 0003 left it, with a check
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE targets SET status = 'failing', missing_checks = 2"))
+        engine.dispose()
+        engine = open_engine(database_url)
+        assert revision(engine) == HEAD
+        assert schema_differences(engine) == []
+        state = Archive(engine).states_of([URL])[URL]
+        # The run goes on; its start was never recorded, so it counts from its next check.
+        assert (state.status, state.missing_checks, state.missing_since) == ("failing", 2, None)
+        with engine.connect() as conn:
+            checks = conn.execute(text("SELECT outcome, evidence_sha256 FROM checks")).all()
+        assert checks and all(row.evidence_sha256 is None for row in checks)
+        assert Archive(engine).version(URL).size == len(b"kept across upgrades")
+    finally:
+        engine.dispose()
+
+
+def test_downgrading_to_0003_gives_blocked_targets_the_states_a_wall_had_before(engine):
+    watch(Archive(engine), URL, "https://archive.example/never.html")
+    save_version(Archive(engine), URL, b"a version", T0)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE targets SET status = 'blocked', missing_since = created_at"))
+    with engine.connect() as conn, conn.begin():
+        command.downgrade(alembic_config(conn), "0003")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT url, status FROM targets ORDER BY url")).all()
+    assert rows == [("https://archive.example/never.html", "unavailable"), (URL, "failing")]
+    assert "missing_since" not in {c["name"] for c in inspect(engine).get_columns("targets")}
+    assert "evidence_sha256" not in {c["name"] for c in inspect(engine).get_columns("checks")}

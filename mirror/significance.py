@@ -1,0 +1,199 @@
+"""How much a change matters: a number from 0 to 1, and what a change of no matter was. Pure.
+
+`weigh(old_view, new_view, rules)` compares two views of a document (`mirror.pageview`:
+its text, then a line per link target and image) and returns `(significance, noise)`.
+
+What is set aside, never counted as changed:
+- lines matching one of the target's `ignore_lines` (searched anywhere in the line), and
+  the elements its `ignore_selectors` chose ("ignored");
+- in text lines, a date (`2026-12-03`, `3 December 2026`, `Dec. 3, 2026`, `03/12/2026`, a
+  month or weekday name, "yesterday"), a time (`14:05`, `2:05 pm UTC`, "5 minutes ago") or
+  a number (`1,234`, `12.5%`) changed in place for another one ("date", "time", "number");
+- a session-like token (8 or more hex digits, or 16 or more letters and digits mixed,
+  such as `sid=4f3a9c2e`) changed in place, in text and in link targets ("token");
+- case ("case") and white space, line breaks included ("whitespace");
+- a change of the bytes that leaves the view as it was: markup, scripts, styles ("markup").
+In link and image lines only tokens are set aside: a link from `2024.csv` to `2025.csv`
+is a change.
+
+Everything else counts. A word of text weighs 1, a link target or an image
+`MEDIA_WEIGHT` (10, about a sentence); the changed share is the weight removed plus the
+weight added over the weight of both versions (1 - difflib's ratio, weighted).
+`significance` is its square root, rounded to 3 decimals (a change that counts is at
+least 0.001), so that small real changes stand out: 1% changed reads 0.1, 4% reads 0.2,
+25% reads 0.5, everything 1. On a report page of 1,100 words and 21 links
+(`tests/data/significance/report.html`): one word replaced 0.03, a link unlinked (its
+words kept) 0.06, a download line removed 0.09, an image with its caption 0.12, a
+paragraph rewritten 0.12, a section removed 0.2. A change is
+noise exactly when its significance is 0, and then `noise` names what it consisted of
+(sorted: "case", "date", "ignored", "markup", "number", "time", "token", "whitespace");
+otherwise `noise` is empty. A binary (PDF, zip, image) has no view: 1, no noise.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mirror.align import BudgetedMatcher, OverBudget
+from mirror.ignore import IgnoreRules
+from mirror.pageview import IGNORED
+
+BUDGET = 3_000_000  # alignment steps for one change (about 0.3 s), lines and words together
+LINK, IMAGE, TEXT = "link: ", "image: ", ""
+# A link target or an image weighs as much as this many words (about a sentence): the text
+# shows neither, and a removed dataset link or photograph must stand out on a long page.
+MEDIA_WEIGHT = 10
+
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
+_WEEKDAY = r"(?:mon|tue|wed|thu|fri|sat|sun)(?:day|sday|nesday|rsday|urday)?\.?"
+_DAY = r"\d{1,2}(?:st|nd|rd|th)?"
+_DATE = (
+    rf"\d{{4}}-\d{{1,2}}-\d{{1,2}}|\d{{1,2}}[/.]\d{{1,2}}[/.]\d{{2,4}}|"
+    rf"(?:{_WEEKDAY},?\s+)?{_DAY}\s+(?:of\s+)?{_MONTH},?\s+\d{{4}}|"
+    rf"(?:{_WEEKDAY},?\s+)?{_MONTH}\s+{_DAY},?\s+\d{{4}}|{_MONTH}\s+\d{{4}}|{_DAY}\s+{_MONTH}|{_MONTH}\s+{_DAY}|"
+    rf"{_WEEKDAY}|{_MONTH}|yesterday|today|tomorrow"
+)
+_TIME = (
+    r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s*[ap]\.?m\.?)?(?:\s*(?:utc|gmt|[a-z]{1,4}t|z)\b)?|"
+    r"\d{1,2}\s*[ap]\.?m\.?|t\d{2}:\d{2}|"
+    r"(?:\d+|an?|one)\s+(?:second|sec|minute|min|hour|hr|day|week|month|year)s?\s+ago|just now"
+)
+# A session id or cache key, not a password: S105 reads "TOKEN" as one.
+_TOKEN = r"(?=[a-z0-9_-]*\d)(?=[a-z0-9_-]*[a-z])(?:[0-9a-f]{8,}|[a-z0-9_-]{16,})"  # noqa: S105
+_NUMBER = r"[-+\u2212]?\d+(?:[.,\u00a0\u202f']\d+)*%?"
+# Dates and times first: "3 December 2026" is one date, not a number and two words.
+_MASK_RE = re.compile(
+    rf"(?P<date>\b(?:{_DATE})\b)|(?P<time>\b(?:{_TIME})(?!\w))|(?P<token>\b{_TOKEN}\b)|(?P<number>{_NUMBER})",
+    re.IGNORECASE,
+)
+_TOKEN_RE = re.compile(rf"\b{_TOKEN}\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    key: str  # what is compared: a lower-case word, or a placeholder for a date, time, number, token
+    raw: str  # as written
+    kind: str  # TEXT, LINK or IMAGE
+    noise: str  # what it is when it changes in place with the same key: "case", "date", ...
+
+
+@functools.lru_cache(maxsize=64)
+def _patterns(lines: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{p})" for p in lines)) if lines else None
+
+
+def _kind(line: str) -> str:
+    return LINK if line.startswith(LINK) else IMAGE if line.startswith(IMAGE) else TEXT
+
+
+def _units(line: str) -> list[_Unit]:
+    kind = _kind(line)
+    if kind is not TEXT:  # one unit; only tokens are set aside in a URL
+        key = _TOKEN_RE.sub("\x00token", line)
+        return [_Unit(key, line, kind, "token")]
+    units: list[_Unit] = []
+    at = 0
+    for match in _MASK_RE.finditer(line):
+        units += [_Unit(w.lower(), w, TEXT, "case") for w in line[at : match.start()].split()]
+        name = match.lastgroup or "number"
+        units.append(_Unit("\x00" + name, match.group(), TEXT, name))
+        at = match.end()
+    units += [_Unit(w.lower(), w, TEXT, "case") for w in line[at:].split()]
+    return units
+
+
+def _weight(line: str) -> int:
+    return MEDIA_WEIGHT if _kind(line) is not TEXT else len(line.split())
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.changed: Counter[str] = Counter()
+        self.noise: set[str] = set()
+        self.budget = BUDGET
+
+    def same(self, old: Sequence[_Unit], new: Sequence[_Unit]) -> None:
+        for a, b in zip(old, new, strict=True):
+            if a.raw != b.raw:
+                self.noise.add(a.noise)  # equal keys: the same placeholder, or words equal but for case
+
+    def differ(self, old: Sequence[_Unit], new: Sequence[_Unit]) -> None:
+        for unit in (*old, *new):
+            self.changed[unit.kind] += 1
+
+    def block(self, old_lines: Sequence[str], new_lines: Sequence[str]) -> None:
+        """Count the units of two runs of lines that differ, word by word."""
+        old = [u for line in old_lines for u in _units(line)]
+        new = [u for line in new_lines for u in _units(line)]
+        a, b = [u.key for u in old], [u.key for u in new]
+        if a == b:
+            self.same(old, new)
+            return
+        try:
+            matcher = BudgetedMatcher(a, b, self.budget)
+            opcodes = matcher.get_opcodes()
+            self.budget = matcher.left
+        except OverBudget:
+            self.budget = 0
+            extra_old, extra_new = Counter(a) - Counter(b), Counter(b) - Counter(a)
+            kinds = {u.key: u.kind for u in (*old, *new)}
+            for key, n in (extra_old + extra_new).items():
+                self.changed[kinds[key]] += n
+            return
+        for tag, i1, i2, j1, j2 in opcodes:
+            if tag == "equal":
+                self.same(old[i1:i2], new[j1:j2])
+            else:
+                self.differ(old[i1:i2], new[j1:j2])
+
+
+def _split(view: str, pattern: re.Pattern[str] | None) -> tuple[list[str], Counter[str]]:
+    """Return the lines that count, and the lines set aside by the ignore rules."""
+    kept: list[str] = []
+    ignored: Counter[str] = Counter()
+    for line in view.split("\n"):
+        if line.startswith(IGNORED) or (pattern is not None and pattern.search(line)):
+            ignored[line.lstrip(IGNORED)] += 1
+        elif line.strip():
+            kept.append(line)
+    return kept, ignored
+
+
+def weigh(old_view: str | None, new_view: str | None, rules: IgnoreRules) -> tuple[float, tuple[str, ...]]:
+    """Return (significance, noise) of a change from `old_view` to `new_view` (see the module's rules)."""
+    if old_view is None or new_view is None:
+        return 1.0, ()
+    pattern = _patterns(rules.lines)
+    old, old_ignored = _split(old_view, pattern)
+    new, new_ignored = _split(new_view, pattern)
+    tally = _Tally()
+    if old_ignored != new_ignored:
+        tally.noise.add("ignored")
+    try:
+        matcher = BudgetedMatcher(old, new, BUDGET)
+        opcodes = matcher.get_opcodes()
+        tally.budget = matcher.left
+        for tag, i1, i2, j1, j2 in opcodes:
+            if tag != "equal":
+                tally.block(old[i1:i2], new[j1:j2])
+    except OverBudget:  # the lines found in one version only, as one block
+        extra_old, extra_new = Counter(old) - Counter(new), Counter(new) - Counter(old)
+        tally.block(
+            [line for line in old if extra_old[line] > 0], [line for line in new if extra_new[line] > 0]
+        )
+    total = sum(_weight(line) for line in (*old, *new))
+    changed = sum(n * (1 if kind is TEXT else MEDIA_WEIGHT) for kind, n in tally.changed.items())
+    share = min(1.0, changed / total) if total else float(changed > 0)
+    if share > 0:
+        return max(0.001, round(math.sqrt(share), 3)), ()
+    if not tally.noise:
+        tally.noise.add("markup" if old_view == new_view else "whitespace")
+    return 0.0, tuple(sorted(tally.noise))

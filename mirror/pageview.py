@@ -16,6 +16,7 @@ both sides of a change come from one page.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -26,6 +27,17 @@ IGNORED = "\x1f"  # first character of a line an ignore selector set aside
 # Elements whose links and images nobody sees (as `mirror.text` leaves out their text).
 _UNSEEN_TAGS = frozenset({"script", "style", "noscript", "template", "iframe", "head", "title"})
 _local = threading.local()
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@functools.cache
+def _unseen_xpath() -> Any:
+    """Return the compiled XPath of the elements under (and at) a node that nobody sees."""
+    from lxml import etree
+
+    tags = " | ".join(f"descendant-or-self::{tag}" for tag in sorted(_UNSEEN_TAGS))
+    style = f"translate(translate(@style, ' ', ''), '{_UPPER}', '{_UPPER.lower()}')"
+    return etree.XPath(f"{tags} | descendant-or-self::*[@hidden or contains({style}, 'display:none')]")
 
 
 def _parser() -> Any:
@@ -73,26 +85,29 @@ def view(body: bytes, content_type: str | None, text: str | None, rules: IgnoreR
     return "\n".join([text, *_media_lines(tree), *ignored])
 
 
-def _seen(element: Any) -> bool:
-    for node in (element, *element.iterancestors()):
-        if node.tag in _UNSEEN_TAGS or node.get("hidden") is not None:
-            return False
-        style = (node.get("style") or "").replace(" ", "").lower()
-        if "display:none" in style:
-            return False
-    return True
+def _unseen(element: Any) -> bool:
+    if element.tag in _UNSEEN_TAGS or element.get("hidden") is not None:
+        return True
+    return "display:none" in (element.get("style") or "").replace(" ", "").lower()
 
 
 def _media_lines(root: Any) -> list[str]:
+    """Return the link and image lines of `root` and all it holds, leaving out what nobody sees."""
+    if any(_unseen(node) for node in (root, *root.iterancestors())):
+        return []
+    # One XPath (in C), not a walk per link; the tree is ours, and is not rendered again.
+    for element in _unseen_xpath()(root):
+        if element.getparent() is not None:
+            element.drop_tree()
     lines = []
     for element in root.iter("a", "area", "img"):
         if element.tag == "img":
             src = (element.get("src") or "").strip()
             alt = " ".join((element.get("alt") or "").split())
-            if (src or alt) and _seen(element):
+            if src or alt:
                 lines.append(f'image: {src} "{alt}"' if alt else f"image: {src}")
         else:
             href = (element.get("href") or "").strip()
-            if href and not href.startswith(("#", "javascript:")) and _seen(element):
+            if href and not href.startswith(("#", "javascript:")):
                 lines.append(f"link: {href}")
     return [line.replace(IGNORED, " ").replace("\n", " ") for line in lines]

@@ -21,13 +21,17 @@ Everything else counts. A word of text weighs 1, a link target or an image
 weight added over the weight of both versions (1 - difflib's ratio, weighted).
 `significance` is its square root, rounded to 3 decimals (a change that counts is at
 least 0.001), so that small real changes stand out: 1% changed reads 0.1, 4% reads 0.2,
-25% reads 0.5, everything 1. On a report page of 1,100 words and 21 links
+25% reads 0.5, everything 1. On a report page of 800 words and 15 links
 (`tests/data/significance/report.html`): one word replaced 0.03, a link unlinked (its
-words kept) 0.06, a download line removed 0.09, an image with its caption 0.12, a
-paragraph rewritten 0.12, a section removed 0.2. A change is
-noise exactly when its significance is 0, and then `noise` names what it consisted of
-(sorted: "case", "date", "ignored", "markup", "number", "time", "token", "whitespace");
-otherwise `noise` is empty. A binary (PDF, zip, image) has no view: 1, no noise.
+words kept) 0.07, a download line removed 0.10, an image with its caption 0.15, a
+paragraph rewritten 0.10, a section removed 0.22. A change is noise exactly when its
+significance is 0, and then `noise` names what it consisted of (sorted: "case", "date",
+"ignored", "markup", "number", "time", "token", "whitespace"); otherwise `noise` is
+empty. A binary (PDF, zip, image) has no view: 1, no noise.
+
+Bounded work, as the diff's: lines are aligned first, then the words of changed lines
+only; past `BUDGET` steps or `MAX_WORDS` changed words, what differs is counted as
+multisets of words (digits alike), so words that only moved are not counted then.
 """
 
 from __future__ import annotations
@@ -75,6 +79,60 @@ _MASK_RE = re.compile(
     re.IGNORECASE,
 )
 _TOKEN_RE = re.compile(rf"\b{_TOKEN}\b", re.IGNORECASE)
+# _MASK_RE costs ~50 µs a line of prose; a line with no digit and none of these words has
+# nothing to mask, and is split in ~1 µs.
+_DIGIT_RE = re.compile(r"\d")
+_DIGITS_RE = re.compile(r"\d[\d,.]*")
+_LETTERS_RE = re.compile(r"[a-z]+")
+_DATE_WORDS = frozenset(
+    [
+        "jan",
+        "january",
+        "feb",
+        "february",
+        "mar",
+        "march",
+        "apr",
+        "april",
+        "may",
+        "jun",
+        "june",
+        "jul",
+        "july",
+        "aug",
+        "august",
+        "sep",
+        "sept",
+        "september",
+        "oct",
+        "october",
+        "nov",
+        "november",
+        "dec",
+        "december",
+        "mon",
+        "monday",
+        "tue",
+        "tuesday",
+        "wed",
+        "wednesday",
+        "thu",
+        "thursday",
+        "fri",
+        "friday",
+        "sat",
+        "saturday",
+        "sun",
+        "sunday",
+        "yesterday",
+        "today",
+        "tomorrow",
+        "now",
+    ]
+)
+# Words of changed lines that are compared one by one; past this, a change is so large that
+# its lines are compared as multisets of lower-case words (0.3 s at most, as the diff's budget).
+MAX_WORDS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +157,8 @@ def _units(line: str) -> list[_Unit]:
     if kind is not TEXT:  # one unit; only tokens are set aside in a URL
         key = _TOKEN_RE.sub("\x00token", line)
         return [_Unit(key, line, kind, "token")]
+    if not _DIGIT_RE.search(line) and _DATE_WORDS.isdisjoint(_LETTERS_RE.findall(line.lower())):
+        return [_Unit(w.lower(), w, TEXT, "case") for w in line.split()]
     units: list[_Unit] = []
     at = 0
     for match in _MASK_RE.finditer(line):
@@ -119,6 +179,21 @@ class _Tally:
         self.changed: Counter[str] = Counter()
         self.noise: set[str] = set()
         self.budget = BUDGET
+        self.words = 0  # words of changed lines compared so far
+
+    def multisets(self, old_lines: Sequence[str], new_lines: Sequence[str]) -> None:
+        """Count, per kind, the words found in one side only (lower case, digits as `#`; whole link lines)."""
+        sides: list[Counter[tuple[str, str]]] = [Counter(), Counter()]
+        for side, lines in zip(sides, (old_lines, new_lines), strict=True):
+            for line in lines:
+                kind = _kind(line)
+                words = _DIGITS_RE.sub("#", line.lower()).split() if kind is TEXT else [line]
+                side.update((kind, w) for w in words)
+        extra = (sides[0] - sides[1]) + (sides[1] - sides[0])
+        for (kind, _), n in extra.items():
+            self.changed[kind] += n
+        if not extra and old_lines != new_lines:  # the same words in another order: a change
+            self.changed[TEXT] += 1
 
     def same(self, old: Sequence[_Unit], new: Sequence[_Unit]) -> None:
         for a, b in zip(old, new, strict=True):
@@ -131,6 +206,11 @@ class _Tally:
 
     def block(self, old_lines: Sequence[str], new_lines: Sequence[str]) -> None:
         """Count the units of two runs of lines that differ, word by word."""
+        words = sum(len(line.split()) for line in (*old_lines, *new_lines))
+        self.words += words
+        if self.words > MAX_WORDS:
+            self.multisets(old_lines, new_lines)
+            return
         old = [u for line in old_lines for u in _units(line)]
         new = [u for line in new_lines for u in _units(line)]
         a, b = [u.key for u in old], [u.key for u in new]
@@ -189,6 +269,8 @@ def weigh(old_view: str | None, new_view: str | None, rules: IgnoreRules) -> tup
         tally.block(
             [line for line in old if extra_old[line] > 0], [line for line in new if extra_new[line] > 0]
         )
+        if not tally.changed and old != new:  # only moved, and too costly to say how much
+            tally.changed[TEXT] = 1
     total = sum(_weight(line) for line in (*old, *new))
     changed = sum(n * (1 if kind is TEXT else MEDIA_WEIGHT) for kind, n in tally.changed.items())
     share = min(1.0, changed / total) if total else float(changed > 0)

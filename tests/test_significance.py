@@ -174,6 +174,31 @@ def test_links_inside_ignored_elements_do_not_count():
     assert weighed(new, make_rules([], ["#appeal"])) == (0.0, ["ignored"])
 
 
+def test_links_and_images_nobody_sees_do_not_count():
+    hidden = (
+        b"<template><a href='/t/1.html'>t</a></template><div hidden><img src='/h/1.png'></div>"
+        b"<p style='DISPLAY: None'><a href='/s/1.html'>s</a></p>"
+    )
+    old = edit((b"<footer>", hidden + b"<footer>"))
+    new = edit((b"<footer>", hidden.replace(b"/1.", b"/2.") + b"<footer>"))
+    assert weighed(new, old=old) == (0.0, ["markup"])
+
+
+def test_a_huge_rewrite_is_weighed_within_bounds():
+    import random
+    import time
+
+    rng = random.Random(13)
+    words = [f"word{rng.randrange(5000)}" for _ in range(200_000)]
+    old = "\n".join(" ".join(words[i : i + 10]) for i in range(0, len(words), 10))
+    rng.shuffle(words)
+    new = "\n".join(" ".join(words[i : i + 10]) for i in range(0, len(words), 10))
+    started = time.monotonic()
+    significance, noise = weigh(old, new, NO_RULES)
+    assert time.monotonic() - started < 10  # ~0.5 s alone; the machine may be busy
+    assert significance > 0 and noise == ()
+
+
 def test_a_binary_change_cannot_be_weighed_and_counts_fully():
     pdf_old, pdf_new = b"%PDF-1.7\n1 0 obj\n", b"%PDF-1.7\n2 0 obj\n"
     assert weighed(pdf_new, old=pdf_old, content_type="application/pdf") == (1.0, [])

@@ -153,9 +153,11 @@ def history_text(h: History) -> list[str]:
 
 def _event_summary(details: Mapping[str, Any]) -> str:
     weight = ""
-    if details.get("significance") is not None:
-        noise = details.get("noise") or []
-        weight = f"significance={details['significance']:g}" + (f" noise={','.join(noise)}" if noise else "")
+    significance, noise = details.get("significance"), details.get("noise")
+    if isinstance(significance, int | float) and not isinstance(significance, bool):
+        # Details are read back as stored: `verify` reports a damaged one; this only must not crash.
+        names = [str(n) for n in noise] if isinstance(noise, list) else []
+        weight = f"significance={significance:g}" + (f" noise={','.join(names)}" if names else "")
     keys = (
         "lines_added",
         "lines_removed",

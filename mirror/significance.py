@@ -17,8 +17,10 @@ In link and image lines only tokens are set aside: a link from `2024.csv` to `20
 is a change.
 
 Everything else counts. A word of text weighs 1, a link target or an image
-`MEDIA_WEIGHT` (10, about a sentence); the changed share is the weight removed plus the
-weight added over the weight of both versions (1 - difflib's ratio, weighted).
+`MEDIA_WEIGHT` (10, about a sentence). The lines found in one version only are paired
+word by word, in order (so a date changed in a footer line is found in place); the
+changed share is the weight removed plus the weight added over the weight of both
+versions. Lines that only moved count as one word in all.
 `significance` is its square root, rounded to 3 decimals (a change that counts is at
 least 0.001), so that small real changes stand out: 1% changed reads 0.1, 4% reads 0.2,
 25% reads 0.5, everything 1. On a report page of 800 words and 15 links
@@ -29,9 +31,9 @@ significance is 0, and then `noise` names what it consisted of (sorted: "case", 
 "ignored", "markup", "number", "time", "token", "whitespace"); otherwise `noise` is
 empty. A binary (PDF, zip, image) has no view: 1, no noise.
 
-Bounded work, as the diff's: lines are aligned first, then the words of changed lines
-only; past `BUDGET` steps or `MAX_WORDS` changed words, what differs is counted as
-multisets of words (digits alike), so words that only moved are not counted then.
+Bounded work, as the diff's: lines are compared as multisets (linear), then the words of
+changed lines aligned; past `BUDGET` steps or `MAX_WORDS` changed words, the changed
+words are counted as multisets (digits alike: numbers changed in place are still noise).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from mirror.align import BudgetedMatcher, OverBudget
 from mirror.ignore import IgnoreRules
 from mirror.pageview import IGNORED
 
-BUDGET = 3_000_000  # alignment steps for one change (about 0.3 s), lines and words together
+BUDGET = 3_000_000  # steps aligning the words of changed lines (about 0.3 s)
 LINK, IMAGE, TEXT = "link: ", "image: ", ""
 # A link target or an image weighs as much as this many words (about a sentence): the text
 # shows neither, and a removed dataset link or photograph must stand out on a long page.
@@ -93,7 +95,7 @@ _DATE_WORDS = frozenset(
 )
 # Words of changed lines that are compared one by one; past this, a change is so large that
 # its lines are compared as multisets of lower-case words (0.3 s at most, as the diff's budget).
-MAX_WORDS = 20_000
+MAX_WORDS = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,69 +133,73 @@ def _units(line: str) -> list[_Unit]:
     return units
 
 
-def _weight(line: str) -> int:
-    return MEDIA_WEIGHT if _kind(line) is not TEXT else len(line.split())
+def _weight(lines: list[str]) -> int:
+    """Return the weight of a version's lines: its words, and MEDIA_WEIGHT per link or image line."""
+    media = [line for line in lines if line.startswith((LINK, IMAGE))]
+    words = len("\n".join(lines).split()) - len("\n".join(media).split())
+    return words + MEDIA_WEIGHT * len(media)
 
 
 class _Tally:
+    """What a change consists of: weight changed per kind, and the kinds of noise met."""
+
     def __init__(self) -> None:
         self.changed: Counter[str] = Counter()
         self.noise: set[str] = set()
-        self.budget = BUDGET
-        self.words = 0  # words of changed lines compared so far
 
-    def multisets(self, old_lines: Sequence[str], new_lines: Sequence[str]) -> None:
-        """Count, per kind, the words found in one side only (lower case, digits as `#`; whole link lines)."""
-        sides: list[Counter[tuple[str, str]]] = [Counter(), Counter()]
-        for side, lines in zip(sides, (old_lines, new_lines), strict=True):
-            for line in lines:
-                kind = _kind(line)
-                words = _DIGITS_RE.sub("#", line.lower()).split() if kind is TEXT else [line]
-                side.update((kind, w) for w in words)
-        extra = (sides[0] - sides[1]) + (sides[1] - sides[0])
-        for (kind, _), n in extra.items():
-            self.changed[kind] += n
-        if not extra and old_lines != new_lines:  # the same words in another order: a change
-            self.changed[TEXT] += 1
-
-    def same(self, old: Sequence[_Unit], new: Sequence[_Unit]) -> None:
-        for a, b in zip(old, new, strict=True):
-            if a.raw != b.raw:
-                self.noise.add(a.noise)  # equal keys: the same placeholder, or words equal but for case
-
-    def differ(self, old: Sequence[_Unit], new: Sequence[_Unit]) -> None:
-        for unit in (*old, *new):
-            self.changed[unit.kind] += 1
-
-    def block(self, old_lines: Sequence[str], new_lines: Sequence[str]) -> None:
-        """Count the units of two runs of lines that differ, word by word."""
-        words = sum(len(line.split()) for line in (*old_lines, *new_lines))
-        self.words += words
-        if self.words > MAX_WORDS:
-            self.multisets(old_lines, new_lines)
+    def lines(self, old: Sequence[str], new: Sequence[str]) -> None:
+        """Count the changed units of the lines found in one version only (each side in its order)."""
+        if sum(len(line.split()) for line in (*old, *new)) > MAX_WORDS:
+            self.multisets(old, new)
             return
-        old = [u for line in old_lines for u in _units(line)]
-        new = [u for line in new_lines for u in _units(line)]
-        a, b = [u.key for u in old], [u.key for u in new]
-        if a == b:
-            self.same(old, new)
-            return
+        old_units = [u for line in old for u in _units(line)]
+        new_units = [u for line in new for u in _units(line)]
+        a, b = [u.key for u in old_units], [u.key for u in new_units]
         try:
-            matcher = BudgetedMatcher(a, b, self.budget)
-            opcodes = matcher.get_opcodes()
-            self.budget = matcher.left
+            opcodes = (
+                BudgetedMatcher(a, b, BUDGET).get_opcodes() if a != b else [("equal", 0, len(a), 0, len(b))]
+            )
         except OverBudget:
-            self.budget = 0
-            extra_old, extra_new = Counter(a) - Counter(b), Counter(b) - Counter(a)
-            kinds = {u.key: u.kind for u in (*old, *new)}
-            for key, n in (extra_old + extra_new).items():
-                self.changed[kinds[key]] += n
+            self.multisets(old, new)
             return
         for tag, i1, i2, j1, j2 in opcodes:
-            if tag == "equal":
-                self.same(old[i1:i2], new[j1:j2])
+            if tag == "equal":  # equal keys: the same placeholder, or words equal but for case
+                self.noise.update(
+                    x.noise for x, y in zip(old_units[i1:i2], new_units[j1:j2], strict=True) if x.raw != y.raw
+                )
             else:
-                self.differ(old[i1:i2], new[j1:j2])
+                for unit in (*old_units[i1:i2], *new_units[j1:j2]):
+                    self.changed[unit.kind] += 1
+
+    def multisets(self, old: Sequence[str], new: Sequence[str]) -> None:
+        """Count the words found in one side only (lower case, digits as `#`; link and image lines whole)."""
+        masked: list[list[str]] = [[], []]
+        counts: list[Counter[tuple[str, str]]] = [Counter(), Counter()]
+        for lines, shapes, words in zip((old, new), masked, counts, strict=True):
+            for line in lines:
+                kind = _kind(line)
+                shape = _DIGITS_RE.sub("#", line.lower()) if kind is TEXT else line
+                shapes.append(shape)
+                words.update((kind, w) for w in (shape.split() if kind is TEXT else [shape]))
+        extra = (counts[0] - counts[1]) + (counts[1] - counts[0])
+        for (kind, _), n in extra.items():
+            self.changed[kind] += n
+        if not extra:  # the same words: numbers changed in place, or words that moved (a change)
+            if masked[0] == masked[1]:
+                self.noise.add("number")
+            else:
+                self.changed[TEXT] += 1
+
+
+def _only_in(lines: Sequence[str], extra: Counter[str]) -> list[str]:
+    """Return the lines counted in `extra`, in the order they appear in `lines`."""
+    left = extra.copy()
+    found = []
+    for line in lines:
+        if left[line] > 0:
+            left[line] -= 1
+            found.append(line)
+    return found
 
 
 def _split(view: str, pattern: re.Pattern[str] | None) -> tuple[list[str], Counter[str]]:
@@ -218,21 +224,15 @@ def weigh(old_view: str | None, new_view: str | None, rules: IgnoreRules) -> tup
     tally = _Tally()
     if old_ignored != new_ignored:
         tally.noise.add("ignored")
-    try:
-        matcher = BudgetedMatcher(old, new, BUDGET)
-        opcodes = matcher.get_opcodes()
-        tally.budget = matcher.left
-        for tag, i1, i2, j1, j2 in opcodes:
-            if tag != "equal":
-                tally.block(old[i1:i2], new[j1:j2])
-    except OverBudget:  # the lines found in one version only, as one block
-        extra_old, extra_new = Counter(old) - Counter(new), Counter(new) - Counter(old)
-        tally.block(
-            [line for line in old if extra_old[line] > 0], [line for line in new if extra_new[line] > 0]
-        )
-        if not tally.changed and old != new:  # only moved, and too costly to say how much
-            tally.changed[TEXT] = 1
-    total = sum(_weight(line) for line in (*old, *new))
+    # The lines found in one version only, in order: what changed in place pairs up word by
+    # word (a date in a footer), without aligning the whole page a second time (the diff did).
+    old_counts, new_counts = Counter(old), Counter(new)
+    old_only, new_only = _only_in(old, old_counts - new_counts), _only_in(new, new_counts - old_counts)
+    if old_only or new_only:
+        tally.lines(old_only, new_only)
+    elif old != new:  # the same lines in another order: a change, if a small one
+        tally.changed[TEXT] += 1
+    total = _weight(old) + _weight(new)
     changed = sum(n * (1 if kind is TEXT else MEDIA_WEIGHT) for kind, n in tally.changed.items())
     share = min(1.0, changed / total) if total else float(changed > 0)
     if share > 0:

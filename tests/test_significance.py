@@ -189,7 +189,8 @@ def test_a_huge_rewrite_is_weighed_within_bounds():
     import time
 
     rng = random.Random(13)
-    words = [f"word{rng.randrange(5000)}" for _ in range(200_000)]
+    vocabulary = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=6)) for _ in range(5000)]
+    words = rng.choices(vocabulary, k=200_000)
     old = "\n".join(" ".join(words[i : i + 10]) for i in range(0, len(words), 10))
     rng.shuffle(words)
     new = "\n".join(" ".join(words[i : i + 10]) for i in range(0, len(words), 10))
@@ -197,6 +198,27 @@ def test_a_huge_rewrite_is_weighed_within_bounds():
     significance, noise = weigh(old, new, NO_RULES)
     assert time.monotonic() - started < 10  # ~0.5 s alone; the machine may be busy
     assert significance > 0 and noise == ()
+
+
+def test_a_listing_whose_every_view_counter_moved_is_noise_even_past_the_word_bound():
+    from mirror.significance import MAX_WORDS
+
+    def listing(seed: int) -> bytes:
+        items = "".join(
+            f"<li><a href='/etext/{n}.html'>Issue {n} of the newsletter</a> {(n * seed) % 9973:,} views</li>"
+            for n in range(1500)
+        )
+        return f"<html><body><ul>{items}</ul></body></html>".encode()
+
+    assert MAX_WORDS < 1500 * 2 * 7
+    assert weighed(listing(7), old=listing(3)) == (0.0, ["number"])
+
+
+def test_a_paragraph_that_only_moved_is_a_small_change():
+    paragraph = PAGE[PAGE.index(b"<p>An item is one") : PAGE.index(b"<p>We did not try")]
+    moved = edit((paragraph, b""), (b'<section id="downloads">', paragraph + b'<section id="downloads">'))
+    significance, noise = weighed(moved)
+    assert 0 < significance < 0.05 and noise == []
 
 
 def test_a_binary_change_cannot_be_weighed_and_counts_fully():
@@ -346,3 +368,35 @@ def test_the_readme_example_of_ignore_rules_loads_and_its_error_line_is_the_real
     with pytest.raises(ConfigError) as caught:
         load_config(config, {})
     assert f"config/mirror.toml: {caught.value.key}: {caught.value.problem}" in section
+
+
+def test_history_text_shows_a_damaged_significance_without_crashing():
+    from datetime import UTC, datetime
+
+    from mirror.archive import History
+    from mirror.domain import StoredEvent
+    from mirror.render import history_text
+
+    def change(seq: int, details: dict) -> StoredEvent:
+        at = datetime(2026, 12, 3, tzinfo=UTC)
+        return StoredEvent(
+            seq, "document.changed", "https://a.org/", at, "a" * 64, "b" * 64, details, None, "h"
+        )
+
+    lines = history_text(
+        History(
+            "https://a.org/",
+            "ok",
+            [],
+            [
+                change(1, {"significance": 0.0, "noise": ["date", "number"]}),
+                change(2, {"significance": 0.104, "noise": []}),
+                change(3, {"significance": "lots", "noise": "date"}),  # edited in the database
+                change(4, {"lines_added": 1}),  # recorded before changes were weighed
+            ],
+        )
+    )
+    assert lines[1].endswith("document.changed  significance=0 noise=date,number")
+    assert lines[2].endswith("document.changed  significance=0.104")
+    assert lines[3].endswith("document.changed")
+    assert lines[4].endswith("document.changed  lines_added=1")

@@ -14,7 +14,9 @@ Targets come in three forms:
 - `targets_file = "targets.txt"` (relative to the config file's folder): one URL
   a line, `#` comments and blank lines ignored; it combines with either.
 
-A URL listed twice (after normalisation) is an error naming both places.
+A URL listed twice (after normalisation) is an error naming both places. Target and
+source tables may carry ignore rules (`ignore_lines`, `ignore_selectors`; `mirror.ignore`),
+checked here: `Config.ignore` gives each URL its rules.
 
 `[[sources]]` tables find more targets (see `Source`): `start = URL` crawls the pages
 linked from it under a `scope` prefix, `sitemap = URL` reads a sitemap. Their pages are

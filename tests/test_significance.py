@@ -400,3 +400,15 @@ def test_history_text_shows_a_damaged_significance_without_crashing():
     assert lines[2].endswith("document.changed  significance=0.104")
     assert lines[3].endswith("document.changed")
     assert lines[4].endswith("document.changed  lines_added=1")
+
+
+def test_the_daemon_weighs_changes_with_the_rules_of_the_config_it_runs(tmp_path):
+    from mirror.service import _checker
+
+    config = tmp_path / "mirror.toml"
+    config.write_text('[[targets]]\nurl = "https://a.org/report.html"\nignore_selectors = ["#appeal"]\n')
+    checker = _checker(load_config(config, {}), archive=None)  # the archive is only kept, not used here
+    try:
+        assert checker.ignore.rules_for("https://a.org/report.html").selectors == ("#appeal",)
+    finally:
+        checker.close()

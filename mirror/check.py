@@ -68,6 +68,7 @@ from mirror.events import (
     TARGETS_DISCOVERED,
 )
 from mirror.fetch import fetch, make_session
+from mirror.ignore import EMPTY_INDEX, IgnoreIndex
 from mirror.judge import ROBOTS_ERROR, judge, with_diff
 from mirror.politeness import HostGate
 from mirror.progress import progress_bar
@@ -137,7 +138,8 @@ class Checker:
     """Checks targets against one archive with a shared politeness gate.
 
     `worker` names this process in the `checks` rows and owns its leases (a new name when
-    not given). Each worker thread keeps its own `requests.Session` (sessions are not thread-safe).
+    not given). `ignore` gives each target's ignore rules, used to weigh its changes. Each
+    worker thread keeps its own `requests.Session` (sessions are not thread-safe).
     """
 
     def __init__(
@@ -151,7 +153,9 @@ class Checker:
         clock: Callable[[], datetime] = utcnow,
         discovery: Discovery | None = None,
         robots: RobotsCache | None = None,
+        ignore: IgnoreIndex | None = None,
     ) -> None:
+        self.ignore = ignore if ignore is not None else EMPTY_INDEX
         self.discovery = discovery
         self.robots = robots
         self.archive = archive
@@ -233,6 +237,7 @@ class Checker:
                 old_sha256=outcome.diff_from,
                 new_sha256=result.body_sha256,
                 run=self.texts.run,
+                rules=self.ignore.rules_for(target.url),
             )
             outcome = with_diff(outcome, diff, self.policy)
         # The previous version is the delta base: a changed page costs about its change;

@@ -216,16 +216,27 @@ def targets(app: AppContext, state: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("url")
+@click.option(
+    "--significant",
+    is_flag=True,
+    help="Hide changes weighed as noise (significance 0); versions stay listed.",
+)
 @json_option
 @pass_app
-def history(app: AppContext, url: str, as_json: bool) -> None:
+def history(app: AppContext, url: str, significant: bool, as_json: bool) -> None:
     """Show the versions (number, sha256, size, first and last seen, status) and events of a URL.
 
+    Each change shows its significance (0 to 1), and what it consisted of when it was noise.
+
     Example:
-        mirror history https://www.prisoncensorship.info/archive/etext/wim/
+        mirror history https://www.prisoncensorship.info/archive/etext/wim/ --significant
     """
+    from mirror.history import significant_only
+
     wanted = _url(url)
     h = app.archive().history(wanted)
+    if significant:
+        h = significant_only(h)
     if as_json:
         emit_json(render.history_json(h))
     else:
@@ -242,13 +253,17 @@ def history(app: AppContext, url: str, as_json: bool) -> None:
 def diff(app: AppContext, url: str, from_spec: str | None, to_spec: str | None) -> None:
     """Print the unified diff of the text of two versions (default: the last two).
 
+    A first line weighs the change: `# significance S`, with what it consisted of when S is 0
+    (the target's ignore rules in the config now apply).
+
     Example:
         mirror diff https://www.prisoncensorship.info/archive/etext/wim/ --from 1 --to -1
     """
     from mirror.history import version_diff
 
     wanted = _url(url)
-    click.echo(version_diff(app.archive(), wanted, from_spec, to_spec), nl=False)
+    rules = app.config().ignore.rules_for(wanted)
+    click.echo(version_diff(app.archive(), wanted, from_spec, to_spec, rules), nl=False)
 
 
 def _version_options(f: Callable[..., Any]) -> Callable[..., Any]:

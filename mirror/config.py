@@ -14,7 +14,9 @@ Targets come in three forms:
 - `targets_file = "targets.txt"` (relative to the config file's folder): one URL
   a line, `#` comments and blank lines ignored; it combines with either.
 
-A URL listed twice (after normalisation) is an error naming both places.
+A URL listed twice (after normalisation) is an error naming both places. Target and
+source tables may carry ignore rules (`ignore_lines`, `ignore_selectors`; `mirror.ignore`),
+checked here: `Config.ignore` gives each URL its rules.
 
 `[[sources]]` tables find more targets (see `Source`): `start = URL` crawls the pages
 linked from it under a `scope` prefix, `sitemap = URL` reads a sitemap. Their pages are
@@ -41,6 +43,7 @@ from mirror import PROJECT_URL, __version__
 from mirror.discover import canonical_url, folder_of, in_scope
 from mirror.domain import KEPT_HEADERS, BlockRule, DetectPolicy, FetchLimits, Target
 from mirror.errors import ConfigError
+from mirror.ignore import EMPTY_INDEX, NO_RULES, BadRule, IgnoreIndex, IgnoreRules, make_rules
 from mirror.urls import BadURL, normalize_url
 
 DEFAULT_CONFIG_PATH = "config/mirror.toml"
@@ -292,6 +295,8 @@ class _File(_Section):
 class _TargetTable(_Section):
     url: str
     interval: PositiveDuration | None = None
+    ignore_lines: list[str] = Field(default_factory=list)
+    ignore_selectors: list[str] = Field(default_factory=list)
 
 
 class _SourceTable(_Section):
@@ -301,6 +306,8 @@ class _SourceTable(_Section):
     max_pages: int = Field(default=DEFAULT_MAX_PAGES, ge=1)
     interval: PositiveDuration | None = None
     robots: bool = True
+    ignore_lines: list[str] = Field(default_factory=list)
+    ignore_selectors: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +322,7 @@ class Source:
     - `max_pages`: at most this many targets under `scope` in the store.
     - `interval`: how often the pages found are checked (default `[schedule] interval`).
     - `robots`: honour robots.txt (false for archives one maintains oneself).
+    - `ignore`: what is set aside when a change of a page under `scope` is weighed.
     """
 
     kind: Literal["crawl", "sitemap"]
@@ -323,6 +331,7 @@ class Source:
     max_pages: int
     interval: timedelta
     robots: bool = True
+    ignore: IgnoreRules = NO_RULES
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +345,7 @@ class Config:
     detect: DetectConfig
     targets: tuple[Target, ...]
     sources: tuple[Source, ...] = ()
+    ignore: IgnoreIndex = EMPTY_INDEX  # the ignore rules of targets and sources, by URL
 
     def discovery_seeds(self) -> tuple[Target, ...]:
         """Return the start pages of the crawl sources, as discovered targets (source "crawl").
@@ -382,7 +392,10 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     sources = tuple(
         _source(name, index, entry, parsed.schedule.interval) for index, entry in enumerate(parsed.sources)
     )
-    return Config(name, storage, parsed.schedule, parsed.fetch, parsed.detect, tuple(targets.found), sources)
+    ignore = IgnoreIndex(targets.ignore, tuple((s.scope, s.ignore) for s in sources if s.ignore))
+    return Config(
+        name, storage, parsed.schedule, parsed.fetch, parsed.detect, tuple(targets.found), sources, ignore
+    )
 
 
 _BOTH_TARGET_FORMS = (
@@ -415,6 +428,7 @@ class _Targets:
         self.interval = interval
         self.found: list[Target] = []
         self.where: dict[str, str] = {}  # normalised URL → "file: key" or "file:line"
+        self.ignore: dict[str, IgnoreRules] = {}  # normalised URL → its ignore rules, when it has any
 
     def add_entries(self, entries: list[Any]) -> None:
         for index, entry in enumerate(entries):
@@ -426,7 +440,8 @@ class _Targets:
                     table = _TargetTable.model_validate(entry)
                 except ValidationError as exc:
                     raise _config_error(self.config_name, exc, _TargetTable, ("targets", index)) from None
-                self._add(table.url, table.interval, self.config_name, f"{key}.url")
+                rules = _rules(self.config_name, key, table.ignore_lines, table.ignore_selectors)
+                self._add(table.url, table.interval, self.config_name, f"{key}.url", rules)
             else:
                 problem = f"expected a URL or a table with url = ..., got {entry!r}"
                 raise ConfigError(self.config_name, key, problem)
@@ -453,7 +468,9 @@ class _Targets:
             url = first if rest.strip().startswith("#") else text
             self._add(url, None, f"{name}:{number}", "")
 
-    def _add(self, url: str, interval: timedelta | None, file: str, key: str) -> None:
+    def _add(
+        self, url: str, interval: timedelta | None, file: str, key: str, rules: IgnoreRules = NO_RULES
+    ) -> None:
         try:
             normal = normalize_url(url)
         except BadURL as exc:
@@ -462,6 +479,8 @@ class _Targets:
         if normal in self.where:
             raise ConfigError(file, key, f"duplicate target {normal} (also {self.where[normal]})")
         self.where[normal] = here
+        if rules:
+            self.ignore[normal] = rules
         self.found.append(Target(normal, interval or self.interval, source="config"))
 
 
@@ -496,7 +515,21 @@ def _source(file: str, index: int, entry: Any, interval: timedelta) -> Source:
     scope = folder_of(url) if table.scope is None else _canonical(file, f"{key}.scope", table.scope)
     if kind == "crawl" and not in_scope(url, scope):
         raise ConfigError(file, f"{key}.start", f"the start page {url} is not under scope {scope}")
-    return Source(kind, url, scope, table.max_pages, table.interval or interval, table.robots)
+    rules = _rules(file, key, table.ignore_lines, table.ignore_selectors)
+    return Source(kind, url, scope, table.max_pages, table.interval or interval, table.robots, rules)
+
+
+def _rules(file: str, key: str, lines: list[str], selectors: list[str]) -> IgnoreRules:
+    """Return the checked ignore rules of the table at `key`.
+
+    Raises:
+        ConfigError: a regex or a selector does not compile, naming it (`targets[0].ignore_lines[1]`).
+    """
+    try:
+        return make_rules(lines, selectors)
+    except BadRule as exc:
+        problem, index, which = exc.args
+        raise ConfigError(file, f"{key}.ignore_{which}[{index}]", problem) from None
 
 
 def _canonical(file: str, key: str, url: str) -> str:

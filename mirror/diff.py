@@ -9,15 +9,18 @@ two texts as multisets of lines (which is linear) and says so in a `#` line.
 
 from __future__ import annotations
 
-import difflib
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import ParamSpec, Protocol, TypeVar
 
+from mirror.align import BudgetedMatcher as _BudgetedMatcher
+from mirror.align import OverBudget as _OverBudget
 from mirror.domain import ChangeDiff
+from mirror.ignore import NO_RULES, IgnoreRules
+from mirror.pageview import view
+from mirror.significance import weigh
 from mirror.text import to_texts
 
 # About 0.1 µs a step: the check's budget caps an alignment near 0.3 s, the
@@ -25,35 +28,6 @@ from mirror.text import to_texts
 CHECK_BUDGET = 3_000_000
 FULL_BUDGET = 50_000_000
 MAX_LINE_CHARS = 1000  # per line of the short diff: one minified 1 MB line must not fill an event
-
-
-class _OverBudget(Exception):
-    """The alignment would cost more steps than allowed."""
-
-
-class _BudgetedMatcher(difflib.SequenceMatcher[str]):
-    """A SequenceMatcher that gives up, raising `_OverBudget`, once it has spent `budget` steps."""
-
-    def __init__(self, a: Sequence[str], b: Sequence[str], budget: int) -> None:
-        super().__init__(None, a, b)
-        counts = Counter(b)
-        # difflib's autojunk rule: in a b of 200 lines or more, a line found more than 1% of
-        # the time (blank lines, mostly) is "popular" and never visited by the inner loop.
-        limit = len(b) // 100 + 1 if len(b) >= 200 else len(b)
-        # One find_longest_match call visits, for each line of a in its range, the positions
-        # of that line in b: prefix sums bound the steps of any call in O(1).
-        weights = (1 + (counts[x] if counts[x] <= limit else 0) for x in a)
-        self._steps = list(accumulate(weights, initial=0))
-        self._left = budget
-
-    def find_longest_match(
-        self, alo: int = 0, ahi: int | None = None, blo: int = 0, bhi: int | None = None
-    ) -> difflib.Match:
-        high = len(self._steps) - 1 if ahi is None else ahi
-        self._left -= self._steps[high] - self._steps[alo]
-        if self._left < 0:
-            raise _OverBudget
-        return super().find_longest_match(alo, high, blo, bhi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +173,8 @@ class TextCache:
 
 
 TEXTS = TextCache(TEXT_CACHE_CHARS)
+# What changes are weighed on (`mirror.pageview`), by (sha256, content type and ignore rules).
+VIEWS = TextCache(TEXT_CACHE_CHARS)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -220,47 +196,61 @@ def compare(
     old_sha256: str | None = None,
     new_sha256: str | None = None,
     run: Runner | None = None,
+    rules: IgnoreRules = NO_RULES,
 ) -> ChangeDiff:
-    """Return how two versions differ: sizes, and for two texts the line counts and a short diff.
+    """Return how two versions differ: sizes, how much it matters, for texts line counts and a short diff.
 
     The counts cover the whole diff and leave out blank lines, which are layout (one
     paragraph added is one line added); `unified` holds the diff's first `max_lines` lines
-    and then `... N more lines`. When either side is binary (PDF, zip, image) the result has
-    `text=False` and sizes only. Fast enough for a worker: an alignment that would take
-    more than about 0.3 s falls back to a line multiset comparison.
+    and then `... N more lines`. `significance` and `noise` weigh the change
+    (`mirror.significance`) with the target's ignore `rules`. When either side is binary
+    (PDF, zip, image) the result has `text=False`, sizes only and significance 1. Fast
+    enough for a worker: an alignment that would take more than about 0.3 s falls back to
+    a line multiset comparison.
 
-    Given the sha256 of a side, its text is looked up in (and the new side's is kept in)
-    a small process-wide cache: the next change of the page then renders only its new body.
-    `run` computes the rendering and the diff (`change_diff`) elsewhere: `TextPool.run`
-    sends a large change to a helper process. By default they are computed here.
+    Given the sha256 of a side, its text and view are looked up in (and the new side's are
+    kept in) small process-wide caches: the next change of the page then renders only its
+    new body. `run` computes the rendering and the diff (`change_diff`) elsewhere:
+    `TextPool.run` sends a large change to a helper process. By default they are computed here.
     """
+    view_type = f"{old_content_type}\x1e{rules.key}"
     old_text = TEXTS.get(old_sha256, old_content_type) if old_sha256 else None
-    args = (old_text, old, old_content_type, new, new_content_type, context, max_lines)
+    old_view = VIEWS.get(old_sha256, view_type) if old_sha256 and old_text is not None else None
+    args = (old_text, old_view, old, old_content_type, new, new_content_type, context, max_lines, rules)
     if run is None:
-        diff, new_text = change_diff(*args)
+        diff, new_text, new_view = change_diff(*args)
     else:
-        diff, new_text = run(len(new) + (len(old) if old_text is None else 0), change_diff, *args)
+        size = len(new) + (len(old) if old_view is None else 0)
+        diff, new_text, new_view = run(size, change_diff, *args)
     if new_sha256 is not None and new_text is not None:
         TEXTS.put(new_sha256, new_content_type, new_text)
+        if new_view is not None:
+            VIEWS.put(new_sha256, f"{new_content_type}\x1e{rules.key}", new_view)
     return diff
 
 
 def change_diff(
     old_text: str | None,
+    old_view: str | None,
     old: bytes,
     old_content_type: str | None,
     new: bytes,
     new_content_type: str | None,
     context: int,
     max_lines: int,
-) -> tuple[ChangeDiff, str | None]:
-    """Return `compare`'s result and the new version's text, rendering the old one unless given. Pure."""
+    rules: IgnoreRules = NO_RULES,
+) -> tuple[ChangeDiff, str | None, str | None]:
+    """Return `compare`'s result and the new text and view; the old ones are made unless given. Pure."""
     if old_text is None:
         old_text, new_text = to_texts([(old, old_content_type), (new, new_content_type)])
     else:
         (new_text,) = to_texts([(new, new_content_type)])
     if old_text is None or new_text is None:
-        return ChangeDiff(old_size=len(old), new_size=len(new), text=False), new_text
+        return ChangeDiff(old_size=len(old), new_size=len(new), text=False), new_text, None
+    if old_view is None:
+        old_view = view(old, old_content_type, old_text, rules)
+    new_view = view(new, new_content_type, new_text, rules)
+    significance, noise = weigh(old_view, new_view, rules)
     diff = _diff(old_text, new_text, ("old", "new"), context, CHECK_BUDGET)
     change = ChangeDiff(
         old_size=len(old),
@@ -272,5 +262,7 @@ def change_diff(
         old_chars=len(old_text),
         new_chars=len(new_text),
         new_head=new_text[:HEAD_CHARS],
+        significance=significance,
+        noise=noise,
     )
-    return change, new_text
+    return change, new_text, new_view

@@ -200,6 +200,8 @@ class ChangeDiff:
     old_chars: int = 0  # length of the old text (0 for binaries)
     new_chars: int = 0  # length of the new text (0 for binaries)
     new_head: str = ""  # the first characters of the new text, for placeholder detection
+    significance: float = 1.0  # how much the change matters, 0 (noise) to 1 (see `mirror.significance`)
+    noise: tuple[str, ...] = ()  # what a change of significance 0 consisted of ("date", "number", ...)
 
 
 @dataclass(frozen=True, slots=True)

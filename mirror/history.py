@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
-from mirror.archive import Archive
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from mirror.archive import Archive, History
 from mirror.diff import unified
 from mirror.errors import VersionNotFound
+from mirror.events import DOCUMENT_CHANGED
+from mirror.ignore import NO_RULES, IgnoreRules
+from mirror.pageview import view
+from mirror.significance import weigh
 from mirror.text import to_text
 
 
-def version_diff(archive: Archive, url: str, from_spec: str | None = None, to_spec: str | None = None) -> str:
+def is_noise(details: Mapping[str, Any]) -> bool:
+    """Return True for the details of a `document.changed` weighed as noise (significance 0).
+
+    Changes recorded before significance was weighed carry none, and are not noise.
+    """
+    return details.get("significance") == 0
+
+
+def significant_only(history: History) -> History:
+    """Return `history` without its `document.changed` events of significance 0 (its versions all kept)."""
+    events = [e for e in history.events if not (e.kind == DOCUMENT_CHANGED and is_noise(e.details))]
+    return replace(history, events=events)
+
+
+def version_diff(
+    archive: Archive,
+    url: str,
+    from_spec: str | None = None,
+    to_spec: str | None = None,
+    rules: IgnoreRules = NO_RULES,
+) -> str:
     """Return the unified diff of the text of two versions of `url` (default: the last two).
 
-    Binaries (PDF, zip) get a one-line summary of sizes and hashes instead of a diff.
+    A first line `# significance S` (and `(noise: date, number)` when S is 0) weighs the
+    change between the two versions with `rules`, the target's ignore rules now (see
+    `mirror.significance`). Binaries (PDF, zip) get a one-line summary of sizes and hashes
+    instead of a diff.
 
     Raises:
         TargetNotFound, VersionNotFound: the URL or a version is not in the store.
@@ -22,12 +53,15 @@ def version_diff(archive: Archive, url: str, from_spec: str | None = None, to_sp
     old = archive.version(url, from_spec or "-2")
     if old.sha256 == new.sha256:
         return ""
-    old_text = to_text(archive.read(old.sha256), old.content_type)
-    new_text = to_text(archive.read(new.sha256), new.content_type)
+    old_bytes, new_bytes = archive.read(old.sha256), archive.read(new.sha256)
+    old_text, new_text = to_text(old_bytes, old.content_type), to_text(new_bytes, new.content_type)
     if old_text is None or new_text is None:
         return (
             f"binary content differs: v{old.number} {old.sha256[:12]} ({old.size} bytes) -> "
             f"v{new.number} {new.sha256[:12]} ({new.size} bytes)\n"
         )
+    old_view = view(old_bytes, old.content_type, old_text, rules)
+    significance, noise = weigh(old_view, view(new_bytes, new.content_type, new_text, rules), rules)
+    head = f"# significance {significance:g}" + (f" (noise: {', '.join(noise)})" if noise else "") + "\n"
     text = unified(old_text, new_text, f"{url} v{old.number}", f"{url} v{new.number}")
-    return text if not text or text.endswith("\n") else text + "\n"
+    return head + (text if not text or text.endswith("\n") else text + "\n")

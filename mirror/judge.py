@@ -160,8 +160,9 @@ def _blocked(state: TargetState, result: FetchResult, rule: BlockRule, now: date
 
 
 def with_diff(outcome: Outcome, diff: ChangeDiff, policy: DetectPolicy) -> Outcome:
-    """Return `outcome` with `diff` attached, its change event's line counts filled in,
-    and the change flagged `suspicious` when it looks like a takedown or tampering."""
+    """Return `outcome` with `diff` attached, its change event's line counts, `significance`
+    and `noise` filled in, and the change flagged `suspicious` when it looks like a takedown
+    or tampering (whatever its significance: a takedown may be small)."""
     reasons = suspicious_reasons(diff, policy)
     moved_reason = outcome.state.suspicious if outcome.state.suspicious == CROSS_HOST_REASON else None
     state = replace(outcome.state, suspicious="; ".join(reasons) if reasons else moved_reason)
@@ -171,6 +172,8 @@ def with_diff(outcome: Outcome, diff: ChangeDiff, policy: DetectPolicy) -> Outco
         "text": diff.text,
         "lines_added": diff.lines_added,
         "lines_removed": diff.lines_removed,
+        "significance": diff.significance,
+        "noise": list(diff.noise),
     }
     if reasons:
         fields.update(suspicious=True, reasons=reasons)

@@ -17,6 +17,7 @@ from mirror.domain import OutcomeKind
 if TYPE_CHECKING:
     from mirror.archive import History, StoreStatus, TargetSummary
     from mirror.check import RoundReport
+    from mirror.domain import StoredEvent
     from mirror.restore import SiteRestore
     from mirror.verify import Problem, VerifyReport
 
@@ -126,8 +127,16 @@ def history_json(h: History) -> dict[str, Any]:
         "status": h.status,
         "unwatched_since": h.unwatched_since,
         "versions": h.versions,
-        "events": [{k: v for k, v in asdict(e).items() if k != "diff"} for e in h.events],
+        "events": [_event_json(e) for e in h.events],
     }
+
+
+def _event_json(event: StoredEvent) -> dict[str, Any]:
+    """Return an event for `history --json`: its fields, a change's `significance` and `noise` lifted out."""
+    document = {k: v for k, v in asdict(event).items() if k != "diff"}
+    document["significance"] = event.details.get("significance")
+    document["noise"] = event.details.get("noise")
+    return document
 
 
 def history_text(h: History) -> list[str]:
@@ -143,6 +152,12 @@ def history_text(h: History) -> list[str]:
 
 
 def _event_summary(details: Mapping[str, Any]) -> str:
+    weight = ""
+    significance, noise = details.get("significance"), details.get("noise")
+    if isinstance(significance, int | float) and not isinstance(significance, bool):
+        # Details are read back as stored: `verify` reports a damaged one; this only must not crash.
+        names = [str(n) for n in noise] if isinstance(noise, list) else []
+        weight = f"significance={significance:g}" + (f" noise={','.join(names)}" if names else "")
     keys = (
         "lines_added",
         "lines_removed",
@@ -158,6 +173,8 @@ def _event_summary(details: Mapping[str, Any]) -> str:
         "title",
     )
     parts = [f"{k}={_shown(details[k])}" for k in keys if details.get(k) is not None]
+    if weight:
+        parts.insert(0, weight)
     return ("  " + " ".join(parts)) if parts else ""
 
 

@@ -77,6 +77,7 @@ def _checker(config: Config, archive: Archive, worker: str | None = None) -> Che
         worker=worker,
         discovery=Discovery(config.sources),
         robots=RobotsCache(),
+        ignore=config.ignore,
     )
 
 

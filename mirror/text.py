@@ -22,6 +22,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from resiliparse.extract.html2text import extract_plain_text
+from resiliparse.parse.html import HTMLTree
 from w3lib.encoding import (
     html_body_declared_encoding,
     http_content_type_encoding,
@@ -275,12 +276,19 @@ def _render_html(markup: str) -> str:
         return ""
     # Lexbor's parser (C) and resiliparse's renderer (Rust): ~4 ms for a 90 KB page, no
     # recursion, so thousands of unclosed <font> tags lose nothing.
+    tree = HTMLTree.parse(markup)
+    # A browser shows an image, not its alt text; but resiliparse's `alt_texts=False` also
+    # drops every <figure> with all it holds (captions, paragraphs). So the alt texts go,
+    # and the figures stay.
+    if tree.document is not None:
+        for element in tree.document.query_selector_all("[alt]"):
+            element.delattr("alt")
     text: str = extract_plain_text(
-        markup,
+        tree,
         preserve_formatting=True,
         main_content=False,  # every visible word counts on an archive: menus, footers, tables
         list_bullets=True,
-        alt_texts=False,  # a browser shows an image, not its alt text
+        alt_texts=True,  # keeps <figure>; there are no alt texts left to show
         links=False,
         form_fields=False,
         noscript=False,
@@ -320,6 +328,19 @@ def to_text(body: bytes, content_type: str | None) -> str | None:
     if kind is _Kind.HTML:
         text = _render_html(text)
     return normalise(text)
+
+
+def html_markup(body: bytes, content_type: str | None) -> str | None:
+    """Return an HTML body decoded as `to_text` decodes it (no XML declaration), or None when not HTML."""
+    kind = _classify(content_type, body)
+    if kind is not _Kind.HTML:
+        return None
+    return _XML_DECLARATION_RE.sub("", _decode(body, content_type, kind), count=1)
+
+
+def markup_text(markup: str) -> str:
+    """Return the normalised text of decoded HTML, as `to_text` renders it."""
+    return normalise(_render_html(markup))
 
 
 def to_texts(sides: Sequence[tuple[bytes, str | None]]) -> list[str | None]:

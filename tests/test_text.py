@@ -222,3 +222,14 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
 def test_only_text_documents_get_text(content_type, body, text):
     assert is_text(content_type, body) is text
     assert (to_text(body, content_type) is not None) is text
+
+
+def test_a_figure_keeps_its_caption_and_an_image_shows_no_alt_text():
+    # resiliparse drops a whole <figure> when told to leave alt texts out: its caption and
+    # paragraphs were missing from every diff.
+    page = (
+        b"<p>Before.</p><figure><img src='form.jpg' alt='Denial form'>"
+        b"<figcaption>Figure 1. A mailroom denial form.</figcaption></figure>"
+        b"<p>After <img src='x.gif' alt='spacer'> the figure.</p>"
+    )
+    assert to_text(page, "text/html") == "Before.\n\nFigure 1. A mailroom denial form.\n\nAfter the figure."

@@ -45,3 +45,14 @@ class BudgetedMatcher(difflib.SequenceMatcher[str]):
     def left(self) -> int:
         """The steps left of the budget."""
         return self._left
+
+
+def only_in(lines: Sequence[str], extra: Counter[str]) -> list[str]:
+    """Return the lines counted in `extra`, in the order they appear in `lines`."""
+    left = extra.copy()
+    found = []
+    for line in lines:
+        if left[line] > 0:
+            left[line] -= 1
+            found.append(line)
+    return found

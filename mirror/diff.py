@@ -17,6 +17,7 @@ from typing import ParamSpec, Protocol, TypeVar
 
 from mirror.align import BudgetedMatcher as _BudgetedMatcher
 from mirror.align import OverBudget as _OverBudget
+from mirror.align import only_in
 from mirror.domain import ChangeDiff
 from mirror.ignore import NO_RULES, IgnoreRules
 from mirror.pageview import view
@@ -72,22 +73,11 @@ def _aligned(a: Sequence[str], b: Sequence[str], labels: tuple[str, str], contex
     return _Diff(lines, added, removed)
 
 
-def _only_in(lines: Sequence[str], extra: Counter[str]) -> list[str]:
-    """Return the lines counted in `extra`, in the order they appear in `lines`."""
-    left = extra.copy()
-    found = []
-    for line in lines:
-        if left[line] > 0:
-            left[line] -= 1
-            found.append(line)
-    return found
-
-
 def _unaligned(a: Sequence[str], b: Sequence[str], labels: tuple[str, str]) -> _Diff:
     if a == b:
         return _Diff([], 0, 0)
     old, new = Counter(a), Counter(b)
-    removed, added = _only_in(a, old - new), _only_in(b, new - old)
+    removed, added = only_in(a, old - new), only_in(b, new - old)
     note = (
         f"# {len(a)} -> {len(b)} lines: too costly to align line by line; what follows are the lines "
         "found in only one version (lines that only moved are not shown or counted)"

@@ -45,7 +45,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mirror.align import BudgetedMatcher, OverBudget
+from mirror.align import BudgetedMatcher, OverBudget, only_in
 from mirror.ignore import IgnoreRules
 from mirror.pageview import IGNORED
 
@@ -191,17 +191,6 @@ class _Tally:
                 self.changed[TEXT] += 1
 
 
-def _only_in(lines: Sequence[str], extra: Counter[str]) -> list[str]:
-    """Return the lines counted in `extra`, in the order they appear in `lines`."""
-    left = extra.copy()
-    found = []
-    for line in lines:
-        if left[line] > 0:
-            left[line] -= 1
-            found.append(line)
-    return found
-
-
 def _split(view: str, pattern: re.Pattern[str] | None) -> tuple[list[str], Counter[str]]:
     """Return the lines that count, and the lines set aside by the ignore rules."""
     kept: list[str] = []
@@ -227,7 +216,7 @@ def weigh(old_view: str | None, new_view: str | None, rules: IgnoreRules) -> tup
     # The lines found in one version only, in order: what changed in place pairs up word by
     # word (a date in a footer), without aligning the whole page a second time (the diff did).
     old_counts, new_counts = Counter(old), Counter(new)
-    old_only, new_only = _only_in(old, old_counts - new_counts), _only_in(new, new_counts - old_counts)
+    old_only, new_only = only_in(old, old_counts - new_counts), only_in(new, new_counts - old_counts)
     if old_only or new_only:
         tally.lines(old_only, new_only)
     elif old != new:  # the same lines in another order: a change, if a small one

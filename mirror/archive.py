@@ -2,10 +2,11 @@
 
 `record_many` stores a batch of checks in ONE transaction (`mirror.recording`): the
 blobs before the snapshots that name them, the check rows, the events on the hash
-chain, and the targets' new states; `prepare` compresses a new version's blob before,
-outside any transaction. A batch is retried as a whole on transient database errors
-(`db.run_in_transaction`) and leaves nothing behind when it fails. Reads run in read-only transactions,
-which on SQLite never wait for a writer.
+chain, and the targets' new states; `mirror.packing` compresses a new version's blob
+before, outside any transaction (the store stores, it never packs). A batch is retried
+as a whole on transient database errors (`db.run_in_transaction`) and leaves nothing
+behind when it fails. Reads run in read-only transactions, which on SQLite never wait
+for a writer.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.engine import Connection, Engine
 
 import mirror.targets
-from mirror import blobs, codec, db, leases, ledger, recording, tables
+from mirror import blobs, db, leases, ledger, recording, tables
 from mirror.db import DEFAULT_RETRY, RetrySettings
-from mirror.domain import FetchResult, Outcome, Status, StoredEvent, Target, TargetState, Version
-from mirror.errors import StoreError, UsageError, VersionNotFound
+from mirror.domain import Status, StoredEvent, Target, TargetState, Version
+from mirror.errors import UsageError, VersionNotFound
 from mirror.events import (
     DOCUMENT_CHANGED,
     DOCUMENT_DISAPPEARED,
@@ -212,59 +213,9 @@ class Archive:
 
     # -- recording ---------------------------------------------------------------------------
 
-    def prepare(
-        self,
-        url: str,
-        result: FetchResult,
-        outcome: Outcome,
-        now: datetime,
-        *,
-        worker: str | None = None,
-        next_check_in: timedelta | None = None,
-        base: str | blobs.DeltaBase | None = None,
-        base_bytes: bytes | None = None,
-        judged: TargetState | None = None,
-    ) -> CheckRecord:
-        """Return the check ready for `record_many`: a new version's blob (or a soft 404's page) packed now.
-
-        The blob is a delta against `base` (the previous version's sha256, or a whole blob
-        as a `DeltaBase`; `base_bytes` its content when the caller has it already) when that
-        is smaller. Runs outside any write transaction (at most a short read of the base),
-        so workers compress in parallel. `judged` is the state the check was judged
-        against: the check is recorded only if the store still holds it (`record_many`).
-
-        Raises:
-            StoreError: a new version has no body.
-        """
-        packed = evidence = None
-        if outcome.new_version:
-            if result.body is None:
-                raise StoreError(f"{url}: a new version needs a body")
-            packed = blobs.pack(result.body, result.body_sha256, **self._base(base, base_bytes, result.body))
-        elif outcome.evidence and result.body is not None:
-            evidence = blobs.pack(result.body, result.body_sha256)  # whole: no version is its base
-        return CheckRecord(url, result, outcome, now, worker, next_check_in, packed, judged, evidence)
-
-    def _base(
-        self, base: str | blobs.DeltaBase | None, base_bytes: bytes | None, body: bytes
-    ) -> dict[str, Any]:
-        """Return `pack`'s delta arguments for `base`: nothing when it is missing, too big or damaged."""
-        if base is None or len(body) > codec.MAX_DELTA_BYTES:
-            return {}
-        if isinstance(base, blobs.DeltaBase):
-            return {"base": base, "base_bytes": base_bytes} if base_bytes is not None else {}
-
-        def load(conn: Connection) -> dict[str, Any]:
-            info = blobs.base_of(conn, base)
-            if info is None or info.chain_length >= codec.MAX_CHAIN or info.size > codec.MAX_DELTA_BYTES:
-                return {}
-            try:
-                data = base_bytes if base_bytes is not None else blobs.get(conn, base)
-            except StoreError:  # a damaged base must not take a new version down with it
-                return {}
-            return {"base": info, "base_bytes": data}
-
-        return self._read(load)
+    def delta_base(self, sha256: str) -> blobs.DeltaBase | None:
+        """Return what packing a delta against the stored blob `sha256` needs of it; None if missing."""
+        return self._read(lambda conn: blobs.base_of(conn, sha256))
 
     def record_many(self, records: Sequence[CheckRecord]) -> list[list[StoredEvent] | None]:
         """Store `records` in ONE transaction, in order; return each one's events as chained.
@@ -283,35 +234,6 @@ class Archive:
         if not records:
             return []
         return self._write(lambda conn: recording.record_many(conn, records))
-
-    def record(
-        self,
-        url: str,
-        result: FetchResult,
-        outcome: Outcome,
-        now: datetime,
-        *,
-        worker: str | None = None,
-        next_check_in: timedelta | None = None,
-    ) -> list[StoredEvent]:
-        """Store one check of `url` in one transaction; return its events as chained (see `record_many`).
-
-        A superseded check is not written and returns no events.
-
-        A new version is stored as a delta against `outcome.diff_from`, or else the
-        target's current version, when that is smaller.
-
-        Raises:
-            TargetNotFound: the URL is not in the store.
-            StoreError: the database failed (after retries), or a new version has no body.
-        """
-        base = outcome.diff_from
-        if outcome.new_version and base is None:
-            base = self.state_of(url).current_sha256
-        record = self.prepare(
-            url, result, outcome, now, worker=worker, next_check_in=next_check_in, base=base
-        )
-        return self.record_many([record])[0] or []
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 In a round, workers do everything but the write: the round's targets are claimed with
 leases a chunk at a time and their states loaded then (`mirror.claims`), targets another
-process holds are skipped, each worker fetches, judges, diffs and compresses (`prepare`),
+process holds are skipped, each worker fetches, judges, diffs and packs (`build`, `mirror.packing`),
 and one writer thread records the checks in batches (`mirror.writer`), freeing each
 lease as it goes. `check_one` records a single check alone, without a lease (tests and
 library callers that own the store).
@@ -30,11 +30,9 @@ from structlog.contextvars import bound_contextvars
 
 from mirror import blocking
 from mirror.archive import Archive, CheckRecord
-from mirror.blobs import DeltaBase
 from mirror.claims import Claims, Feed, lease_owner
 from mirror.clock import utcnow
 from mirror.crawl import Discovery
-from mirror.dictionaries import HostBases
 from mirror.diff import compare
 from mirror.domain import (
     Conditional,
@@ -44,7 +42,6 @@ from mirror.domain import (
     FetchLimits,
     FetchResult,
     Outcome,
-    OutcomeKind,
     StoredEvent,
     Target,
     TargetState,
@@ -69,6 +66,7 @@ from mirror.events import (
 )
 from mirror.fetch import fetch, make_session
 from mirror.judge import ROBOTS_ERROR, judge, with_diff
+from mirror.packing import Packer
 from mirror.politeness import HostGate
 from mirror.progress import progress_bar
 from mirror.robots import RobotsCache
@@ -161,7 +159,7 @@ class Checker:
         self.worker = worker or lease_owner()
         self.clock = clock
         self._local = threading.local()
-        self.bases = HostBases()
+        self.packer = Packer(archive)  # chooses delta bases and packs, before the write
         self.texts = TextPool()  # its helper process starts with the first large change
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
@@ -185,12 +183,12 @@ class Checker:
         """Return what one check of `target` did: fetched, judged, recorded alone, its events logged."""
         with bound_contextvars(url=target.url, check_id=_check_id()):
             state = self.archive.state_of(target.url)
-            record = self.prepare(target, state)
+            record = self.build(target, state)
             (stored,) = self.archive.record_many([record])
             if stored is None:  # superseded by another process's check: nothing recorded
                 log_superseded(record)
             else:
-                self._offer_base(record)
+                self.packer.offer(record)
                 _log_check(record.result, record.outcome)
             return self._discover_and_report(target, record)
 
@@ -206,12 +204,12 @@ class Checker:
         """
         check_id = _check_id()
         with bound_contextvars(url=target.url, check_id=check_id):
-            record = self.prepare(target, state)
+            record = self.build(target, state)
             writer.submit(record, functools.partial(self._written, record, check_id, done))
-            self._offer_base(record)  # queued: any page that uses it is written in a later place
+            self.packer.offer(record)  # queued: any page that uses it is written in a later place
             return self._discover_and_report(target, record)
 
-    def prepare(self, target: Target, state: TargetState) -> CheckRecord:
+    def build(self, target: Target, state: TargetState) -> CheckRecord:
         """Return the check of `target` ready to record: fetched, judged, diffed, its blob compressed.
 
         No write transaction is open meanwhile: the old version is read in a short read one.
@@ -235,28 +233,17 @@ class Checker:
                 run=self.texts.run,
             )
             outcome = with_diff(outcome, diff, self.policy)
-        # The previous version is the delta base: a changed page costs about its change;
-        # a new page is a delta against a page of its site, sharing the boilerplate.
-        base: str | DeltaBase | None = outcome.diff_from or state.current_sha256
-        base_bytes = old if base == outcome.diff_from else None
-        if base is None and (host_base := self.bases.base_for(target.url, result.content_type)):
-            base, base_bytes = host_base
-        return self.archive.prepare(
+        return self.packer.record(
             target.url,
             result,
             outcome,
             now,
+            state=state,
+            old=old,
             worker=self.worker,
             next_check_in=blocking.next_check_in(outcome, result, jittered(target.interval), now),
-            base=base,
-            base_bytes=base_bytes,
             judged=state,
         )
-
-    def _offer_base(self, record: CheckRecord) -> None:
-        """Offer a recorded (or queued) new page's whole blob as the delta base of its site's new pages."""
-        if record.outcome.kind is OutcomeKind.NEW:
-            self.bases.offer(record.url, record.result.content_type, record.blob, record.result.body)
 
     def _written(
         self, record: CheckRecord, check_id: str, done: Done | None, stored: list[StoredEvent] | None

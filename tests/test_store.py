@@ -27,7 +27,17 @@ from mirror.events import (
     STORE_RETRY,
 )
 from mirror.tables import metadata
-from tests.fixtures_store import HOUR, T0, fetched, save_failure, save_unchanged, save_version, sha, watch
+from tests.fixtures_store import (
+    HOUR,
+    T0,
+    fetched,
+    record_check,
+    save_failure,
+    save_unchanged,
+    save_version,
+    sha,
+    watch,
+)
 
 URL = "https://www.prisoncensorship.info/archive/etext/wim/cong/notefromchair092207.html"
 OTHER = "https://www.prisoncensorship.info/archive/etext/wim/cong/copy.html"
@@ -180,7 +190,7 @@ def test_a_failure_mid_record_leaves_no_blob_snapshot_check_or_event(archive, en
     outcome = Outcome(OutcomeKind.NEW, TargetState(Status.OK, sha(body), 1), (event,), new_version=True)
 
     with pytest.raises((RuntimeError, TypeError)):
-        archive.record(URL, fetched(URL, body), outcome, T0)
+        record_check(archive, URL, fetched(URL, body), outcome, T0)
 
     assert [count(engine, t) for t in ("blobs", "snapshots", "checks", "events")] == [0, 0, 0, 0]
     assert archive.state_of(URL) == TargetState()
@@ -589,7 +599,7 @@ def save_change(archive, url: str, body: bytes, at, *, suspicious: str | None = 
         new_version=True,
         diff_from=state.current_sha256,
     )
-    return archive.record(url, fetched(url, body, at), outcome, at)
+    return record_check(archive, url, fetched(url, body, at), outcome, at)
 
 
 SHRANK = "text shrank by 91% (from 5200 to 460 characters)"
@@ -633,7 +643,7 @@ def save_reappeared(archive, url: str, at) -> None:
         seen_again=True,
     )
     body = archive.read(state.current_sha256)
-    archive.record(url, fetched(url, body, at), outcome, at)
+    record_check(archive, url, fetched(url, body, at), outcome, at)
 
 
 def site(archive, at, **kw) -> dict[str, tuple[int | None, object]]:

@@ -186,7 +186,7 @@ def storage_figures(folder: Path, pages: Sequence[bytes]) -> list[str]:
                     archive.read(sha)
                     times.append(time.perf_counter() - started)
             finally:
-                archive.engine.dispose()
+                archive.close()
             mark = "  <- blobs.MAX_CHAIN" if bound == chosen else ""
             lines.append(
                 f"    {bound:>9}  {stored:>12,}  {stored / one_copy:>10.2f}  "
@@ -264,7 +264,7 @@ def verify_figures(folder: Path, pages: Sequence[bytes], content: int) -> list[s
                 f"{builder.versions:,} versions)"
             )
     finally:
-        archive.engine.dispose()
+        archive.close()
     lines.append(
         f"    peak RSS of the same process opening the store without verifying: {floor / 1024:.0f} MiB"
     )

@@ -35,6 +35,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT (click alone would say
 if TYPE_CHECKING:  # real imports are deferred so that `--help` stays fast
     from mirror.archive import Archive
     from mirror.config import Config
+    from mirror.reader import Reader
 
 
 def exit_code_for(error: MirrorError) -> int:
@@ -52,7 +53,7 @@ class AppContext:
     log_format: str
     log_level: str
     _config: Config | None = None
-    _archive: Archive | None = None
+    _store: Reader | None = None
 
     def config(self) -> Config:
         if self._config is None:
@@ -67,16 +68,31 @@ class AppContext:
         Raises:
             NoStore: without `create`, there is no store at the current schema.
         """
-        if self._archive is None:
-            from mirror.archive import Archive
-            from mirror.db import open_engine
+        from mirror.archive import Archive
 
-            self._archive = Archive(open_engine(self.config().storage.database, existing=not create))
-        return self._archive
+        if isinstance(self._store, Archive):
+            return self._store
+        self.close()
+        archive = Archive.open(self.config().storage.database, existing=not create)
+        self._store = archive
+        return archive
+
+    def reader(self) -> Reader:
+        """Return the store's read side, for the commands that only read the record.
+
+        Raises:
+            NoStore: there is no store at the current schema.
+        """
+        if self._store is None:
+            from mirror.reader import Reader
+
+            self._store = Reader.open(self.config().storage.database, existing=True)
+        return self._store
 
     def close(self) -> None:
-        if self._archive is not None:
-            self._archive.engine.dispose()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 def emit_json(document: Any) -> None:
@@ -185,7 +201,7 @@ def status(app: AppContext, as_json: bool) -> None:
     Example:
         mirror status --json
     """
-    report = app.archive().status(datetime.now(UTC))
+    report = app.reader().status(datetime.now(UTC))
     if as_json:
         emit_json(report)
         return
@@ -207,7 +223,7 @@ def targets(app: AppContext, state: str | None, as_json: bool) -> None:
     Example:
         mirror targets --state gone
     """
-    rows = app.archive().targets(state)
+    rows = app.reader().targets(state)
     if as_json:
         emit_json({"targets": rows})
         return
@@ -225,7 +241,7 @@ def history(app: AppContext, url: str, as_json: bool) -> None:
         mirror history https://www.prisoncensorship.info/archive/etext/wim/
     """
     wanted = _url(url)
-    h = app.archive().history(wanted)
+    h = app.reader().history(wanted)
     if as_json:
         emit_json(render.history_json(h))
     else:
@@ -248,7 +264,7 @@ def diff(app: AppContext, url: str, from_spec: str | None, to_spec: str | None) 
     from mirror.history import version_diff
 
     wanted = _url(url)
-    click.echo(version_diff(app.archive(), wanted, from_spec, to_spec), nl=False)
+    click.echo(version_diff(app.reader(), wanted, from_spec, to_spec), nl=False)
 
 
 def _version_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -271,9 +287,9 @@ def show(app: AppContext, url: str, spec: str | None, at: str | None) -> None:
         mirror show https://www.prisoncensorship.info/archive/etext/wim/ --version 1 > page.html
     """
     wanted, spec, when = _url(url), _one_of(spec, at), parse_time(at) if at else None  # input first
-    archive = app.archive()
-    version = archive.version(wanted, spec, when)
-    sys.stdout.buffer.write(archive.read(version.sha256))
+    store = app.reader()
+    version = store.version(wanted, spec, when)
+    sys.stdout.buffer.write(store.read(version.sha256))
     sys.stdout.buffer.flush()
 
 
@@ -316,7 +332,7 @@ def restore(
         when = parse_time(at)
         bar = progress_bar(sys.stderr.isatty() and not as_json, "restoring", "file")
         try:
-            site = restore_site(app.archive(), when, dest, force=force, progress=bar.update if bar else None)
+            site = restore_site(app.reader(), when, dest, force=force, progress=bar.update if bar else None)
         finally:
             if bar is not None:
                 bar.close()
@@ -328,7 +344,7 @@ def restore(
     if url is None:
         raise UsageError("restore needs a URL, or --all --at TIME")
     wanted, spec, one_at = _url(url), _one_of(spec, at), parse_time(at) if at else None  # input first
-    done = restore_version(app.archive(), wanted, dest, spec=spec, at=one_at, force=force)
+    done = restore_version(app.reader(), wanted, dest, spec=spec, at=one_at, force=force)
     if as_json:
         emit_json(done)
     else:
@@ -360,12 +376,10 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         mirror verify --head
         mirror verify --published 1234:9f2c0e...
     """
-    from mirror import verify as fixity
-
     expected = _published(published) if published else None  # bad input first, then the store
-    engine = app.archive().engine
+    store = app.reader()
     if head_only:
-        seq, digest = fixity.head(engine)
+        seq, digest = store.chain_head()
         if as_json:
             emit_json({"head_seq": seq, "head_hash": digest})
         else:
@@ -373,9 +387,9 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         return
     bar = None
     if sys.stderr.isatty() and not as_json:
-        bar = progress_bar(True, "verifying", "B", total=fixity.total_blob_bytes(engine), unit_scale=True)
+        bar = progress_bar(True, "verifying", "B", total=store.blob_bytes(), unit_scale=True)
     try:
-        report = fixity.run(engine, progress=bar.update if bar is not None else None, published=expected)
+        report = store.verify(progress=bar.update if bar is not None else None, published=expected)
     finally:
         if bar is not None:
             bar.close()

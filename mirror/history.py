@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from mirror.archive import Archive
 from mirror.diff import unified
 from mirror.errors import VersionNotFound
+from mirror.reader import Reader
 from mirror.text import to_text
 
 
-def version_diff(archive: Archive, url: str, from_spec: str | None = None, to_spec: str | None = None) -> str:
+def version_diff(archive: Reader, url: str, from_spec: str | None = None, to_spec: str | None = None) -> str:
     """Return the unified diff of the text of two versions of `url` (default: the last two).
 
     Binaries (PDF, zip) get a one-line summary of sizes and hashes instead of a diff.

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from mirror import blobs, ledger, tables
 from mirror.domain import Event, FetchResult, Outcome, StoredEvent, TargetState
 from mirror.errors import StoreError
-from mirror.events import DOCUMENT_CHANGED, DOCUMENT_NEW
+from mirror.events import DOCUMENT_CHANGED
 from mirror.targets import by_url, normal
 
 T = tables.targets
@@ -190,8 +190,7 @@ def _superseded(target: _Current, record: CheckRecord) -> bool:
     return outcome.new_version and record.blob is not None and record.blob.sha256 == target.sha256
 
 
-# Events that make a version, in the order versions are made: each announces its snapshot.
-VERSION_EVENTS = (DOCUMENT_NEW, DOCUMENT_CHANGED)
+VERSION_EVENTS = ledger.VERSION_EVENTS
 # The snapshot's columns an announcing event carries in its details, so the chain's hash covers
 # what `history`, `show`, `restore` and `--at` read of it (`mirror.verify` compares them).
 ANNOUNCED = ("version", "size", "first_seen", "http_status", "content_type", "final_url")

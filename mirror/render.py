@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from mirror.domain import OutcomeKind
 
 if TYPE_CHECKING:
-    from mirror.archive import History, StoreStatus, TargetSummary
     from mirror.check import RoundReport
+    from mirror.reader import History, StoreStatus, TargetSummary
     from mirror.restore import SiteRestore
     from mirror.verify import Problem, VerifyReport
 

@@ -31,14 +31,13 @@ from types import FrameType
 from typing import IO
 
 import structlog
-from sqlalchemy.engine import make_url
 
 from mirror.archive import Archive
 from mirror.check import Checker, RoundReport
 from mirror.claims import Claims, lease_owner
 from mirror.config import Config, config_path, load_config
 from mirror.crawl import Discovery
-from mirror.db import open_engine
+from mirror.db import sqlite_file
 from mirror.domain import OutcomeKind, Target, TargetState
 from mirror.errors import ConfigError, StoreError, StoreLocked
 from mirror.events import (
@@ -178,11 +177,11 @@ def sqlite_single_daemon(database: str) -> Iterator[None]:
     Raises:
         StoreLocked: another `mirror run` already uses this SQLite file.
     """
-    url = make_url(database)
-    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+    path = sqlite_file(database)
+    if path is None:
         yield
         return
-    lock_path = Path(url.database + ".lock")
+    lock_path = Path(path + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     handle: IO[str] = lock_path.open("a+")
     try:
@@ -215,7 +214,7 @@ class Daemon:
     def __init__(self, config: Config, config_option: str | None) -> None:
         self.config_option = config_option
         self.owner = lease_owner()
-        self.archive = Archive(open_engine(config.storage.database))
+        self.archive = Archive.open(config.storage.database)
         self.running = _Running(config, _checker(config, self.archive, self.owner))
         self.claims = Claims(self.archive, self.owner, self.lease_length())
         self.pool = ThreadPoolExecutor(max_workers=config.fetch.concurrency, thread_name_prefix="check")
@@ -436,7 +435,7 @@ class Daemon:
         self.writer.close()  # the checks done so far are written before their leases go
         released = self.claims.release_all()
         self.running.checker.close()
-        self.archive.engine.dispose()
+        self.archive.close()
         logger.info(SERVICE_STOPPED, released=released, unfinished=len(self.in_flight))
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from sqlalchemy.engine import Engine
 
 from mirror.archive import Archive, CheckRecord
 from mirror.db import open_engine
@@ -39,6 +40,7 @@ from mirror.domain import (
 )
 from mirror.events import DOCUMENT_CHANGED, DOCUMENT_DISAPPEARED, DOCUMENT_NEW
 from mirror.packing import Packer, pack_alone
+from mirror.reader import Reader
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_USERS = ("postgres", "root")
@@ -139,6 +141,11 @@ def archive(engine) -> Archive:
 
 
 # -- recording checks the way check.check_one does -----------------------------------------------
+
+
+def engine_of(store: Reader) -> Engine:
+    """Return the engine inside a store: for tests that tamper with rows in SQL, and only them."""
+    return store._engine
 
 
 def sha(data: bytes) -> str:

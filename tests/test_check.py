@@ -31,6 +31,7 @@ from mirror.events import (
 from mirror.history import version_diff
 from mirror.politeness import HostGate
 from mirror.restore import restore_version
+from tests.fixtures_store import engine_of
 from tests.test_service import checks_of
 
 HOUR = timedelta(hours=1)
@@ -363,7 +364,7 @@ def leases_of(archive) -> dict[str, str | None]:
 
     from mirror.tables import targets
 
-    with archive.engine.connect() as conn:
+    with engine_of(archive).connect() as conn:
         return dict(conn.execute(select(targets.c.url, targets.c.lease_owner)).all())
 
 

@@ -707,3 +707,37 @@ def test_pruning_checks_deletes_only_those_started_before_the_cut_in_batches(arc
     assert archive.prune_checks(T0 + 6 * MINUTE) == 0
     assert len(archive.history(URL).versions) == 1
     assert count(engine, "events") == 1
+
+
+def test_a_follower_reads_the_events_after_its_last_sequence_number_in_chain_order(archive):
+    watch(archive, URL, OTHER)
+    save_version(archive, URL, b"<p>one</p>", T0)
+    save_version(archive, OTHER, b"<p>other</p>", T0 + HOUR)
+    save_version(archive, URL, b"<p>two</p>", T0 + 2 * HOUR)
+
+    every = archive.events_after(0)
+    page = archive.events_after(every[0].seq, limit=1)
+    rest = archive.events_after(page[-1].seq)
+
+    assert [(e.kind, e.url) for e in every] == [
+        (DOCUMENT_NEW, URL),
+        (DOCUMENT_NEW, OTHER),
+        (DOCUMENT_CHANGED, URL),
+    ]
+    assert [e.seq for e in page + rest] == [e.seq for e in every[1:]]
+    assert archive.events_after(every[-1].seq) == []
+
+
+def test_a_snapshot_comes_back_with_the_response_headers_recorded_with_it(archive):
+    watch(archive, URL)
+    save_version(archive, URL, b"<p>one</p>", T0, etag='"v1"')
+    save_version(archive, URL, b"<p>two</p>", T0 + HOUR, etag='"v2"')
+
+    first = archive.snapshot(URL, "1")
+    latest = archive.snapshot(URL)
+
+    assert (first.version.number, first.headers["etag"]) == (1, '"v1"')
+    assert (latest.version.number, latest.headers["etag"]) == (2, '"v2"')
+    assert latest.headers["content-type"] == "text/html; charset=utf-8"
+    with pytest.raises(UsageError):
+        archive.snapshot(URL, "1", T0)

@@ -13,25 +13,21 @@ through `archive`. It decides nothing: `judge` does.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import random
-import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 import structlog
 from structlog.contextvars import bound_contextvars
 
 from mirror import blocking
 from mirror.archive import Archive, CheckRecord
-from mirror.claims import Claims, Feed, lease_owner
+from mirror.claims import lease_owner
 from mirror.clock import utcnow
+from mirror.config import Config
 from mirror.crawl import Discovery
 from mirror.diff import compare
 from mirror.domain import (
@@ -46,9 +42,7 @@ from mirror.domain import (
     Target,
     TargetState,
 )
-from mirror.errors import StoreError
 from mirror.events import (
-    CHECK_CRASHED,
     CHECK_DONE,
     CHECK_FAILED,
     CHECK_SKIPPED,
@@ -59,20 +53,19 @@ from mirror.events import (
     DOCUMENT_NEW,
     DOCUMENT_REAPPEARED,
     DOCUMENT_UNBLOCKED,
-    ROUND_FINISHED,
-    ROUND_SKIPPED_CLAIMED,
-    ROUND_STARTED,
     TARGETS_DISCOVERED,
 )
-from mirror.fetch import fetch, make_session
+from mirror.fetch import Sessions, fetch
 from mirror.judge import ROBOTS_ERROR, judge, with_diff
 from mirror.packing import Packer
 from mirror.politeness import HostGate
-from mirror.progress import progress_bar
 from mirror.robots import RobotsCache
 from mirror.textpool import TextPool
 from mirror.urls import host_of
 from mirror.writer import BatchWriter, Done, log_superseded
+
+if TYPE_CHECKING:
+    pass
 
 logger = structlog.get_logger("mirror.check")
 
@@ -120,17 +113,6 @@ class CheckReport:
     discovered: int = 0  # new targets found in its links (crawl sources)
 
 
-@dataclass(frozen=True, slots=True)
-class RoundReport:
-    """A round of checks: counts by outcome, each check, and any crash."""
-
-    checks: tuple[CheckReport, ...]
-    elapsed: float
-    crashed: tuple[str, ...] = ()
-    counts: dict[str, int] = field(default_factory=dict)
-    skipped_claimed: int = 0  # targets another process held (leased): left to it, not checked
-
-
 class Checker:
     """Checks targets against one archive with a shared politeness gate.
 
@@ -158,26 +140,29 @@ class Checker:
         self.gate = gate
         self.worker = worker or lease_owner()
         self.clock = clock
-        self._local = threading.local()
         self.packer = Packer(archive)  # chooses delta bases and packs, before the write
         self.texts = TextPool()  # its helper process starts with the first large change
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
+        self.sessions = Sessions(limits)  # one per worker thread
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = make_session(self.limits)
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
+    @classmethod
+    def from_config(cls, config: Config, archive: Archive, worker: str | None = None) -> Checker:
+        """Return a checker ready to run: the config's limits, policy, politeness, discovery and robots."""
+        fetching = config.fetch
+        gate = HostGate(fetching.per_host_concurrency, fetching.per_host_delay.total_seconds())
+        return cls(
+            archive,
+            fetching.limits(),
+            config.detect.policy(),
+            gate,
+            worker=worker,
+            discovery=Discovery(config.sources),
+            robots=RobotsCache(),
+        )
 
     def close(self) -> None:
+        """Stop the text helper process and close the sessions."""
         self.texts.close()
-        with self._sessions_lock:
-            for session in self._sessions:
-                session.close()
-            self._sessions.clear()
+        self.sessions.close()
 
     def check_one(self, target: Target) -> CheckReport:
         """Return what one check of `target` did: fetched, judged, recorded alone, its events logged."""
@@ -264,12 +249,12 @@ class Checker:
         host = host_of(url)
         with self.gate.slot(host):
             if self.robots is not None and self.discovery is not None and self.discovery.honours_robots(url):
-                if not self.robots.allowed(url, self._session(), self.limits):
+                if not self.robots.allowed(url, self.sessions.get(), self.limits):
                     return _forbidden(url, self.clock())
                 delay = self.robots.crawl_delay(host)
                 if delay:
                     self.gate.defer(host, delay)
-            return fetch(url, self._session(), self.limits, conditional, self.clock)
+            return fetch(url, self.sessions.get(), self.limits, conditional, self.clock)
 
     def _discover(self, url: str, result: FetchResult) -> int:
         """Add the in-scope pages a new version links to; return how many were new."""
@@ -282,111 +267,6 @@ class Checker:
         if added:
             logger.info(TARGETS_DISCOVERED, url=url, added=added)
         return added
-
-    def run_round(
-        self,
-        targets: Sequence[Target],
-        concurrency: int,
-        *,
-        progress: bool = False,
-        lease: timedelta = DEFAULT_LEASE,
-    ) -> RoundReport:
-        """Check every target no other process holds once, over `concurrency` threads; return the report.
-
-        Targets are claimed with leases (owner `self.worker`) a chunk at a time, due or
-        not, just before they are checked; one another process holds is skipped and
-        counted. Leases still held are extended while the round runs and freed at its end.
-        A store failure stops the round and is raised; any other crash of one check
-        is logged with its traceback and reported, and the round goes on.
-
-        Raises:
-            StoreError: the database failed (after the store's own retries).
-        """
-        started = time.monotonic()
-        logger.info(ROUND_STARTED, targets=len(targets), concurrency=concurrency)
-        claims = Claims(self.archive, self.worker, lease)  # wall-clock time, as other processes read it
-        feed = Feed(claims, targets, max(CLAIM_CHUNK, 2 * concurrency))
-        reports: list[CheckReport] = []
-        crashed: list[str] = []
-        failed: list[StoreError] = []
-        bar = progress_bar(progress, "checking", "page", total=len(targets))
-        lock = threading.Lock()
-        stop = threading.Event()  # a store error, or Ctrl-C: no worker takes another target
-
-        def work() -> None:
-            # Each worker takes the next target until none is left: no future per check and
-            # no thread woken per finished check (with thousands of checks, that signalling
-            # cost more than the Python of the checks themselves spent holding the GIL).
-            while not stop.is_set():
-                try:
-                    claimed = feed.next()
-                    if claimed is None:
-                        return
-                    target, state = claimed
-                    try:
-                        done = functools.partial(_forget, claims, target.url)
-                        reports.append(self.check_queued(target, state, writer, done))
-                    except StoreError:
-                        raise
-                    except Exception:
-                        logger.exception(CHECK_CRASHED, url=target.url)
-                        crashed.append(target.url)
-                        claims.done(target.url)
-                except StoreError as exc:
-                    failed.append(exc)
-                    stop.set()
-                    return
-                if bar is not None:
-                    with lock:
-                        bar.update(1)
-
-        writer = BatchWriter(self.archive)
-        writer.start()
-        try:
-            workers = [
-                threading.Thread(target=work, name=f"check_{n}", daemon=True)
-                for n in range(max(1, min(concurrency, len(targets))))
-            ]
-            try:
-                for worker in workers:
-                    worker.start()
-                for worker in workers:
-                    while worker.is_alive():
-                        worker.join(min(1.0, lease.total_seconds() / 4))
-                        claims.keep()  # a long round keeps what it holds
-            except BaseException:  # Ctrl-C: the checks under way finish and are written, no more start
-                stop.set()
-                for worker in workers:
-                    if worker.is_alive():
-                        worker.join()
-                raise
-            if failed:
-                raise failed[0]
-            writer.flush()
-        finally:
-            writer.close()
-            with contextlib.suppress(StoreError):  # the database failed: the leases expire on their own
-                claims.release_all()
-            if bar is not None:
-                bar.close()
-        counts = dict(Counter(r.outcome for r in reports))
-        elapsed = time.monotonic() - started
-        if feed.skipped:
-            logger.info(ROUND_SKIPPED_CLAIMED, skipped_claimed=feed.skipped)
-        logger.info(
-            ROUND_FINISHED,
-            checked=len(reports),
-            crashed=len(crashed),
-            skipped_claimed=feed.skipped,
-            seconds=round(elapsed, 3),
-            **counts,
-        )
-        return RoundReport(tuple(reports), elapsed, tuple(crashed), counts, feed.skipped)
-
-
-def _forget(claims: Claims, url: str, _stored: object) -> None:
-    """Stop holding `url` once the writer is done with its check (the write freed the lease)."""
-    claims.done(url)
 
 
 def _event_fields(event: Event, outcome: Outcome) -> dict[str, Any]:

@@ -175,7 +175,7 @@ def check(app: AppContext, urls: tuple[str, ...], as_json: bool) -> None:
         mirror check https://www.prisoncensorship.info/archive/etext/wim/ --json
     """
     from mirror.errors import NotATarget, TargetNotFound
-    from mirror.service import check_round
+    from mirror.rounds import check_round
 
     wanted = [_url(u) for u in urls]  # a typo is a usage error before any store is made
     try:

@@ -43,6 +43,7 @@ import hashlib
 import http.client
 import os
 import re
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -97,6 +98,32 @@ _BODY_ERRORS = (
     urllib3.exceptions.ProtocolError,
     urllib3.exceptions.DecodeError,
 )
+
+
+class Sessions:
+    """One session per thread (a `requests.Session` is not thread-safe), all closed at once. Thread-safe."""
+
+    def __init__(self, limits: FetchLimits) -> None:
+        self.limits = limits
+        self._local = threading.local()
+        self._all: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> requests.Session:
+        """Return the calling thread's session, made on its first use."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = make_session(self.limits)
+            with self._lock:
+                self._all.append(session)
+        return session
+
+    def close(self) -> None:
+        """Close every thread's session."""
+        with self._lock:
+            for session in self._all:
+                session.close()
+            self._all.clear()
 
 
 def make_session(limits: FetchLimits) -> requests.Session:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from mirror.domain import OutcomeKind
 
 if TYPE_CHECKING:
-    from mirror.check import RoundReport
     from mirror.reader import History, StoreStatus, TargetSummary
     from mirror.restore import SiteRestore
+    from mirror.rounds import RoundReport
     from mirror.verify import Problem, VerifyReport
 
 

@@ -35,6 +35,7 @@ from mirror.events import (
 )
 from mirror.packing import Packer
 from mirror.politeness import HostGate
+from mirror.rounds import run_round
 from mirror.tables import metadata
 from mirror.writer import BatchWriter
 from tests.fixtures_store import (
@@ -291,7 +292,7 @@ def test_a_round_records_every_check_and_logs_events_after_their_batch(site, arc
     checker = Checker(archive, FetchLimits(timeout=5.0, retries=0), DetectPolicy(), HostGate(8, 0.0))
     try:
         with capture_logs() as logs:
-            report = checker.run_round(archive.active_targets(), 8)
+            report = run_round(checker, archive.active_targets(), 8)
     finally:
         checker.close()
 
@@ -312,7 +313,7 @@ def test_a_store_error_in_the_writer_stops_the_round(site, archive, monkeypatch)
     monkeypatch.setattr(archive, "record_many", unavailable)
     try:
         with pytest.raises(StoreError, match="disk full"):
-            checker.run_round(archive.active_targets(), 2)
+            run_round(checker, archive.active_targets(), 2)
     finally:
         checker.close()
 

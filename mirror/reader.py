@@ -8,14 +8,13 @@ transactions, which on SQLite never wait for a writer. The engine never leaves t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Self, TypeVar
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 import mirror.targets
@@ -23,16 +22,9 @@ from mirror import blobs, db, ledger, tables
 from mirror import verify as fixity
 from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import Status, StoredEvent, Target, TargetState, Version
-from mirror.errors import UsageError, VersionNotFound
-from mirror.events import (
-    DOCUMENT_CHANGED,
-    DOCUMENT_DISAPPEARED,
-    DOCUMENT_NEW,
-    DOCUMENT_REAPPEARED,
-)
 from mirror.integrity import VerifyReport
-from mirror.tables import AnyRow
 from mirror.targets import TargetSummary, target_row
+from mirror.versions import SiteEntry, site_batch, version_of, version_row
 
 T = tables.targets
 S = tables.snapshots
@@ -42,10 +34,7 @@ B = tables.blobs
 
 R = TypeVar("R")
 
-MIN_SHA_PREFIX = 4
 SITE_BATCH = 500  # targets per read transaction of `site_at`
-# The events that say whether a document was there: the latest of them at a time decides.
-_PRESENCE_EVENTS = (DOCUMENT_NEW, DOCUMENT_CHANGED, DOCUMENT_REAPPEARED, DOCUMENT_DISAPPEARED)
 
 __all__ = ["History", "Reader", "SiteEntry", "Snapshot", "StoreStatus", "TargetSummary"]
 
@@ -84,19 +73,6 @@ class StoreStatus:
     suspicious: int = 0  # active targets whose last change looked like tampering
     lag_seconds: float = 0.0  # how far the most overdue target is behind its schedule
     checking: int = 0  # targets leased by a process (`run` or `check`) right now: being checked or queued
-
-
-@dataclass(frozen=True, slots=True)
-class SiteEntry:
-    """One document of a site as it was at a time (see `Reader.site_at`).
-
-    `gone_since` is set when the document had disappeared by then; `version` is
-    still its last good version, which a restore leaves out and lists.
-    """
-
-    url: str
-    version: Version | None
-    gone_since: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +135,7 @@ class Reader:
             return History(
                 target.url,
                 target.status if target.active else Status.UNWATCHED.value,
-                [_version(v) for v in versions],
+                [version_of(v) for v in versions],
                 [ledger.to_stored_event(e) for e in events],
                 target.unwatched_since,
             )
@@ -178,7 +154,7 @@ class Reader:
             VersionNotFound: no such version, an ambiguous prefix, or none stored by `at`.
             UsageError: both `spec` and `at` were given.
         """
-        return _version(self._read(lambda conn: _version_row(conn, url, spec, at)))
+        return version_of(self._read(lambda conn: version_row(conn, url, spec, at)))
 
     def snapshot(self, url: str, spec: str | None = None, at: datetime | None = None) -> Snapshot:
         """Return one version of `url` (chosen as by `version`) with the response headers recorded with it.
@@ -188,8 +164,8 @@ class Reader:
             VersionNotFound: no such version, an ambiguous prefix, or none stored by `at`.
             UsageError: both `spec` and `at` were given.
         """
-        row = self._read(lambda conn: _version_row(conn, url, spec, at))
-        return Snapshot(_version(row), dict(row.headers or {}))
+        row = self._read(lambda conn: version_row(conn, url, spec, at))
+        return Snapshot(version_of(row), dict(row.headers or {}))
 
     def site_at(self, at: datetime, *, batch: int = SITE_BATCH) -> Iterator[SiteEntry]:
         """Yield, by URL, every target (active or not) with a version first seen by `at`, as it was then.
@@ -202,7 +178,7 @@ class Reader:
         """
         after = ""
         while True:
-            entries = self._read(partial(_site_batch, at=at, after=after, limit=batch))
+            entries = self._read(partial(site_batch, at=at, after=after, limit=batch))
             yield from entries
             if len(entries) < batch:
                 return
@@ -349,89 +325,3 @@ class Reader:
     def delta_base(self, sha256: str) -> blobs.DeltaBase | None:
         """Return what packing a delta against the stored blob `sha256` needs of it; None if missing."""
         return self._read(lambda conn: blobs.base_of(conn, sha256))
-
-
-def _version(row: AnyRow) -> Version:
-    return Version(
-        number=row.version,
-        sha256=row.sha256,
-        size=row.size,
-        first_seen=row.first_seen,
-        last_seen=row.last_seen,
-        status=row.http_status,
-        content_type=row.content_type,
-        final_url=row.final_url,
-    )
-
-
-def _site_batch(conn: Connection, at: datetime, after: str, limit: int) -> list[SiteEntry]:
-    """Return up to `limit` entries of `site_at(at)` with URLs after `after`, by URL."""
-    seen_by_then = exists().where(S.c.target_id == T.c.id, S.c.first_seen <= at)
-    page = conn.execute(
-        select(T.c.id, T.c.url).where(T.c.url > after, seen_by_then).order_by(T.c.url).limit(limit)
-    ).all()
-    if not page:
-        return []
-    ids = [row.id for row in page]
-    # Versions are numbered in the order they were first seen: the highest by `at` is current then.
-    current = (
-        select(S.c.target_id, func.max(S.c.version).label("number"))
-        .where(S.c.target_id.in_(ids), S.c.first_seen <= at)
-        .group_by(S.c.target_id)
-        .subquery()
-    )
-    versions = {
-        row.target_id: _version(row)
-        for row in conn.execute(
-            select(S).join(
-                current, and_(S.c.target_id == current.c.target_id, S.c.version == current.c.number)
-            )
-        )
-    }
-    latest = (
-        select(func.max(E.c.seq).label("seq"))
-        .where(E.c.target_id.in_(ids), E.c.kind.in_(_PRESENCE_EVENTS), E.c.at <= at)
-        .group_by(E.c.target_id)
-        .subquery()
-    )
-    gone = {
-        row.target_id: row.at
-        for row in conn.execute(select(E.c.target_id, E.c.kind, E.c.at).join(latest, E.c.seq == latest.c.seq))
-        if row.kind == DOCUMENT_DISAPPEARED
-    }
-    return [SiteEntry(row.url, versions.get(row.id), gone.get(row.id)) for row in page]
-
-
-def _version_row(conn: Connection, url: str, spec: str | None, at: datetime | None) -> AnyRow:
-    """Return the `snapshots` row of `Reader.version`'s arguments (see there)."""
-    if spec is not None and at is not None:
-        raise UsageError("give a version or a time, not both")
-    target = target_row(conn, url)
-    by_target = select(S).where(S.c.target_id == target.id)
-    if at is not None:
-        row = conn.execute(
-            by_target.where(S.c.first_seen <= at).order_by(S.c.version.desc()).limit(1)
-        ).first()
-        if row is None:
-            raise VersionNotFound(target.url, at.isoformat(), "no version was stored by then")
-        return row
-    text = (spec or "-1").strip().lower()
-    if re.fullmatch(r"-?\d+", text):
-        number = int(text)
-        if number < 0:
-            number += target.current_version + 1
-        row = conn.execute(by_target.where(S.c.version == number)).first() if number > 0 else None
-        if row is not None:
-            return row
-        if len(text) < MIN_SHA_PREFIX or text.startswith("-"):
-            problem = "no version stored yet" if target.current_version == 0 else "no such version"
-            raise VersionNotFound(target.url, text, f"{problem} (versions: 1..{target.current_version})")
-    if not re.fullmatch(r"[0-9a-f]+", text) or len(text) < MIN_SHA_PREFIX:
-        raise VersionNotFound(target.url, text, "expected a number, -N, or a sha256 prefix of 4+ hex digits")
-    rows = conn.execute(by_target.where(S.c.sha256.startswith(text)).order_by(S.c.version)).all()
-    shas = {r.sha256 for r in rows}
-    if len(shas) > 1:
-        raise VersionNotFound(target.url, text, f"ambiguous prefix ({len(shas)} different versions match)")
-    if not rows:
-        raise VersionNotFound(target.url, text, "no version has this sha256 prefix")
-    return rows[-1]  # the same content stored twice (a revert): the latest

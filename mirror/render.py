@@ -16,7 +16,7 @@ from mirror.domain import OutcomeKind
 
 if TYPE_CHECKING:
     from mirror.reader import History, StoreStatus, TargetSummary
-    from mirror.restore import SiteRestore
+    from mirror.restore import Restored, SiteRestore
     from mirror.rounds import RoundReport
     from mirror.verify import Problem, VerifyReport
 
@@ -108,6 +108,11 @@ def targets_text(rows: list[TargetSummary]) -> list[str]:
         for t in rows
     ]
     return [*lines, plural(len(rows), "target")]
+
+
+def restored_text(done: Restored) -> str:
+    """Return the line `mirror restore` prints for one file written."""
+    return f"restored {done.url} v{done.version} ({fmt_size(done.size)}, sha256 {done.sha256}) to {done.path}"
 
 
 def site_restore_text(site: SiteRestore) -> list[str]:

@@ -1,11 +1,11 @@
-"""One check of one target, read top to bottom; and a round of checks over a worker pool.
+"""One check of one target, read top to bottom, and the one builder of a ready checker.
 
-In a round, workers do everything but the write: the round's targets are claimed with
-leases a chunk at a time and their states loaded then (`mirror.claims`), targets another
-process holds are skipped, each worker fetches, judges, diffs and packs (`build`, `mirror.packing`),
-and one writer thread records the checks in batches (`mirror.writer`), freeing each
-lease as it goes. `check_one` records a single check alone, without a lease (tests and
-library callers that own the store).
+`Checker.from_config` makes a checker from a config (politeness gate, robots.txt cache,
+discovery, per-thread sessions). A worker (`mirror.workers`) hands it a claimed target
+and its state: it fetches, judges, diffs and packs (`build`, `mirror.packing`) and queues
+the check for the one writer thread (`check_queued`, `mirror.writer`). `check_one` records
+a single check alone, without a lease (tests and library callers that own the store).
+Rounds and the daemon run checkers over the one pool (`mirror.rounds`, `mirror.service`).
 
 This module is glue: it reaches HTTP only through `fetch` and the store only
 through `archive`. It decides nothing: `judge` does.
@@ -82,10 +82,6 @@ _LEVELS = {
 
 JITTER = 0.05  # next checks land within ±5% of the interval, so targets added together drift apart
 DEFAULT_LEASE = timedelta(minutes=5)  # as `schedule.lease`
-# Targets a round claims at once, at least: each claim is a write transaction, and then a read
-# of their states. Measured, 2000 unchanged loopback pages: chunks of 16 made the round ~20%
-# slower than claiming nothing; chunks of 100 are within noise.
-CLAIM_CHUNK = 100
 
 
 def _check_id() -> str:

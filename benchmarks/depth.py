@@ -80,7 +80,7 @@ def build_versions(
             finally:
                 checker.close()
         finally:
-            archive.engine.dispose()
+            archive.close()
     return mirror, url, first, empty
 
 

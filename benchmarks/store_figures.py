@@ -45,6 +45,7 @@ from mirror.db import open_engine
 from mirror.domain import Event, FetchResult, Outcome, OutcomeKind, Status, Target, TargetState
 from mirror.events import DOCUMENT_CHANGED, DOCUMENT_NEW
 from mirror.log import configure_logging
+from mirror.packing import pack_alone
 
 DOCS = Path(f"/usr/share/doc/python{sys.version_info.major}.{sys.version_info.minor}/html")
 PAGE_SIZE = 100_000
@@ -139,7 +140,7 @@ def record_version(archive: Archive, url: str, body: bytes, at: datetime) -> Non
         new_version=True,
         diff_from=state.current_sha256,
     )
-    archive.record(url, result, outcome, at)
+    archive.record_many([pack_alone(archive, archive.state_of, url, result, outcome, at)])
 
 
 def new_store(folder: Path, name: str) -> tuple[str, Archive]:
@@ -185,7 +186,7 @@ def storage_figures(folder: Path, pages: Sequence[bytes]) -> list[str]:
                     archive.read(sha)
                     times.append(time.perf_counter() - started)
             finally:
-                archive.engine.dispose()
+                archive.close()
             mark = "  <- blobs.MAX_CHAIN" if bound == chosen else ""
             lines.append(
                 f"    {bound:>9}  {stored:>12,}  {stored / one_copy:>10.2f}  "
@@ -263,7 +264,7 @@ def verify_figures(folder: Path, pages: Sequence[bytes], content: int) -> list[s
                 f"{builder.versions:,} versions)"
             )
     finally:
-        archive.engine.dispose()
+        archive.close()
     lines.append(
         f"    peak RSS of the same process opening the store without verifying: {floor / 1024:.0f} MiB"
     )

@@ -1,11 +1,11 @@
-"""One check of one target, read top to bottom; and a round of checks over a worker pool.
+"""One check of one target, read top to bottom, and the one builder of a ready checker.
 
-In a round, workers do everything but the write: the round's targets are claimed with
-leases a chunk at a time and their states loaded then (`mirror.claims`), targets another
-process holds are skipped, each worker fetches, judges, diffs and compresses (`prepare`),
-and one writer thread records the checks in batches (`mirror.writer`), freeing each
-lease as it goes. `check_one` records a single check alone, without a lease (tests and
-library callers that own the store).
+`Checker.from_config` makes a checker from a config (politeness gate, robots.txt cache,
+discovery, per-thread sessions). A worker (`mirror.workers`) hands it a claimed target
+and its state: it fetches, judges, diffs and packs (`build`, `mirror.packing`) and queues
+the check for the one writer thread (`check_queued`, `mirror.writer`). `check_one` records
+a single check alone, without a lease (tests and library callers that own the store).
+Rounds and the daemon run checkers over the one pool (`mirror.rounds`, `mirror.service`).
 
 This module is glue: it reaches HTTP only through `fetch` and the store only
 through `archive`. It decides nothing: `judge` does.
@@ -13,28 +13,22 @@ through `archive`. It decides nothing: `judge` does.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import random
-import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 import structlog
 from structlog.contextvars import bound_contextvars
 
 from mirror import blocking
 from mirror.archive import Archive, CheckRecord
-from mirror.blobs import DeltaBase
-from mirror.claims import Claims, Feed, lease_owner
+from mirror.claims import lease_owner
 from mirror.clock import utcnow
+from mirror.config import Config
 from mirror.crawl import Discovery
-from mirror.dictionaries import HostBases
 from mirror.diff import compare
 from mirror.domain import (
     Conditional,
@@ -44,14 +38,11 @@ from mirror.domain import (
     FetchLimits,
     FetchResult,
     Outcome,
-    OutcomeKind,
     StoredEvent,
     Target,
     TargetState,
 )
-from mirror.errors import StoreError
 from mirror.events import (
-    CHECK_CRASHED,
     CHECK_DONE,
     CHECK_FAILED,
     CHECK_SKIPPED,
@@ -62,20 +53,20 @@ from mirror.events import (
     DOCUMENT_NEW,
     DOCUMENT_REAPPEARED,
     DOCUMENT_UNBLOCKED,
-    ROUND_FINISHED,
-    ROUND_SKIPPED_CLAIMED,
-    ROUND_STARTED,
     TARGETS_DISCOVERED,
 )
-from mirror.fetch import fetch, make_session
+from mirror.fetch import Sessions, fetch
 from mirror.ignore import EMPTY_INDEX, IgnoreIndex
 from mirror.judge import ROBOTS_ERROR, judge, with_diff
+from mirror.packing import Packer
 from mirror.politeness import HostGate
-from mirror.progress import progress_bar
 from mirror.robots import RobotsCache
 from mirror.textpool import TextPool
 from mirror.urls import host_of
 from mirror.writer import BatchWriter, Done, log_superseded
+
+if TYPE_CHECKING:
+    pass
 
 logger = structlog.get_logger("mirror.check")
 
@@ -92,10 +83,6 @@ _LEVELS = {
 
 JITTER = 0.05  # next checks land within ±5% of the interval, so targets added together drift apart
 DEFAULT_LEASE = timedelta(minutes=5)  # as `schedule.lease`
-# Targets a round claims at once, at least: each claim is a write transaction, and then a read
-# of their states. Measured, 2000 unchanged loopback pages: chunks of 16 made the round ~20%
-# slower than claiming nothing; chunks of 100 are within noise.
-CLAIM_CHUNK = 100
 
 
 def _check_id() -> str:
@@ -121,17 +108,6 @@ class CheckReport:
     error: str | None
     events: tuple[str, ...]
     discovered: int = 0  # new targets found in its links (crawl sources)
-
-
-@dataclass(frozen=True, slots=True)
-class RoundReport:
-    """A round of checks: counts by outcome, each check, and any crash."""
-
-    checks: tuple[CheckReport, ...]
-    elapsed: float
-    crashed: tuple[str, ...] = ()
-    counts: dict[str, int] = field(default_factory=dict)
-    skipped_claimed: int = 0  # targets another process held (leased): left to it, not checked
 
 
 class Checker:
@@ -164,37 +140,41 @@ class Checker:
         self.gate = gate
         self.worker = worker or lease_owner()
         self.clock = clock
-        self._local = threading.local()
-        self.bases = HostBases()
+        self.packer = Packer(archive)  # chooses delta bases and packs, before the write
         self.texts = TextPool()  # its helper process starts with the first large change
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
+        self.sessions = Sessions(limits)  # one per worker thread
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = make_session(self.limits)
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
+    @classmethod
+    def from_config(cls, config: Config, archive: Archive, worker: str | None = None) -> Checker:
+        """Return a checker ready to run: the config's limits, policy, politeness, discovery and robots."""
+        fetching = config.fetch
+        gate = HostGate(fetching.per_host_concurrency, fetching.per_host_delay.total_seconds())
+        return cls(
+            archive,
+            fetching.limits(),
+            config.detect.policy(),
+            gate,
+            worker=worker,
+            discovery=Discovery(config.sources),
+            robots=RobotsCache(),
+            ignore=config.ignore,
+        )
 
     def close(self) -> None:
+        """Stop the text helper process and close the sessions."""
         self.texts.close()
-        with self._sessions_lock:
-            for session in self._sessions:
-                session.close()
-            self._sessions.clear()
+        self.sessions.close()
 
     def check_one(self, target: Target) -> CheckReport:
         """Return what one check of `target` did: fetched, judged, recorded alone, its events logged."""
         with bound_contextvars(url=target.url, check_id=_check_id()):
             state = self.archive.state_of(target.url)
-            record = self.prepare(target, state)
+            record = self.build(target, state)
             (stored,) = self.archive.record_many([record])
             if stored is None:  # superseded by another process's check: nothing recorded
                 log_superseded(record)
             else:
-                self._offer_base(record)
+                self.packer.offer(record)
                 _log_check(record.result, record.outcome)
             return self._discover_and_report(target, record)
 
@@ -210,12 +190,12 @@ class Checker:
         """
         check_id = _check_id()
         with bound_contextvars(url=target.url, check_id=check_id):
-            record = self.prepare(target, state)
+            record = self.build(target, state)
             writer.submit(record, functools.partial(self._written, record, check_id, done))
-            self._offer_base(record)  # queued: any page that uses it is written in a later place
+            self.packer.offer(record)  # queued: any page that uses it is written in a later place
             return self._discover_and_report(target, record)
 
-    def prepare(self, target: Target, state: TargetState) -> CheckRecord:
+    def build(self, target: Target, state: TargetState) -> CheckRecord:
         """Return the check of `target` ready to record: fetched, judged, diffed, its blob compressed.
 
         No write transaction is open meanwhile: the old version is read in a short read one.
@@ -240,28 +220,17 @@ class Checker:
                 rules=self.ignore.rules_for(target.url),
             )
             outcome = with_diff(outcome, diff, self.policy)
-        # The previous version is the delta base: a changed page costs about its change;
-        # a new page is a delta against a page of its site, sharing the boilerplate.
-        base: str | DeltaBase | None = outcome.diff_from or state.current_sha256
-        base_bytes = old if base == outcome.diff_from else None
-        if base is None and (host_base := self.bases.base_for(target.url, result.content_type)):
-            base, base_bytes = host_base
-        return self.archive.prepare(
+        return self.packer.record(
             target.url,
             result,
             outcome,
             now,
+            state=state,
+            old=old,
             worker=self.worker,
             next_check_in=blocking.next_check_in(outcome, result, jittered(target.interval), now),
-            base=base,
-            base_bytes=base_bytes,
             judged=state,
         )
-
-    def _offer_base(self, record: CheckRecord) -> None:
-        """Offer a recorded (or queued) new page's whole blob as the delta base of its site's new pages."""
-        if record.outcome.kind is OutcomeKind.NEW:
-            self.bases.offer(record.url, record.result.content_type, record.blob, record.result.body)
 
     def _written(
         self, record: CheckRecord, check_id: str, done: Done | None, stored: list[StoredEvent] | None
@@ -282,12 +251,12 @@ class Checker:
         host = host_of(url)
         with self.gate.slot(host):
             if self.robots is not None and self.discovery is not None and self.discovery.honours_robots(url):
-                if not self.robots.allowed(url, self._session(), self.limits):
+                if not self.robots.allowed(url, self.sessions.get(), self.limits):
                     return _forbidden(url, self.clock())
                 delay = self.robots.crawl_delay(host)
                 if delay:
                     self.gate.defer(host, delay)
-            return fetch(url, self._session(), self.limits, conditional, self.clock)
+            return fetch(url, self.sessions.get(), self.limits, conditional, self.clock)
 
     def _discover(self, url: str, result: FetchResult) -> int:
         """Add the in-scope pages a new version links to; return how many were new."""
@@ -300,111 +269,6 @@ class Checker:
         if added:
             logger.info(TARGETS_DISCOVERED, url=url, added=added)
         return added
-
-    def run_round(
-        self,
-        targets: Sequence[Target],
-        concurrency: int,
-        *,
-        progress: bool = False,
-        lease: timedelta = DEFAULT_LEASE,
-    ) -> RoundReport:
-        """Check every target no other process holds once, over `concurrency` threads; return the report.
-
-        Targets are claimed with leases (owner `self.worker`) a chunk at a time, due or
-        not, just before they are checked; one another process holds is skipped and
-        counted. Leases still held are extended while the round runs and freed at its end.
-        A store failure stops the round and is raised; any other crash of one check
-        is logged with its traceback and reported, and the round goes on.
-
-        Raises:
-            StoreError: the database failed (after the store's own retries).
-        """
-        started = time.monotonic()
-        logger.info(ROUND_STARTED, targets=len(targets), concurrency=concurrency)
-        claims = Claims(self.archive, self.worker, lease)  # wall-clock time, as other processes read it
-        feed = Feed(claims, targets, max(CLAIM_CHUNK, 2 * concurrency))
-        reports: list[CheckReport] = []
-        crashed: list[str] = []
-        failed: list[StoreError] = []
-        bar = progress_bar(progress, "checking", "page", total=len(targets))
-        lock = threading.Lock()
-        stop = threading.Event()  # a store error, or Ctrl-C: no worker takes another target
-
-        def work() -> None:
-            # Each worker takes the next target until none is left: no future per check and
-            # no thread woken per finished check (with thousands of checks, that signalling
-            # cost more than the Python of the checks themselves spent holding the GIL).
-            while not stop.is_set():
-                try:
-                    claimed = feed.next()
-                    if claimed is None:
-                        return
-                    target, state = claimed
-                    try:
-                        done = functools.partial(_forget, claims, target.url)
-                        reports.append(self.check_queued(target, state, writer, done))
-                    except StoreError:
-                        raise
-                    except Exception:
-                        logger.exception(CHECK_CRASHED, url=target.url)
-                        crashed.append(target.url)
-                        claims.done(target.url)
-                except StoreError as exc:
-                    failed.append(exc)
-                    stop.set()
-                    return
-                if bar is not None:
-                    with lock:
-                        bar.update(1)
-
-        writer = BatchWriter(self.archive)
-        writer.start()
-        try:
-            workers = [
-                threading.Thread(target=work, name=f"check_{n}", daemon=True)
-                for n in range(max(1, min(concurrency, len(targets))))
-            ]
-            try:
-                for worker in workers:
-                    worker.start()
-                for worker in workers:
-                    while worker.is_alive():
-                        worker.join(min(1.0, lease.total_seconds() / 4))
-                        claims.keep()  # a long round keeps what it holds
-            except BaseException:  # Ctrl-C: the checks under way finish and are written, no more start
-                stop.set()
-                for worker in workers:
-                    if worker.is_alive():
-                        worker.join()
-                raise
-            if failed:
-                raise failed[0]
-            writer.flush()
-        finally:
-            writer.close()
-            with contextlib.suppress(StoreError):  # the database failed: the leases expire on their own
-                claims.release_all()
-            if bar is not None:
-                bar.close()
-        counts = dict(Counter(r.outcome for r in reports))
-        elapsed = time.monotonic() - started
-        if feed.skipped:
-            logger.info(ROUND_SKIPPED_CLAIMED, skipped_claimed=feed.skipped)
-        logger.info(
-            ROUND_FINISHED,
-            checked=len(reports),
-            crashed=len(crashed),
-            skipped_claimed=feed.skipped,
-            seconds=round(elapsed, 3),
-            **counts,
-        )
-        return RoundReport(tuple(reports), elapsed, tuple(crashed), counts, feed.skipped)
-
-
-def _forget(claims: Claims, url: str, _stored: object) -> None:
-    """Stop holding `url` once the writer is done with its check (the write freed the lease)."""
-    claims.done(url)
 
 
 def _event_fields(event: Event, outcome: Outcome) -> dict[str, Any]:

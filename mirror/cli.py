@@ -1,104 +1,41 @@
 """The command line: parse, call one library function, render text or `--json`.
 
-This is the only place that maps `MirrorError` classes to exit codes:
-0 success; 1 verify found damage; 2 usage, config, unknown URL/version or no store to read;
-3 runtime failure; 130 interrupted. Usage errors are one line too, as every error is.
+Exit codes, the app context and the one map from `MirrorError` classes to exit codes
+are in `mirror.app`: 0 success; 1 verify found damage; 2 usage, config, unknown URL/version
+or no store to read; 3 runtime failure; 130 interrupted.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import threading
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any
 
 import click
 
 from mirror import __version__, render
+from mirror.app import (
+    EXIT_DAMAGED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    AppContext,
+    catch_sigint,
+    echo_lines,
+    emit_json,
+    errors_to_exit_codes,
+    one_of,
+    parse_time,
+    published_head,
+    url_argument,
+    usage_line,
+)
 from mirror.domain import Status
-from mirror.errors import ConfigError, MirrorError, NoStore, NotFound, RestoreError, StoreError, UsageError
+from mirror.errors import UsageError
 from mirror.progress import progress_bar
-
-EXIT_OK = 0
-EXIT_DAMAGED = 1
-EXIT_USAGE = 2
-EXIT_RUNTIME = 3
-EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT (click alone would say 1, `verify`'s "damaged")
-
-if TYPE_CHECKING:  # real imports are deferred so that `--help` stays fast
-    from mirror.archive import Archive
-    from mirror.config import Config
-
-
-def exit_code_for(error: MirrorError) -> int:
-    """Return the documented exit code for an error."""
-    if isinstance(error, ConfigError | UsageError | NotFound | NoStore | RestoreError):
-        return EXIT_USAGE
-    if isinstance(error, StoreError):
-        return EXIT_RUNTIME
-    return EXIT_RUNTIME
-
-
-@dataclass
-class AppContext:
-    config_option: str | None
-    log_format: str
-    log_level: str
-    _config: Config | None = None
-    _archive: Archive | None = None
-
-    def config(self) -> Config:
-        if self._config is None:
-            from mirror.config import config_path, load_config
-
-            self._config = load_config(config_path(self.config_option, os.environ), os.environ)
-        return self._config
-
-    def archive(self, *, create: bool = False) -> Archive:
-        """Return the store; only `create=True` (`check`; `run` opens its own) makes or migrates one.
-
-        Raises:
-            NoStore: without `create`, there is no store at the current schema.
-        """
-        if self._archive is None:
-            from mirror.archive import Archive
-            from mirror.db import open_engine
-
-            self._archive = Archive(open_engine(self.config().storage.database, existing=not create))
-        return self._archive
-
-    def close(self) -> None:
-        if self._archive is not None:
-            self._archive.engine.dispose()
-
-
-def emit_json(document: Any) -> None:
-    """Write one JSON document to stdout."""
-    click.echo(render.to_json(document))
-
-
-def echo_lines(lines: list[str]) -> None:
-    click.echo("\n".join(lines))
-
-
-def parse_time(text: str) -> datetime:
-    """Return an aware UTC datetime from ISO 8601 text; a time without a zone is UTC.
-
-    Raises:
-        UsageError: not ISO 8601.
-    """
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"--at: expected an ISO 8601 time like 2026-11-01T12:00:00Z, got {text!r}") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -159,9 +96,9 @@ def check(app: AppContext, urls: tuple[str, ...], as_json: bool) -> None:
         mirror check https://www.prisoncensorship.info/archive/etext/wim/ --json
     """
     from mirror.errors import NotATarget, TargetNotFound
-    from mirror.service import check_round
+    from mirror.rounds import check_round
 
-    wanted = [_url(u) for u in urls]  # a typo is a usage error before any store is made
+    wanted = [url_argument(u) for u in urls]  # a typo is a usage error before any store is made
     try:
         report = check_round(
             app.config(), app.archive(create=True), wanted, progress=sys.stderr.isatty() and not as_json
@@ -185,7 +122,7 @@ def status(app: AppContext, as_json: bool) -> None:
     Example:
         mirror status --json
     """
-    report = app.archive().status(datetime.now(UTC))
+    report = app.reader().status(datetime.now(UTC))
     if as_json:
         emit_json(report)
         return
@@ -207,7 +144,7 @@ def targets(app: AppContext, state: str | None, as_json: bool) -> None:
     Example:
         mirror targets --state gone
     """
-    rows = app.archive().targets(state)
+    rows = app.reader().targets(state)
     if as_json:
         emit_json({"targets": rows})
         return
@@ -233,8 +170,8 @@ def history(app: AppContext, url: str, significant: bool, as_json: bool) -> None
     """
     from mirror.history import significant_only
 
-    wanted = _url(url)
-    h = app.archive().history(wanted)
+    wanted = url_argument(url)
+    h = app.reader().history(wanted)
     if significant:
         h = significant_only(h)
     if as_json:
@@ -261,9 +198,9 @@ def diff(app: AppContext, url: str, from_spec: str | None, to_spec: str | None) 
     """
     from mirror.history import version_diff
 
-    wanted = _url(url)
+    wanted = url_argument(url)
     rules = app.config().ignore.rules_for(wanted)
-    click.echo(version_diff(app.archive(), wanted, from_spec, to_spec, rules), nl=False)
+    click.echo(version_diff(app.reader(), wanted, from_spec, to_spec, rules), nl=False)
 
 
 def _version_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -285,10 +222,10 @@ def show(app: AppContext, url: str, spec: str | None, at: str | None) -> None:
     Example:
         mirror show https://www.prisoncensorship.info/archive/etext/wim/ --version 1 > page.html
     """
-    wanted, spec, when = _url(url), _one_of(spec, at), parse_time(at) if at else None  # input first
-    archive = app.archive()
-    version = archive.version(wanted, spec, when)
-    sys.stdout.buffer.write(archive.read(version.sha256))
+    wanted, spec, when = url_argument(url), one_of(spec, at), parse_time(at) if at else None  # input first
+    store = app.reader()
+    version = store.version(wanted, spec, when)
+    sys.stdout.buffer.write(store.read(version.sha256))
     sys.stdout.buffer.flush()
 
 
@@ -331,7 +268,7 @@ def restore(
         when = parse_time(at)
         bar = progress_bar(sys.stderr.isatty() and not as_json, "restoring", "file")
         try:
-            site = restore_site(app.archive(), when, dest, force=force, progress=bar.update if bar else None)
+            site = restore_site(app.reader(), when, dest, force=force, progress=bar.update if bar else None)
         finally:
             if bar is not None:
                 bar.close()
@@ -342,15 +279,12 @@ def restore(
         return
     if url is None:
         raise UsageError("restore needs a URL, or --all --at TIME")
-    wanted, spec, one_at = _url(url), _one_of(spec, at), parse_time(at) if at else None  # input first
-    done = restore_version(app.archive(), wanted, dest, spec=spec, at=one_at, force=force)
+    wanted, spec, one_at = url_argument(url), one_of(spec, at), parse_time(at) if at else None  # input first
+    done = restore_version(app.reader(), wanted, dest, spec=spec, at=one_at, force=force)
     if as_json:
         emit_json(done)
     else:
-        click.echo(
-            f"restored {done.url} v{done.version} ({render.fmt_size(done.size)}, sha256 {done.sha256}) "
-            f"to {done.path}"
-        )
+        click.echo(render.restored_text(done))
 
 
 @cli.command()
@@ -375,12 +309,10 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         mirror verify --head
         mirror verify --published 1234:9f2c0e...
     """
-    from mirror import verify as fixity
-
-    expected = _published(published) if published else None  # bad input first, then the store
-    engine = app.archive().engine
+    expected = published_head(published) if published else None  # bad input first, then the store
+    store = app.reader()
     if head_only:
-        seq, digest = fixity.head(engine)
+        seq, digest = store.chain_head()
         if as_json:
             emit_json({"head_seq": seq, "head_hash": digest})
         else:
@@ -388,9 +320,9 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         return
     bar = None
     if sys.stderr.isatty() and not as_json:
-        bar = progress_bar(True, "verifying", "B", total=fixity.total_blob_bytes(engine), unit_scale=True)
+        bar = progress_bar(True, "verifying", "B", total=store.blob_bytes(), unit_scale=True)
     try:
-        report = fixity.run(engine, progress=bar.update if bar is not None else None, published=expected)
+        report = store.verify(progress=bar.update if bar is not None else None, published=expected)
     finally:
         if bar is not None:
             bar.close()
@@ -402,83 +334,17 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         raise SystemExit(EXIT_DAMAGED)
 
 
-def _published(text: str) -> tuple[int, str]:
-    seq, _, digest = text.partition(":")
-    if not seq.isdigit() or len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
-        raise UsageError(f"--published: expected SEQ:HASH (a number and 64 hex digits), got {text!r}")
-    return int(seq), digest
-
-
-def _one_of(spec: str | None, at: str | None) -> str | None:
-    if spec is not None and at is not None:
-        raise UsageError("give --version or --at, not both")
-    return spec
-
-
-def _url(text: str) -> str:
-    from mirror.urls import BadURL, normalize_url
-
-    try:
-        return normalize_url(text)
-    except BadURL as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _fail(error: MirrorError) -> NoReturn:
-    click.echo(f"mirror: error: {error}", err=True)
-    raise SystemExit(exit_code_for(error))
-
-
-def _usage_line(exc: click.ClickException) -> str:
-    """Return click's complaint as our one line: lower-case, on one line, with where to get help."""
-    message = " ".join(exc.format_message().split()).rstrip(".")
-    message = message[:1].lower() + message[1:]
-    head, did, hint = message.partition(". Did you mean ")
-    if did:
-        message = f"{head} (did you mean {hint.rstrip('?')}?)"
-    ctx = getattr(exc, "ctx", None)
-    if isinstance(exc, click.UsageError):
-        message += f"; try '{ctx.command_path if ctx is not None else 'mirror'} --help'"
-    return message
-
-
-def _catch_sigint() -> None:
-    """Make Ctrl-C raise KeyboardInterrupt, however the process was started.
-
-    A shell starts a background job with SIGINT ignored, and Python then installs no
-    handler of its own: Ctrl-C (or `kill -INT`) would do nothing. `mirror run` replaces
-    this handler with its own graceful stop.
-    """
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-@contextmanager
-def _errors_to_exit_codes() -> Iterator[None]:
-    try:
-        yield
-    except MirrorError as exc:
-        _fail(exc)
-    except OSError as exc:  # disk full, permission denied, ...: a runtime failure, one line
-        click.echo(f"mirror: error: {exc}", err=True)
-        raise SystemExit(EXIT_RUNTIME) from None
-    except Exception as exc:  # a bug: a runtime failure (3), never 1, which `verify` says only of damage
-        traceback.print_exc()
-        click.echo(f"mirror: error: unexpected {type(exc).__name__}: {exc}", err=True)
-        raise SystemExit(EXIT_RUNTIME) from None
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `mirror` command."""
-    _catch_sigint()
-    with _errors_to_exit_codes():
+    catch_sigint()
+    with errors_to_exit_codes():
         try:
             code = cli.main(args=argv, prog_name="mirror", standalone_mode=False)
         except click.exceptions.Abort:  # Ctrl-C (the checks under way were written) or EOF at a prompt
             click.echo("mirror: interrupted", err=True)
             raise SystemExit(EXIT_INTERRUPTED) from None
         except click.ClickException as exc:  # usage errors: one line, exit 2 (click says 3 lines)
-            click.echo(f"mirror: error: {_usage_line(exc)}", err=True)
+            click.echo(f"mirror: error: {usage_line(exc)}", err=True)
             raise SystemExit(EXIT_USAGE) from None
         if isinstance(code, int) and code != EXIT_OK:  # `--help` and `--version` return 0 here
             raise SystemExit(code)

@@ -94,6 +94,14 @@ def mask_url(url: str | URL) -> str:
         return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
+def sqlite_file(url: str) -> str | None:
+    """Return the file of a SQLite store's URL; None for another database or an in-memory one."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
+        return None
+    return parsed.database
+
+
 def open_engine(url: str, *, migrate: bool = True, existing: bool = False) -> Engine:
     """Return an engine on the store at `url`, migrated to the latest schema unless `migrate=False`.
 

@@ -14,7 +14,8 @@ A new document has no previous version to be a delta against, yet:
 
 A base is a whole blob, so a read decodes at most one extra blob; `blobs.pack` keeps the
 delta only when it is smaller. A blob becomes a base once it is committed or queued for
-the writer (`recording` makes a dependant whole if its base never got written).
+the writer; its whole packed blob is kept with it and travels with each dependant, so the
+store can write it first should its own check never be written (`mirror.packing`).
 Pure: no database; the checker offers each new document after it is queued.
 """
 
@@ -37,6 +38,10 @@ _SHARED_TYPES = frozenset(
 )
 
 
+# A base, its content, and its whole packed blob (written with a dependant if it is not yet stored).
+_Base = tuple[DeltaBase, bytes, Packed]
+
+
 def media_type(content_type: str | None) -> str:
     """Return the media type of a Content-Type header, lower-cased, without parameters."""
     return (content_type or "").split(";", 1)[0].strip().lower()
@@ -54,8 +59,8 @@ class HostBases:
     """Delta bases of new documents: per (host, media type) for markup, per (host, file name) for binaries."""
 
     def __init__(self, named_budget: int = NAMED_BASES_BYTES) -> None:
-        self._bases: dict[tuple[str, str], tuple[DeltaBase, bytes]] = {}
-        self._named: OrderedDict[tuple[str, str, str], tuple[DeltaBase, bytes]] = OrderedDict()
+        self._bases: dict[tuple[str, str], _Base] = {}
+        self._named: OrderedDict[tuple[str, str, str], _Base] = OrderedDict()
         self._named_bytes = 0
         self._named_budget = named_budget
         self._lock = threading.Lock()
@@ -65,8 +70,8 @@ class HostBases:
         media = media_type(content_type)
         return host_of(url), media, "" if _shares_markup(media) else _file_name(url)
 
-    def base_for(self, url: str, content_type: str | None) -> tuple[DeltaBase, bytes] | None:
-        """Return the base (and its content) for a new document at `url`, or None when there is none yet."""
+    def base_for(self, url: str, content_type: str | None) -> _Base | None:
+        """Return the base, its content and its whole blob for a new document at `url`; None if none yet."""
         host, media, name = self._key(url, content_type)
         with self._lock:
             if not name:
@@ -84,7 +89,7 @@ class HostBases:
             return
         host, media, name = self._key(url, content_type)
         # Deltas against a base at the whole-blob level: every new document that uses it pays it.
-        base = (DeltaBase(packed.sha256, packed.size, 0, packed.sha256, level=ZSTD_LEVEL), body)
+        base = (DeltaBase(packed.sha256, packed.size, 0, packed.sha256, level=ZSTD_LEVEL), body, packed)
         with self._lock:
             if not name:
                 self._bases.setdefault((host, media), base)
@@ -93,7 +98,7 @@ class HostBases:
             if key in self._named or len(body) > self._named_budget:
                 return
             self._named[key] = base
-            self._named_bytes += len(body)
+            self._named_bytes += len(body) + packed.stored_size
             while self._named_bytes > self._named_budget:
-                _, (_, dropped) = self._named.popitem(last=False)
-                self._named_bytes -= len(dropped)
+                _, (_, dropped, dropped_packed) = self._named.popitem(last=False)
+                self._named_bytes -= len(dropped) + dropped_packed.stored_size

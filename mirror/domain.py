@@ -228,7 +228,7 @@ class Outcome:
     - `new_version`: the fetched body becomes the next version (its blob is stored first).
     - `seen_again`: the current version was seen again (its `last_seen` moves forward).
     - `diff_from`: sha256 of the version to diff against, when the content changed;
-      `Checker.prepare` fills `diff` from it before recording.
+      `Checker.build` fills `diff` from it before recording.
     - `evidence`: the answer's body is kept with the check (a soft 404's page), never
       as a version.
     """

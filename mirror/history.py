@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from mirror.archive import Archive, History
 from mirror.diff import unified
 from mirror.errors import VersionNotFound
 from mirror.events import DOCUMENT_CHANGED
 from mirror.ignore import NO_RULES, IgnoreRules
 from mirror.pageview import view
+from mirror.reader import History, Reader
 from mirror.significance import weigh
 from mirror.text import to_text
 
@@ -31,7 +31,7 @@ def significant_only(history: History) -> History:
 
 
 def version_diff(
-    archive: Archive,
+    archive: Reader,
     url: str,
     from_spec: str | None = None,
     to_spec: str | None = None,

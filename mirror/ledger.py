@@ -32,12 +32,16 @@ from sqlalchemy.engine import Connection
 from mirror import blobs, tables
 from mirror.domain import Event, StoredEvent
 from mirror.errors import StoreError
+from mirror.events import DOCUMENT_CHANGED, DOCUMENT_NEW
 from mirror.tables import AnyRow
 
 E = tables.events
 H = tables.ledger_head
 
 GENESIS = "0" * 64
+# Events that make a version, in the order versions are made: each announces its snapshot
+# (`recording.announced`; `verify_versions` checks them).
+VERSION_EVENTS = (DOCUMENT_NEW, DOCUMENT_CHANGED)
 HEAD_ID = 1
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from mirror import blobs, ledger, tables
 from mirror.domain import Event, FetchResult, Outcome, StoredEvent, TargetState
 from mirror.errors import StoreError
-from mirror.events import DOCUMENT_CHANGED, DOCUMENT_NEW
+from mirror.events import DOCUMENT_CHANGED
 from mirror.targets import by_url, normal
 
 T = tables.targets
@@ -58,6 +58,9 @@ class CheckRecord:
     blob: blobs.Packed | None = None
     judged: TargetState | None = None
     evidence: blobs.Packed | None = None  # a soft 404's page, kept with the check (never a version)
+    # The whole blob of a site's shared base `blob` is a delta against, which may not be stored yet
+    # (queued, or its own check superseded): written first when the store has not got it.
+    base_blob: blobs.Packed | None = None
 
 
 @dataclass(slots=True)
@@ -187,8 +190,7 @@ def _superseded(target: _Current, record: CheckRecord) -> bool:
     return outcome.new_version and record.blob is not None and record.blob.sha256 == target.sha256
 
 
-# Events that make a version, in the order versions are made: each announces its snapshot.
-VERSION_EVENTS = (DOCUMENT_NEW, DOCUMENT_CHANGED)
+VERSION_EVENTS = ledger.VERSION_EVENTS
 # The snapshot's columns an announcing event carries in its details, so the chain's hash covers
 # what `history`, `show`, `restore` and `--at` read of it (`mirror.verify` compares them).
 ANNOUNCED = ("version", "size", "first_seen", "http_status", "content_type", "final_url")
@@ -216,22 +218,28 @@ def announced(events: Sequence[Event], snapshot: dict[str, Any]) -> tuple[Event,
 def _with_bases(
     conn: Connection, packed: dict[str, blobs.Packed], records: Sequence[CheckRecord]
 ) -> list[blobs.Packed]:
-    """Return the batch's blobs in order, a delta whose base is neither stored nor earlier in it made whole.
+    """Return the batch's blobs in order, each delta's base before it when the store has not got it yet.
 
     A site's shared base is offered to other workers as soon as it is queued, so its
-    dependants come after it; should its own check fail to be written, they stand alone.
+    dependants come after it; should its own check not be written, the base blob each
+    dependant carries (`CheckRecord.base_blob`) is written instead. Nothing is packed here.
+
+    Raises:
+        StoreError: a delta's base is neither stored, nor in the batch, nor carried.
     """
     bases = {p.base_sha256 for p in packed.values() if p.base_sha256 is not None}
     if not bases:
         return list(packed.values())
     stored = set(conn.execute(_STORED_BLOBS, {"shas": sorted(bases)}).scalars())
-    bodies = {r.blob.sha256: r.result.body for r in records if r.blob is not None}
+    carried = {r.base_blob.sha256: r.base_blob for r in records if r.base_blob is not None}
     out: list[blobs.Packed] = []
     for p in packed.values():
         if p.base_sha256 is not None and p.base_sha256 not in stored:
-            body = bodies[p.sha256]
-            assert body is not None  # a packed blob comes with the body it was packed from
-            p = blobs.pack(body, p.sha256)
+            base = carried.get(p.base_sha256)
+            if base is None:
+                raise StoreError(f"blob {p.sha256}: its delta base {p.base_sha256} is not stored")
+            out.append(base)
+            stored.add(base.sha256)
         out.append(p)
         stored.add(p.sha256)
     return out

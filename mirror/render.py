@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 from mirror.domain import OutcomeKind
 
 if TYPE_CHECKING:
-    from mirror.archive import History, StoreStatus, TargetSummary
-    from mirror.check import RoundReport
     from mirror.domain import StoredEvent
-    from mirror.restore import SiteRestore
+    from mirror.reader import History, StoreStatus, TargetSummary
+    from mirror.restore import Restored, SiteRestore
+    from mirror.rounds import RoundReport
     from mirror.verify import Problem, VerifyReport
 
 
@@ -109,6 +109,11 @@ def targets_text(rows: list[TargetSummary]) -> list[str]:
         for t in rows
     ]
     return [*lines, plural(len(rows), "target")]
+
+
+def restored_text(done: Restored) -> str:
+    """Return the line `mirror restore` prints for one file written."""
+    return f"restored {done.url} v{done.version} ({fmt_size(done.size)}, sha256 {done.sha256}) to {done.path}"
 
 
 def site_restore_text(site: SiteRestore) -> list[str]:

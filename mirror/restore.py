@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 from mirror.errors import FileExists, RestoreError, UnsafePath
 
 if TYPE_CHECKING:
-    from mirror.archive import Archive
+    from mirror.reader import Reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,7 @@ def _create_temporary(folder: Path) -> tuple[int, Path]:
 
 
 def restore_version(
-    archive: Archive,
+    archive: Reader,
     url: str,
     dest: Path,
     *,
@@ -239,7 +239,7 @@ def _inside(folder: Path, path: Path) -> Path:
 
 
 def restore_site(
-    archive: Archive,
+    archive: Reader,
     at: datetime,
     dest: Path,
     *,

@@ -7,23 +7,24 @@ SIGTERM/SIGINT stop claiming, let in-flight checks finish within a grace period,
 them, release leases and exit 0. A store error in the writer stops the daemon (exit 3).
 SIGHUP reloads the config; a bad config is logged (`config.rejected`) and the old one
 kept. Every `schedule.summary` it logs `service.summary` at info: it is alive, and what it did.
-`mirror check` claims the targets of its round the same way (`Checker.run_round`).
+Its workers are the one pool `mirror check` uses for its rounds too (`mirror.workers`),
+fed from a queue that `dispatch` fills; `mirror check` claims its round's targets the same
+way (`mirror.rounds`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import math
 import os
+import queue
 import signal
 import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,18 +32,15 @@ from types import FrameType
 from typing import IO
 
 import structlog
-from sqlalchemy.engine import make_url
 
 from mirror.archive import Archive
-from mirror.check import Checker, RoundReport
+from mirror.check import Checker, CheckReport
 from mirror.claims import Claims, lease_owner
 from mirror.config import Config, config_path, load_config
-from mirror.crawl import Discovery
-from mirror.db import open_engine
+from mirror.db import sqlite_file
 from mirror.domain import OutcomeKind, Target, TargetState
 from mirror.errors import ConfigError, StoreError, StoreLocked
 from mirror.events import (
-    CHECK_CRASHED,
     CHECKS_PRUNED,
     CONFIG_LOADED,
     CONFIG_REJECTED,
@@ -53,109 +51,15 @@ from mirror.events import (
     SERVICE_STOPPED,
     SERVICE_STOPPING,
     SERVICE_SUMMARY,
-    TARGETS_DISCOVERED,
-    TARGETS_SYNCED,
 )
-from mirror.fetch import make_session
-from mirror.politeness import HostGate
-from mirror.robots import RobotsCache
+from mirror.rounds import read_sitemaps, sync_config
+from mirror.workers import Workers
 from mirror.writer import BatchWriter
 
 logger = structlog.get_logger("mirror.service")
 
 SHUTDOWN_GRACE = 30.0  # seconds in-flight checks get to finish after SIGTERM
 _NEW_VERSION_EVENTS = frozenset({DOCUMENT_NEW, DOCUMENT_CHANGED})
-
-
-def _checker(config: Config, archive: Archive, worker: str | None = None) -> Checker:
-    gate = HostGate(config.fetch.per_host_concurrency, config.fetch.per_host_delay.total_seconds())
-    return Checker(
-        archive,
-        config.fetch.limits(),
-        config.detect.policy(),
-        gate,
-        worker=worker,
-        discovery=Discovery(config.sources),
-        robots=RobotsCache(),
-        ignore=config.ignore,
-    )
-
-
-def sync_config(config: Config, archive: Archive, now: datetime) -> None:
-    """Store the config's targets (and the start pages of its crawl sources)."""
-    report = archive.sync_targets(config.targets, now, scopes=[s.scope for s in config.sources])
-    seeds = archive.add_discovered(config.discovery_seeds(), now)
-    logger.info(
-        TARGETS_SYNCED, added=report.added + seeds, removed=report.removed, total=report.total + seeds
-    )
-
-
-def read_sitemaps(checker: Checker) -> int:
-    """Add the pages the sitemap sources list; return how many were new."""
-    discovery = checker.discovery
-    if discovery is None or not discovery.sitemaps:
-        return 0
-    session = make_session(checker.limits)
-    try:
-        found = discovery.sitemap_targets(
-            session,
-            checker.limits,
-            known_count=checker.archive.count_under,
-            known=checker.archive.known_urls,
-            robots=checker.robots,
-            gate=checker.gate.slot,
-        )
-    finally:
-        session.close()
-    added = checker.archive.add_discovered(found, datetime.now(UTC)) if found else 0
-    logger.info(TARGETS_DISCOVERED, source="sitemap", added=added)
-    return added
-
-
-def check_round(config: Config, archive: Archive, urls: list[str], *, progress: bool = False) -> RoundReport:
-    """Sync the configured targets, then check all active targets (or `urls`) once; return the report.
-
-    With crawl or sitemap sources and no `urls`, pages found during the round are
-    checked in the same round, until nothing new turns up (`max_pages` bounds it).
-
-    Targets another process holds (a daemon, another `check`) are skipped and counted
-    in `RoundReport.skipped_claimed`; the rest are checked now, due or not.
-
-    Raises:
-        TargetNotFound: a URL in `urls` is not a target.
-        StoreError: the database failed.
-    """
-    sync_config(config, archive, datetime.now(UTC))
-    checker = _checker(config, archive)
-    try:
-        if not urls:
-            read_sitemaps(checker)
-        targets = archive.active_targets(urls or None)
-        concurrency, lease = config.fetch.concurrency, config.schedule.lease
-        report = checker.run_round(targets, concurrency, progress=progress, lease=lease)
-        seen = {t.url for t in targets}
-        while not urls and any(r.discovered for r in report.checks):
-            more = [t for t in archive.active_targets() if t.url not in seen]
-            if not more:
-                break
-            seen.update(t.url for t in more)
-            report = _merge(report, checker.run_round(more, concurrency, progress=progress, lease=lease))
-        return report
-    finally:
-        checker.close()
-
-
-def _merge(first: RoundReport, then: RoundReport) -> RoundReport:
-    counts = dict(first.counts)
-    for kind, n in then.counts.items():
-        counts[kind] = counts.get(kind, 0) + n
-    return RoundReport(
-        first.checks + then.checks,
-        first.elapsed + then.elapsed,
-        first.crashed + then.crashed,
-        counts,
-        first.skipped_claimed + then.skipped_claimed,
-    )
 
 
 def sd_notify(message: str) -> bool:
@@ -179,11 +83,11 @@ def sqlite_single_daemon(database: str) -> Iterator[None]:
     Raises:
         StoreLocked: another `mirror run` already uses this SQLite file.
     """
-    url = make_url(database)
-    if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+    path = sqlite_file(database)
+    if path is None:
         yield
         return
-    lock_path = Path(url.database + ".lock")
+    lock_path = Path(path + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     handle: IO[str] = lock_path.open("a+")
     try:
@@ -216,13 +120,13 @@ class Daemon:
     def __init__(self, config: Config, config_option: str | None) -> None:
         self.config_option = config_option
         self.owner = lease_owner()
-        self.archive = Archive(open_engine(config.storage.database))
-        self.running = _Running(config, _checker(config, self.archive, self.owner))
+        self.archive = Archive.open(config.storage.database)
+        self.running = _Running(config, Checker.from_config(config, self.archive, self.owner))
         self.claims = Claims(self.archive, self.owner, self.lease_length())
-        self.pool = ThreadPoolExecutor(max_workers=config.fetch.concurrency, thread_name_prefix="check")
-        self.in_flight: dict[str, Future[bool]] = {}
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.queue: queue.Queue[tuple[Target, TargetState]] = queue.Queue()
+        self.in_flight = 0  # claimed targets queued for a worker or being checked
         self.reload_requested = threading.Event()
         from apscheduler.schedulers.background import BackgroundScheduler  # only the daemon ticks
 
@@ -232,6 +136,16 @@ class Daemon:
         self.summarised = time.monotonic()
         self.store_error: StoreError | None = None
         self.writer = BatchWriter(self.archive, on_error=self._store_failed)
+        self.workers = Workers(
+            self.running.checker,
+            self.writer,
+            self.claims,
+            config.fetch.concurrency,
+            stop=self.stop,
+            on_report=self._tally,
+            on_crash=self._crashed,
+            on_finished=self._finished,
+        )
 
     # -- jobs -------------------------------------------------------------
     def lease_length(self) -> timedelta:
@@ -249,7 +163,7 @@ class Daemon:
         while not self.stop.is_set() and time.monotonic() < until:
             self.freed.clear()
             with self.lock:
-                free = self.running.config.fetch.concurrency * 2 - len(self.in_flight)
+                free = self.running.config.fetch.concurrency * 2 - self.in_flight
             # Keep what we still work on (checking, or queued for the writer): an expired
             # lease would let another process check it too.
             self.claims.lease = self.lease_length()
@@ -259,50 +173,35 @@ class Daemon:
                 continue
             claimed = self.claims.due(free)
             states = self.archive.states_of([t.url for t in claimed]) if claimed else {}
-            checker = self.running.checker
+            with self.lock:
+                self.in_flight += len(claimed)
             for target in claimed:
-                future: Future[bool] = self.pool.submit(self._check, checker, target, states[target.url])
-                with self.lock:
-                    self.in_flight[target.url] = future
-                future.add_done_callback(functools.partial(self._done, target.url))
+                self.queue.put((target, states[target.url]))
             if claimed:
                 logger.debug(DISPATCH_CLAIMED, count=len(claimed))
             if len(claimed) < free:
                 return  # nothing more is due now
 
-    def _check(self, checker: Checker, target: Target, state: TargetState) -> bool:
-        """Check `target` and queue it for the writer; return whether it was queued.
+    def _take(self) -> tuple[Target, TargetState] | None:
+        """Return the next claimed target for a worker; None once the daemon stops."""
+        while not self.stop.is_set():
+            with contextlib.suppress(queue.Empty):
+                return self.queue.get(timeout=0.5)
+        return None
 
-        Its lease is kept (and extended) until the writer is done with it. A crashed
-        check's lease is left to expire, so a target that crashes is not retried at once.
-        """
-        if self.stop.is_set():
-            return False
-        try:
-            report = checker.check_queued(
-                target, state, self.writer, functools.partial(self._written, target.url)
-            )
-        except StoreError:  # the writer has stopped, and with it the daemon
-            self.claims.done(target.url)
-            return False
-        except Exception:
-            logger.exception(CHECK_CRASHED, url=target.url)
-            self.claims.done(target.url)
-            with self.lock:
-                self.tally["crashed"] += 1
-            return False
+    def _tally(self, report: CheckReport) -> None:
         with self.lock:
             self.tally["checks"] += 1
             self.tally["changed"] += any(e in _NEW_VERSION_EVENTS for e in report.events)
             self.tally["failed"] += report.error is not None and report.outcome != OutcomeKind.SKIPPED
-        return True
 
-    def _written(self, url: str, _stored: object) -> None:
-        self.claims.done(url)
-
-    def _done(self, url: str, _future: Future[bool]) -> None:
+    def _crashed(self, _url: str) -> None:
         with self.lock:
-            self.in_flight.pop(url, None)
+            self.tally["crashed"] += 1
+
+    def _finished(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
         self.freed.set()
 
     def _store_failed(self, error: StoreError) -> None:
@@ -333,7 +232,8 @@ class Daemon:
             logger.error(CONFIG_REJECTED, file=exc.file, key=exc.key, problem=exc.problem)
             return
         old = self.running
-        self.running = _Running(config, _checker(config, self.archive, self.owner))
+        self.running = _Running(config, Checker.from_config(config, self.archive, self.owner))
+        self.workers.checker = self.running.checker  # the checks under way finish with the old one
         logger.info(CONFIG_LOADED, file=path, targets=len(config.targets))
         self.sync()
         old.checker.close()
@@ -367,6 +267,7 @@ class Daemon:
                 job, "interval", days=1, id=job.__name__, max_instances=1, coalesce=True, next_run_time=first
             )
         self.writer.start()
+        self.workers.start(self._take)
         self.scheduler.start()
         now = datetime.now(UTC)
         targets, _due, next_at = self.archive.schedule(now)
@@ -392,6 +293,8 @@ class Daemon:
                 sd_notify("WATCHDOG=1")
         finally:
             self.shutdown()
+        if self.store_error is None and self.workers.failed:
+            self.store_error = self.workers.failed[0]
         if self.store_error is not None:
             raise self.store_error
 
@@ -427,18 +330,15 @@ class Daemon:
 
     def shutdown(self) -> None:
         sd_notify("STOPPING=1")
-        logger.info(SERVICE_STOPPING, in_flight=len(self.in_flight))
+        logger.info(SERVICE_STOPPING, in_flight=self.in_flight)
+        self.stop.set()  # the workers take no more targets; those queued keep their leases until released
         self.scheduler.shutdown(wait=True)
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + SHUTDOWN_GRACE
-        while self.in_flight and time.monotonic() < deadline:
-            self.freed.wait(0.1)
-            self.freed.clear()
+        self.workers.wait(SHUTDOWN_GRACE)
         self.writer.close()  # the checks done so far are written before their leases go
         released = self.claims.release_all()
         self.running.checker.close()
-        self.archive.engine.dispose()
-        logger.info(SERVICE_STOPPED, released=released, unfinished=len(self.in_flight))
+        self.archive.close()
+        logger.info(SERVICE_STOPPED, released=released, unfinished=self.workers.alive())
 
 
 def in_words(when: datetime | None, now: datetime) -> str:

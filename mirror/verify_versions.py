@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, type_coerce
 from sqlalchemy.engine import Connection
 
-from mirror import ledger, recording, tables
+from mirror import ledger, tables
 from mirror.events import DOCUMENT_MOVED, DOCUMENT_REAPPEARED
 from mirror.integrity import AsStored, Problem, VerifyReport, as_time
 
@@ -26,7 +26,7 @@ B, S, E, T = tables.blobs, tables.snapshots, tables.events, tables.targets
 
 # The events that may make a version: new and changed always; a move or reappearance when it
 # announces its snapshot (see `recording.announced`).
-_MAY_ANNOUNCE = (*recording.VERSION_EVENTS, DOCUMENT_MOVED, DOCUMENT_REAPPEARED)
+_MAY_ANNOUNCE = (*ledger.VERSION_EVENTS, DOCUMENT_MOVED, DOCUMENT_REAPPEARED)
 
 
 def check_versions(conn: Connection, report: VerifyReport) -> None:
@@ -222,7 +222,7 @@ def _details(value: Any) -> dict[str, Any]:
 
 def _makes_version(kind: str, details: dict[str, Any]) -> bool:
     """Return True for an event that made a version: new and changed, or any that announces its snapshot."""
-    return kind in recording.VERSION_EVENTS or ("version" in details and "first_seen" in details)
+    return kind in ledger.VERSION_EVENTS or ("version" in details and "first_seen" in details)
 
 
 def _announced(details: dict[str, Any]) -> Iterator[tuple[str, Any]]:

@@ -17,12 +17,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+from sqlalchemy.engine import Engine
 
-from mirror.archive import Archive
+from mirror.archive import Archive, CheckRecord
 from mirror.db import open_engine
 from mirror.domain import (
     ChangeDiff,
@@ -37,6 +39,8 @@ from mirror.domain import (
     TargetState,
 )
 from mirror.events import DOCUMENT_CHANGED, DOCUMENT_DISAPPEARED, DOCUMENT_NEW
+from mirror.packing import Packer, pack_alone
+from mirror.reader import Reader
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_USERS = ("postgres", "root")
@@ -139,6 +143,11 @@ def archive(engine) -> Archive:
 # -- recording checks the way check.check_one does -----------------------------------------------
 
 
+def engine_of(store: Reader) -> Engine:
+    """Return the engine inside a store: for tests that tamper with rows in SQL, and only them."""
+    return store._engine
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -207,7 +216,31 @@ def save_version(
     outcome = Outcome(
         kind, new_state, (event,), new_version=True, diff_from=state.current_sha256, diff=changed
     )
-    return archive.record(url, result, outcome, at, worker="test")
+    return record_check(archive, url, result, outcome, at, worker="test")
+
+
+def record_check(
+    archive: Archive,
+    url: str,
+    result: FetchResult,
+    outcome: Outcome,
+    at: datetime,
+    *,
+    worker: str | None = None,
+    next_check_in: timedelta | None = None,
+) -> list[StoredEvent]:
+    """Record one check alone, packed as the checker packs it; return its events (none when superseded)."""
+    record = pack_alone(
+        archive, archive.state_of, url, result, outcome, at, worker=worker, next_check_in=next_check_in
+    )
+    return archive.record_many([record])[0] or []
+
+
+def pack_check(
+    archive: Archive, url: str, result: FetchResult, outcome: Outcome, at: datetime, **kw: Any
+) -> CheckRecord:
+    """Return one check packed against the stored versions, ready for `record_many`."""
+    return Packer(archive).record(url, result, outcome, at, **kw)
 
 
 def save_unchanged(archive: Archive, url: str, at: datetime) -> list[StoredEvent]:
@@ -215,7 +248,7 @@ def save_unchanged(archive: Archive, url: str, at: datetime) -> list[StoredEvent
     state = archive.state_of(url)
     body = archive.read(state.current_sha256) if state.current_sha256 else b""
     outcome = Outcome(OutcomeKind.UNCHANGED, replace(state, status=Status.OK), seen_again=True)
-    return archive.record(url, fetched(url, body, at), outcome, at, worker="test")
+    return record_check(archive, url, fetched(url, body, at), outcome, at, worker="test")
 
 
 def save_failure(archive: Archive, url: str, at: datetime, *, status: int | None = 404) -> list[StoredEvent]:
@@ -229,6 +262,6 @@ def save_failure(archive: Archive, url: str, at: datetime, *, status: int | None
         events = (Event(DOCUMENT_DISAPPEARED, url, at, old_sha256=state.current_sha256, status=status),)
     new_state = replace(state, status=Status.GONE if gone else Status.FAILING, consecutive_failures=failures)
     kind = OutcomeKind.DISAPPEARED if gone else OutcomeKind.FAILED
-    return archive.record(
-        url, fetched(url, None, at, status=status, error=error), Outcome(kind, new_state, events), at
+    return record_check(
+        archive, url, fetched(url, None, at, status=status, error=error), Outcome(kind, new_state, events), at
     )

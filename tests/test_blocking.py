@@ -403,7 +403,7 @@ def test_the_daemon_blocks_by_a_rule_from_the_config_and_backs_off(site, tmp_pat
         assert [e.kind for e in archive.history(url).events] == [DOCUMENT_NEW, DOCUMENT_BLOCKED]
     finally:
         daemon.kill()
-        archive.engine.dispose()
+        archive.close()
 
 
 def test_a_target_walled_before_its_first_version_is_blocked_then_new():

@@ -31,6 +31,8 @@ from mirror.events import (
 from mirror.history import version_diff
 from mirror.politeness import HostGate
 from mirror.restore import restore_version
+from mirror.rounds import run_round
+from tests.fixtures_store import engine_of
 from tests.test_service import checks_of
 
 HOUR = timedelta(hours=1)
@@ -363,7 +365,7 @@ def leases_of(archive) -> dict[str, str | None]:
 
     from mirror.tables import targets
 
-    with archive.engine.connect() as conn:
+    with engine_of(archive).connect() as conn:
         return dict(conn.execute(select(targets.c.url, targets.c.lease_owner)).all())
 
 
@@ -375,7 +377,7 @@ def test_a_round_skips_the_targets_another_process_holds_and_says_how_many(site,
     archive.claim("daemon-elsewhere", urls[:2], datetime.now(UTC), HOUR)  # a `mirror run` checks these
     checker = checker_for(archive)
     with capture_logs() as logs:
-        report = checker.run_round(targets, 3)
+        report = run_round(checker, targets, 3)
     checker.close()
 
     assert report.skipped_claimed == 2
@@ -394,7 +396,7 @@ def test_a_round_longer_than_its_lease_keeps_its_targets_from_other_processes(si
     targets = watch(archive, *urls)
     checker = checker_for(archive)
     result: list = []
-    round_ = threading.Thread(target=lambda: result.append(checker.run_round(targets, 1, lease=LEASE)))
+    round_ = threading.Thread(target=lambda: result.append(run_round(checker, targets, 1, lease=LEASE)))
     round_.start()
     time.sleep(2 * LEASE.total_seconds())  # twice the lease: unextended, every lease would have expired
     taken = archive.claim("other", urls, datetime.now(UTC), HOUR)
@@ -467,7 +469,7 @@ def test_a_location_that_cannot_be_parsed_fails_the_check_without_a_crash(raw_se
     (target,) = watch(archive, server.url())
     checker = checker_for(archive)
     with capture_logs() as logs:
-        report = checker.run_round([target], concurrency=1)
+        report = run_round(checker, [target], concurrency=1)
     checker.close()
 
     assert report.crashed == ()
@@ -496,10 +498,10 @@ def test_a_charset_that_is_no_text_encoding_is_ignored_and_the_change_is_diffed(
     url = site.url("/etext/odd.html")
     (target,) = watch(archive, url)
     checker = checker_for(archive)
-    first = checker.run_round([target], concurrency=1)
+    first = run_round(checker, [target], concurrency=1)
     site.put("/etext/odd.html", served("Minutes of the second meeting, café."), content_type=content_type)
     with capture_logs() as logs:
-        second = checker.run_round([target], concurrency=1)
+        second = run_round(checker, [target], concurrency=1)
     checker.close()
 
     assert (first.crashed, second.crashed) == ((), ())
@@ -531,7 +533,7 @@ def test_a_redirect_to_a_url_with_a_password_logs_and_stores_no_password(raw_ser
     (target,) = watch(archive, server.url())
     checker = checker_for(archive)
     with capture_logs() as logs:
-        report = checker.run_round([target], concurrency=1)
+        report = run_round(checker, [target], concurrency=1)
     checker.close()
 
     assert [(c.outcome, c.error) for c in report.checks] == [("failed", "bad_content")]
@@ -579,7 +581,7 @@ def test_a_nul_byte_in_what_a_server_sends_is_recorded_without_a_store_error(
     server = raw_server(lambda sock: sock.sendall(answer))
     (target,) = watch(archive, server.url())
     checker = checker_for(archive)
-    report = checker.run_round([target], concurrency=1)
+    report = run_round(checker, [target], concurrency=1)
     checker.close()
 
     assert report.crashed == ()

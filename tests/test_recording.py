@@ -11,7 +11,6 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from mirror import blobs, ledger, recording
-from mirror.blobs import DeltaBase
 from mirror.check import Checker
 from mirror.dictionaries import HostBases
 from mirror.diff import TEXTS
@@ -34,10 +33,22 @@ from mirror.events import (
     DOCUMENT_MOVED,
     DOCUMENT_NEW,
 )
+from mirror.packing import Packer
 from mirror.politeness import HostGate
+from mirror.rounds import run_round
 from mirror.tables import metadata
 from mirror.writer import BatchWriter
-from tests.fixtures_store import HOUR, T0, fetched, save_failure, save_version, sha, watch
+from tests.fixtures_store import (
+    HOUR,
+    T0,
+    fetched,
+    pack_check,
+    record_check,
+    save_failure,
+    save_version,
+    sha,
+    watch,
+)
 from tests.test_store import count
 
 URL = "https://archive.example.org/etext/a.html"
@@ -49,7 +60,7 @@ def new_version(archive, url: str, body: bytes, number: int, at: datetime = T0):
     state = TargetState(Status.OK, sha(body), number, "text/html")
     event = Event(DOCUMENT_NEW if number == 1 else DOCUMENT_CHANGED, url, at, new_sha256=sha(body))
     outcome = Outcome(OutcomeKind.NEW, state, (event,), new_version=True)
-    return archive.prepare(url, fetched(url, body, at), outcome, at, worker="test")
+    return pack_check(archive, url, fetched(url, body, at), outcome, at, worker="test")
 
 
 def test_states_of_many_targets_come_back_in_one_call_as_state_of_gives_them(archive):
@@ -133,7 +144,9 @@ def test_two_checks_judged_from_one_state_make_a_document_disappear_once(archive
         OutcomeKind.DISAPPEARED, replace(state, status=Status.GONE, consecutive_failures=1), (event,)
     )
     result = fetched(URL, None, T0, status=404, error=FetchFailure("http", "HTTP 404"))
-    first, second = (archive.prepare(URL, result, outcome, T0, worker=w, judged=state) for w in ("a", "b"))
+    first, second = (
+        pack_check(archive, URL, result, outcome, T0, worker=w, judged=state) for w in ("a", "b")
+    )
 
     assert archive.record_many([first]) != [None]
     assert archive.record_many([second]) == [None]  # no version changed, but the state it read did
@@ -171,8 +184,13 @@ def test_recording_frees_only_the_lease_its_own_process_holds(archive, engine):
     (mine,) = archive.claim("me", [URL], now, HOUR)
     (theirs,) = archive.claim("them", [OTHER], now, HOUR)
     records = [
-        archive.prepare(
-            u, fetched(u, b"<p>x</p>"), new_version(archive, u, b"<p>x</p>", 1).outcome, T0, worker="me"
+        pack_check(
+            archive,
+            u,
+            fetched(u, b"<p>x</p>"),
+            new_version(archive, u, b"<p>x</p>", 1).outcome,
+            T0,
+            worker="me",
         )
         for u in (URL, OTHER)
     ]
@@ -274,7 +292,7 @@ def test_a_round_records_every_check_and_logs_events_after_their_batch(site, arc
     checker = Checker(archive, FetchLimits(timeout=5.0, retries=0), DetectPolicy(), HostGate(8, 0.0))
     try:
         with capture_logs() as logs:
-            report = checker.run_round(archive.active_targets(), 8)
+            report = run_round(checker, archive.active_targets(), 8)
     finally:
         checker.close()
 
@@ -295,7 +313,7 @@ def test_a_store_error_in_the_writer_stops_the_round(site, archive, monkeypatch)
     monkeypatch.setattr(archive, "record_many", unavailable)
     try:
         with pytest.raises(StoreError, match="disk full"):
-            checker.run_round(archive.active_targets(), 2)
+            run_round(checker, archive.active_targets(), 2)
     finally:
         checker.close()
 
@@ -365,22 +383,31 @@ def test_a_new_page_is_stored_as_a_delta_against_a_page_of_its_site_and_reads_ba
     assert [archive.read(sha(b)) for b in bodies.values()] == list(bodies.values())
 
 
-def test_a_page_whose_shared_base_was_never_written_is_stored_whole(archive, engine):
+def test_a_page_whose_shared_base_was_never_written_is_stored_with_its_base(archive, engine):
+    # A site's base is offered once queued; should its own check never be written (superseded),
+    # the page packed against it carries the base's whole blob, and the store writes it first.
     watch(archive, URL)
     never = b"<html><body><ul>" + b"<li>menu entry</li>" * 500 + b"</ul></body></html>"
     body = never.replace(b"</ul>", b"</ul><p>its own words</p>")
-    base = DeltaBase(sha(never), len(never), 0, sha(never), level=blobs.ZSTD_LEVEL)
+    bases = HostBases()
+    bases.offer("https://archive.example.org/other", "text/html", blobs.pack(never), never)
     state = TargetState(Status.OK, sha(body), 1, "text/html")
     outcome = Outcome(OutcomeKind.NEW, state, (Event(DOCUMENT_NEW, URL, T0, new_sha256=sha(body)),), True)
-    record = archive.prepare(URL, fetched(URL, body), outcome, T0, base=base, base_bytes=never)
+    record = Packer(archive, bases).record(URL, fetched(URL, body), outcome, T0)
     assert record.blob is not None and record.blob.codec == blobs.ZSTD_DELTA
 
     archive.record_many([record])
 
     blobs_table = metadata.tables["blobs"]
     with engine.connect() as conn:
-        (row,) = conn.execute(select(blobs_table.c.codec, blobs_table.c.base_sha256)).all()
-    assert (row.codec, row.base_sha256) == (blobs.ZSTD, None)
+        rows = {
+            r.sha256: r
+            for r in conn.execute(
+                select(blobs_table.c.sha256, blobs_table.c.codec, blobs_table.c.base_sha256)
+            )
+        }
+    assert (rows[sha(never)].codec, rows[sha(never)].base_sha256) == (blobs.ZSTD, None)
+    assert (rows[sha(body)].codec, rows[sha(body)].base_sha256) == (blobs.ZSTD_DELTA, sha(never))
     assert archive.read(sha(body)) == body
 
 
@@ -444,7 +471,7 @@ def test_each_version_event_announces_the_number_and_snapshot_the_store_gave_it(
         event = Event(DOCUMENT_CHANGED, URL, T0, new_sha256=sha(body), status=200, details={"version": 2})
         judged = TargetState(Status.OK, sha(body), 2, "text/html")
         outcome = Outcome(OutcomeKind.CHANGED, judged, (event,), new_version=True)
-        records.append(archive.prepare(URL, fetched(URL, body, T0), outcome, T0 + HOUR, worker="test"))
+        records.append(pack_check(archive, URL, fetched(URL, body, T0), outcome, T0 + HOUR, worker="test"))
 
     assert [r is None for r in archive.record_many(records)] == [False, True]
 
@@ -470,7 +497,7 @@ def test_a_check_judged_before_another_made_a_version_leaves_the_latest_content_
     judged = archive.state_of(URL)  # an unchanged check judged now, written after v2
     save_version(archive, URL, b"<p>two</p>", T0 + HOUR)
     outcome = Outcome(OutcomeKind.UNCHANGED, judged, seen_again=True)
-    archive.record(URL, fetched(URL, b"<p>one</p>", T0), outcome, T0 + 2 * HOUR, worker="test")
+    record_check(archive, URL, fetched(URL, b"<p>one</p>", T0), outcome, T0 + 2 * HOUR, worker="test")
 
     assert archive.state_of(URL).current_sha256 == sha(b"<p>two</p>")
     assert verify.run(engine).ok
@@ -484,7 +511,7 @@ def test_a_version_made_by_a_move_alone_is_announced_by_the_move(archive, engine
     body = b"<p>served elsewhere now</p>"
     moved = Event(DOCUMENT_MOVED, URL, T0 + HOUR, new_sha256=sha(body), details={"to": OTHER})
     outcome = Outcome(OutcomeKind.MOVED, TargetState(Status.MOVED, sha(body), 2), (moved,), new_version=True)
-    archive.record(URL, fetched(URL, body, T0 + HOUR), outcome, T0 + HOUR, worker="test")
+    record_check(archive, URL, fetched(URL, body, T0 + HOUR), outcome, T0 + HOUR, worker="test")
 
     event = archive.history(URL).events[-1]
     assert (event.kind, event.details["version"], event.details["size"]) == (DOCUMENT_MOVED, 2, len(body))

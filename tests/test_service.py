@@ -19,6 +19,7 @@ from sqlalchemy import text
 from mirror.archive import Archive
 from mirror.db import open_engine
 from mirror.verify import run as verify_store
+from tests.fixtures_store import engine_of
 
 pytestmark = pytest.mark.slow
 
@@ -113,19 +114,19 @@ def all_due_now(archive: Archive, config: Path) -> None:
     from mirror.config import load_config
 
     archive.sync_targets(load_config(config, {}).targets, datetime.now(UTC))
-    with archive.engine.begin() as conn:
+    with engine_of(archive).begin() as conn:
         conn.execute(
             text("UPDATE targets SET next_check_at = :now"),
             {
                 "now": datetime.now(UTC).replace(tzinfo=None)
-                if archive.engine.dialect.name == "sqlite"
+                if engine_of(archive).dialect.name == "sqlite"
                 else datetime.now(UTC)
             },
         )
 
 
 def checks_of(archive: Archive) -> dict[str, int]:
-    with archive.engine.connect() as conn:
+    with engine_of(archive).connect() as conn:
         rows = conn.execute(
             text(
                 "SELECT t.url, count(c.id) FROM targets t"
@@ -167,9 +168,9 @@ def test_the_daemon_checks_when_due_reloads_on_sighup_and_stops_cleanly_on_sigte
 
     assert daemon.stop(signal.SIGTERM) == 0
     assert daemon.named("service.stopped")
-    report = verify_store(store.engine)
+    report = verify_store(engine_of(store))
     assert report.ok, report.problems
-    with store.engine.connect() as conn:
+    with engine_of(store).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM targets WHERE lease_owner IS NOT NULL")).scalar() == 0
 
 
@@ -187,9 +188,9 @@ def test_sigterm_mid_round_lets_checks_finish_and_leaves_a_consistent_store(
     stopped = daemon.named("service.stopped")[0]
     assert stopped["unfinished"] == 0
 
-    report = verify_store(store.engine)
+    report = verify_store(engine_of(store))
     assert report.ok, report.problems
-    with store.engine.connect() as conn:
+    with engine_of(store).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM targets WHERE lease_owner IS NOT NULL")).scalar() == 0
         versions = conn.execute(text("SELECT count(*) FROM snapshots")).scalar()
         checked = conn.execute(
@@ -349,7 +350,7 @@ def test_a_store_failing_under_the_writer_stops_the_daemon_with_exit_3(
     all_due_now(store, config)
     daemon = daemons(config, database_url)
     wait_for(lambda: sum(checks_of(store).values()) >= 1, what="the first checks")
-    with store.engine.begin() as conn:
+    with engine_of(store).begin() as conn:
         conn.execute(text("DROP TABLE checks"))  # every later batch fails: not a transient error
 
     assert daemon.proc.wait(30) == 3
@@ -368,7 +369,7 @@ def test_the_daemon_says_when_the_first_check_is_due_and_sums_up_what_it_did_eve
     config = write_config(tmp_path / "mirror.toml", urls, interval="1h")
     config.write_text(config.read_text().replace('tick = "200ms"', 'tick = "200ms"\nsummary = "1s"'))
     all_due_now(store, config)
-    with store.engine.begin() as conn:  # one target is due only in 50 minutes
+    with engine_of(store).begin() as conn:  # one target is due only in 50 minutes
         conn.execute(
             text("UPDATE targets SET next_check_at = :later WHERE url = :url"),
             {"later": later(store, minutes=50), "url": urls[2]},
@@ -394,7 +395,7 @@ def test_the_daemon_says_when_the_first_check_is_due_and_sums_up_what_it_did_eve
 
 def later(store: Archive, minutes: int) -> datetime:
     value = datetime.now(UTC) + timedelta(minutes=minutes, seconds=30)
-    return value.replace(tzinfo=None) if store.engine.dialect.name == "sqlite" else value
+    return value.replace(tzinfo=None) if engine_of(store).dialect.name == "sqlite" else value
 
 
 @pytest.mark.parametrize(

@@ -403,11 +403,13 @@ def test_history_text_shows_a_damaged_significance_without_crashing():
 
 
 def test_the_daemon_weighs_changes_with_the_rules_of_the_config_it_runs(tmp_path):
-    from mirror.service import _checker
+    from mirror.check import Checker
 
     config = tmp_path / "mirror.toml"
     config.write_text('[[targets]]\nurl = "https://a.org/report.html"\nignore_selectors = ["#appeal"]\n')
-    checker = _checker(load_config(config, {}), archive=None)  # the archive is only kept, not used here
+    checker = Checker.from_config(
+        load_config(config, {}), archive=None
+    )  # the archive is only kept, not used here
     try:
         assert checker.ignore.rules_for("https://a.org/report.html").selectors == ("#appeal",)
     finally:

@@ -27,7 +27,17 @@ from mirror.events import (
     STORE_RETRY,
 )
 from mirror.tables import metadata
-from tests.fixtures_store import HOUR, T0, fetched, save_failure, save_unchanged, save_version, sha, watch
+from tests.fixtures_store import (
+    HOUR,
+    T0,
+    fetched,
+    record_check,
+    save_failure,
+    save_unchanged,
+    save_version,
+    sha,
+    watch,
+)
 
 URL = "https://www.prisoncensorship.info/archive/etext/wim/cong/notefromchair092207.html"
 OTHER = "https://www.prisoncensorship.info/archive/etext/wim/cong/copy.html"
@@ -180,7 +190,7 @@ def test_a_failure_mid_record_leaves_no_blob_snapshot_check_or_event(archive, en
     outcome = Outcome(OutcomeKind.NEW, TargetState(Status.OK, sha(body), 1), (event,), new_version=True)
 
     with pytest.raises((RuntimeError, TypeError)):
-        archive.record(URL, fetched(URL, body), outcome, T0)
+        record_check(archive, URL, fetched(URL, body), outcome, T0)
 
     assert [count(engine, t) for t in ("blobs", "snapshots", "checks", "events")] == [0, 0, 0, 0]
     assert archive.state_of(URL) == TargetState()
@@ -589,7 +599,7 @@ def save_change(archive, url: str, body: bytes, at, *, suspicious: str | None = 
         new_version=True,
         diff_from=state.current_sha256,
     )
-    return archive.record(url, fetched(url, body, at), outcome, at)
+    return record_check(archive, url, fetched(url, body, at), outcome, at)
 
 
 SHRANK = "text shrank by 91% (from 5200 to 460 characters)"
@@ -633,7 +643,7 @@ def save_reappeared(archive, url: str, at) -> None:
         seen_again=True,
     )
     body = archive.read(state.current_sha256)
-    archive.record(url, fetched(url, body, at), outcome, at)
+    record_check(archive, url, fetched(url, body, at), outcome, at)
 
 
 def site(archive, at, **kw) -> dict[str, tuple[int | None, object]]:
@@ -697,3 +707,37 @@ def test_pruning_checks_deletes_only_those_started_before_the_cut_in_batches(arc
     assert archive.prune_checks(T0 + 6 * MINUTE) == 0
     assert len(archive.history(URL).versions) == 1
     assert count(engine, "events") == 1
+
+
+def test_a_follower_reads_the_events_after_its_last_sequence_number_in_chain_order(archive):
+    watch(archive, URL, OTHER)
+    save_version(archive, URL, b"<p>one</p>", T0)
+    save_version(archive, OTHER, b"<p>other</p>", T0 + HOUR)
+    save_version(archive, URL, b"<p>two</p>", T0 + 2 * HOUR)
+
+    every = archive.events_after(0)
+    page = archive.events_after(every[0].seq, limit=1)
+    rest = archive.events_after(page[-1].seq)
+
+    assert [(e.kind, e.url) for e in every] == [
+        (DOCUMENT_NEW, URL),
+        (DOCUMENT_NEW, OTHER),
+        (DOCUMENT_CHANGED, URL),
+    ]
+    assert [e.seq for e in page + rest] == [e.seq for e in every[1:]]
+    assert archive.events_after(every[-1].seq) == []
+
+
+def test_a_snapshot_comes_back_with_the_response_headers_recorded_with_it(archive):
+    watch(archive, URL)
+    save_version(archive, URL, b"<p>one</p>", T0, etag='"v1"')
+    save_version(archive, URL, b"<p>two</p>", T0 + HOUR, etag='"v2"')
+
+    first = archive.snapshot(URL, "1")
+    latest = archive.snapshot(URL)
+
+    assert (first.version.number, first.headers["etag"]) == (1, '"v1"')
+    assert (latest.version.number, latest.headers["etag"]) == (2, '"v2"')
+    assert latest.headers["content-type"] == "text/html; charset=utf-8"
+    with pytest.raises(UsageError):
+        archive.snapshot(URL, "1", T0)

@@ -16,7 +16,7 @@ from sqlalchemy import MetaData, Table, bindparam, text, update
 
 from mirror.tables import UTCDateTime
 from mirror.verify import run as verify
-from tests.fixtures_store import T0, save_failure, save_version, sha, watch
+from tests.fixtures_store import T0, engine_of, save_failure, save_version, sha, watch
 
 URL_A = "https://archive.example/etext/a.html"
 URL_B = "https://archive.example/etext/b.html"
@@ -37,17 +37,17 @@ def filled(archive):
 
 
 def problems(archive) -> list[tuple[str, str]]:
-    report = verify(archive.engine)
+    report = verify(engine_of(archive))
     return [(p.item, p.key) for p in report.problems]
 
 
 def sql(archive, statement: str, **params) -> None:
-    with archive.engine.begin() as conn:
+    with engine_of(archive).begin() as conn:
         conn.execute(text(statement), params)
 
 
 def test_an_untouched_store_is_intact(filled):
-    report = verify(filled.engine)
+    report = verify(engine_of(filled))
     assert report.ok, report.problems
     assert (report.blobs, report.snapshots, report.events) == (4, 4, 5)
     assert report.head_seq == 5
@@ -55,7 +55,7 @@ def test_an_untouched_store_is_intact(filled):
 
 def test_a_changed_byte_in_a_blob_is_named(filled):
     first = sha((PAGE.format(n=0) + "</p></body></html>").encode())
-    with filled.engine.connect() as conn:
+    with engine_of(filled).connect() as conn:
         data = conn.execute(text("SELECT data FROM blobs WHERE sha256 = :s"), {"s": first}).scalar_one()
     damaged = bytearray(data)
     damaged[len(damaged) // 2] ^= 0x01
@@ -76,7 +76,7 @@ def test_an_edited_event_url_is_named(filled):
 
 
 def test_two_swapped_events_are_named(filled):
-    with filled.engine.begin() as conn:
+    with engine_of(filled).begin() as conn:
         rows = conn.execute(
             text("SELECT seq, hash, prev_hash FROM events WHERE seq IN (2, 3) ORDER BY seq")
         ).all()
@@ -107,7 +107,7 @@ def test_a_rewritten_event_with_a_recomputed_hash_breaks_the_link_after_it(fille
     # Someone rewrites event 2 and recomputes its own hash: the next event no longer follows it.
     from mirror import ledger
 
-    with filled.engine.begin() as conn:
+    with engine_of(filled).begin() as conn:
         entry = next(e for e in ledger.walk(conn) if e.event.seq == 2)
         forged = entry.event.__class__(
             **{
@@ -131,7 +131,7 @@ def test_a_byte_changed_in_the_sqlite_file_is_named(filled, database_url):
     if not database_url.startswith("sqlite"):
         pytest.skip("a database file exists only for SQLite")
     path = database_url.removeprefix("sqlite:///")
-    filled.engine.dispose()
+    engine_of(filled).dispose()
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         stored = conn.execute("SELECT sha256, data FROM blobs ORDER BY size DESC LIMIT 1").fetchone()
@@ -192,7 +192,7 @@ def test_a_rewritten_history_is_caught_against_a_published_head(filled, database
     # Rewrite the whole chain consistently from event 2 on: only the published head can tell.
     from mirror import ledger
 
-    with filled.engine.begin() as conn:
+    with engine_of(filled).begin() as conn:
         entries = list(ledger.walk(conn))
         prev = entries[0].event.hash
         for entry in entries[1:]:
@@ -239,7 +239,7 @@ def rewrite_chain(archive, seq: int, **details) -> None:
     """Change event `seq`'s details and recompute every hash from it on, as a forger with write access can."""
     from mirror import ledger
 
-    with archive.engine.begin() as conn:
+    with engine_of(archive).begin() as conn:
         entries = [e for e in ledger.walk(conn) if e.event.seq >= seq]
         prev = entries[0].prev_hash
         for entry in entries:
@@ -326,7 +326,7 @@ def test_a_target_pointing_at_other_latest_content_is_named(filled, database_url
     ],
 )
 def test_an_edited_snapshot_field_is_named(filled, database_url, tmp_path, column, value):
-    with filled.engine.begin() as conn:
+    with engine_of(filled).begin() as conn:
         snapshots = Table("snapshots", MetaData(), autoload_with=conn)
         target = conn.execute(text("SELECT id FROM targets WHERE url = :u"), {"u": URL_A}).scalar_one()
         where = (snapshots.c.target_id == target) & (snapshots.c.version == 2)
@@ -398,7 +398,7 @@ def test_garbage_in_columns_sqlite_cannot_refuse_is_damage_not_a_crash(filled, d
 
 def test_a_store_written_before_events_announced_snapshots_still_verifies(filled, database_url, tmp_path):
     # Events of earlier releases carry no snapshot fields: not damage (verify checks what is announced).
-    with filled.engine.connect() as conn:
+    with engine_of(filled).connect() as conn:
         rows = conn.execute(
             text("SELECT seq, kind FROM events WHERE kind IN ('document.new', 'document.changed')")
         ).all()
@@ -522,7 +522,7 @@ def test_a_deleted_target_is_named_by_the_events_it_leaves(filled, database_url,
     # Foreign keys do not stop someone with the file or a superuser: `history` would say "not
     # in the store" and `restore --all` would leave the document out, silently.
     if database_url.startswith("sqlite"):
-        filled.engine.dispose()
+        engine_of(filled).dispose()
         with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as conn:  # foreign_keys off
             conn.execute(
                 "DELETE FROM snapshots WHERE target_id = (SELECT id FROM targets WHERE url = ?)", (URL_B,)
@@ -530,7 +530,7 @@ def test_a_deleted_target_is_named_by_the_events_it_leaves(filled, database_url,
             conn.execute("DELETE FROM targets WHERE url = ?", (URL_B,))
             conn.commit()
     else:
-        with filled.engine.begin() as conn:
+        with engine_of(filled).begin() as conn:
             conn.execute(text("SET LOCAL session_replication_role = replica"))  # foreign keys off
             conn.execute(
                 text("DELETE FROM snapshots WHERE target_id = (SELECT id FROM targets WHERE url = :u)"),

@@ -1,0 +1,180 @@
+"""The command line's plumbing: the app context (config and store opened once), exit codes, errors.
+
+This is the only place that maps `MirrorError` classes to exit codes:
+0 success; 1 verify found damage; 2 usage, config, unknown URL/version or no store to read;
+3 runtime failure; 130 interrupted. Usage errors are one line too, as every error is.
+The commands themselves are in `mirror.cli`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from mirror import render
+from mirror.errors import ConfigError, MirrorError, NoStore, NotFound, RestoreError, StoreError, UsageError
+
+EXIT_OK = 0
+EXIT_DAMAGED = 1
+EXIT_USAGE = 2
+EXIT_RUNTIME = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT (click alone would say 1, `verify`'s "damaged")
+
+if TYPE_CHECKING:  # real imports are deferred so that `--help` stays fast
+    from mirror.archive import Archive
+    from mirror.config import Config
+    from mirror.reader import Reader
+
+
+def exit_code_for(error: MirrorError) -> int:
+    """Return the documented exit code for an error."""
+    if isinstance(error, ConfigError | UsageError | NotFound | NoStore | RestoreError):
+        return EXIT_USAGE
+    if isinstance(error, StoreError):
+        return EXIT_RUNTIME
+    return EXIT_RUNTIME
+
+
+@dataclass
+class AppContext:
+    config_option: str | None
+    log_format: str
+    log_level: str
+    _config: Config | None = None
+    _store: Reader | None = None
+
+    def config(self) -> Config:
+        if self._config is None:
+            from mirror.config import config_path, load_config
+
+            self._config = load_config(config_path(self.config_option, os.environ), os.environ)
+        return self._config
+
+    def archive(self, *, create: bool = False) -> Archive:
+        """Return the store; only `create=True` (`check`; `run` opens its own) makes or migrates one.
+
+        Raises:
+            NoStore: without `create`, there is no store at the current schema.
+        """
+        from mirror.archive import Archive
+
+        if isinstance(self._store, Archive):
+            return self._store
+        self.close()
+        archive = Archive.open(self.config().storage.database, existing=not create)
+        self._store = archive
+        return archive
+
+    def reader(self) -> Reader:
+        """Return the store's read side, for the commands that only read the record.
+
+        Raises:
+            NoStore: there is no store at the current schema.
+        """
+        if self._store is None:
+            from mirror.reader import Reader
+
+            self._store = Reader.open(self.config().storage.database, existing=True)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def emit_json(document: Any) -> None:
+    """Write one JSON document to stdout."""
+    click.echo(render.to_json(document))
+
+
+def echo_lines(lines: list[str]) -> None:
+    click.echo("\n".join(lines))
+
+
+def parse_time(text: str) -> datetime:
+    """Return an aware UTC datetime from ISO 8601 text; a time without a zone is UTC.
+
+    Raises:
+        UsageError: not ISO 8601.
+    """
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at: expected an ISO 8601 time like 2026-11-01T12:00:00Z, got {text!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def published_head(text: str) -> tuple[int, str]:
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+        raise UsageError(f"--published: expected SEQ:HASH (a number and 64 hex digits), got {text!r}")
+    return int(seq), digest
+
+
+def one_of(spec: str | None, at: str | None) -> str | None:
+    if spec is not None and at is not None:
+        raise UsageError("give --version or --at, not both")
+    return spec
+
+
+def url_argument(text: str) -> str:
+    from mirror.urls import BadURL, normalize_url
+
+    try:
+        return normalize_url(text)
+    except BadURL as exc:
+        raise UsageError(str(exc)) from None
+
+
+def fail(error: MirrorError) -> NoReturn:
+    click.echo(f"mirror: error: {error}", err=True)
+    raise SystemExit(exit_code_for(error))
+
+
+def usage_line(exc: click.ClickException) -> str:
+    """Return click's complaint as our one line: lower-case, on one line, with where to get help."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    head, did, hint = message.partition(". Did you mean ")
+    if did:
+        message = f"{head} (did you mean {hint.rstrip('?')}?)"
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError):
+        message += f"; try '{ctx.command_path if ctx is not None else 'mirror'} --help'"
+    return message
+
+
+def catch_sigint() -> None:
+    """Make Ctrl-C raise KeyboardInterrupt, however the process was started.
+
+    A shell starts a background job with SIGINT ignored, and Python then installs no
+    handler of its own: Ctrl-C (or `kill -INT`) would do nothing. `mirror run` replaces
+    this handler with its own graceful stop.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextmanager
+def errors_to_exit_codes() -> Iterator[None]:
+    try:
+        yield
+    except MirrorError as exc:
+        fail(exc)
+    except OSError as exc:  # disk full, permission denied, ...: a runtime failure, one line
+        click.echo(f"mirror: error: {exc}", err=True)
+        raise SystemExit(EXIT_RUNTIME) from None
+    except Exception as exc:  # a bug: a runtime failure (3), never 1, which `verify` says only of damage
+        traceback.print_exc()
+        click.echo(f"mirror: error: unexpected {type(exc).__name__}: {exc}", err=True)
+        raise SystemExit(EXIT_RUNTIME) from None

@@ -1,0 +1,327 @@
+"""The store's read side: versions, history, events and counts, read back in read-only transactions.
+
+`Reader` is all that readers of the record need (show, history, diff, restore, verify,
+status, and the web page, exports and notifications to come); the write side,
+`mirror.archive.Archive`, is a `Reader` that also records. Reads run in read-only
+transactions, which on SQLite never wait for a writer. The engine never leaves the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Self, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, Engine
+
+import mirror.targets
+from mirror import blobs, db, ledger, tables
+from mirror import verify as fixity
+from mirror.db import DEFAULT_RETRY, RetrySettings
+from mirror.domain import Status, StoredEvent, Target, TargetState, Version
+from mirror.integrity import VerifyReport
+from mirror.targets import TargetSummary, target_row
+from mirror.versions import SiteEntry, site_batch, version_of, version_row
+
+T = tables.targets
+S = tables.snapshots
+C = tables.checks
+E = tables.events
+B = tables.blobs
+
+R = TypeVar("R")
+
+SITE_BATCH = 500  # targets per read transaction of `site_at`
+
+__all__ = ["History", "Reader", "SiteEntry", "Snapshot", "StoreStatus", "TargetSummary"]
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Every version (oldest first) and event (in chain order) of one URL.
+
+    `status` is `unwatched` once the target left the config (since `unwatched_since`).
+    """
+
+    url: str
+    status: str
+    versions: list[Version]
+    events: list[StoredEvent]
+    unwatched_since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """Counts over the store, for `mirror status`."""
+
+    targets_by_status: dict[
+        str, int
+    ]  # watched targets by state, and `unwatched` ones; every `Status`, zero included
+    targets: int  # watched targets
+    versions: int
+    blobs: int
+    stored_bytes: int
+    content_bytes: int
+    last_check_at: datetime | None
+    next_check_at: datetime | None
+    checks_last_hour: int
+    overdue: int
+    database: str
+    suspicious: int = 0  # active targets whose last change looked like tampering
+    lag_seconds: float = 0.0  # how far the most overdue target is behind its schedule
+    checking: int = 0  # targets leased by a process (`run` or `check`) right now: being checked or queued
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One version with the response headers recorded with it (`Reader.snapshot`)."""
+
+    version: Version
+    headers: dict[str, str]
+
+
+class Reader:
+    """The store's read side over one engine: what readers of the record (show, history, diff,
+    restore, verify, status, and the web page, exports and notifications to come) need, and no more.
+
+    The engine stays inside the store; `close` lets it go.
+    """
+
+    def __init__(self, engine: Engine, retry: RetrySettings = DEFAULT_RETRY) -> None:
+        self._engine = engine
+        self.retry = retry
+        self.database = db.mask_url(engine.url)
+
+    @classmethod
+    def open(cls, database: str, *, existing: bool = False) -> Self:
+        """Return the store at the SQLAlchemy URL `database`, migrated (see `db.open_engine`).
+
+        Raises:
+            StoreError: it cannot be opened (or, with `existing`, does not exist).
+        """
+        return cls(db.open_engine(database, existing=existing))
+
+    def close(self) -> None:
+        """Close the store's connections (the engine's pool)."""
+        self._engine.dispose()
+
+    def _read(self, fn: Callable[[Connection], R]) -> R:
+        return db.read(self._engine, fn, retry=self.retry)
+
+    # -- the record --------------------------------------------------------------------------
+
+    def read(self, sha256: str) -> bytes:
+        """Return the exact bytes stored under `sha256`.
+
+        Raises:
+            StoreError: no such blob, or it is damaged.
+        """
+        return self._read(lambda conn: blobs.get(conn, sha256))
+
+    def history(self, url: str) -> History:
+        """Return the versions (oldest first) and events (in chain order) of `url`.
+
+        Raises:
+            TargetNotFound: the URL is not in the store.
+        """
+
+        def load(conn: Connection) -> History:
+            target = target_row(conn, url)
+            versions = conn.execute(select(S).where(S.c.target_id == target.id).order_by(S.c.version)).all()
+            events = conn.execute(select(E).where(E.c.target_id == target.id).order_by(E.c.seq)).all()
+            return History(
+                target.url,
+                target.status if target.active else Status.UNWATCHED.value,
+                [version_of(v) for v in versions],
+                [ledger.to_stored_event(e) for e in events],
+                target.unwatched_since,
+            )
+
+        return self._read(load)
+
+    def version(self, url: str, spec: str | None = None, at: datetime | None = None) -> Version:
+        """Return one version of `url`: by `spec` or current at time `at`; the latest when neither is given.
+
+        `spec` is a version number ("3"), counted back from the latest ("-1" the
+        latest, "-2" the one before), or a sha256 prefix of at least 4 hex digits
+        (all-digit text is a number first, then a prefix if there is no such version).
+
+        Raises:
+            TargetNotFound: the URL is not in the store.
+            VersionNotFound: no such version, an ambiguous prefix, or none stored by `at`.
+            UsageError: both `spec` and `at` were given.
+        """
+        return version_of(self._read(lambda conn: version_row(conn, url, spec, at)))
+
+    def snapshot(self, url: str, spec: str | None = None, at: datetime | None = None) -> Snapshot:
+        """Return one version of `url` (chosen as by `version`) with the response headers recorded with it.
+
+        Raises:
+            TargetNotFound: the URL is not in the store.
+            VersionNotFound: no such version, an ambiguous prefix, or none stored by `at`.
+            UsageError: both `spec` and `at` were given.
+        """
+        row = self._read(lambda conn: version_row(conn, url, spec, at))
+        return Snapshot(version_of(row), dict(row.headers or {}))
+
+    def site_at(self, at: datetime, *, batch: int = SITE_BATCH) -> Iterator[SiteEntry]:
+        """Yield, by URL, every target (active or not) with a version first seen by `at`, as it was then.
+
+        Each entry carries the version current at `at` (the latest first seen by then)
+        and, when the document had disappeared by then (the latest of its new, changed,
+        reappeared and disappeared events at or before `at` is a disappearance), the
+        time it disappeared. Reads `batch` targets per short read transaction, so a
+        site of 100,000 documents never loads at once.
+        """
+        after = ""
+        while True:
+            entries = self._read(partial(site_batch, at=at, after=after, limit=batch))
+            yield from entries
+            if len(entries) < batch:
+                return
+            after = entries[-1].url
+
+    def events_after(self, seq: int, limit: int = 1000) -> list[StoredEvent]:
+        """Return up to `limit` events of the chain after sequence number `seq`, in chain order.
+
+        A follower of the log (notifications, exports) keeps the last `seq` it handled.
+        """
+        query = select(E).where(E.c.seq > seq).order_by(E.c.seq).limit(limit)
+        rows = self._read(lambda conn: conn.execute(query).all())
+        return [ledger.to_stored_event(row) for row in rows]
+
+    # -- fixity (see `mirror.verify`) --------------------------------------------------------
+
+    def verify(
+        self, *, progress: Callable[[int], object] | None = None, published: tuple[int, str] | None = None
+    ) -> VerifyReport:
+        """Return every problem of the store: blobs re-hashed, snapshots checked, the chain recomputed."""
+        return fixity.run(self._engine, progress=progress, published=published)
+
+    def chain_head(self) -> tuple[int, str]:
+        """Return the hash chain's head: its last sequence number and hash, to publish elsewhere."""
+        return fixity.head(self._engine)
+
+    def blob_bytes(self) -> int:
+        """Return the content bytes of every stored blob (what `verify` will hash)."""
+        return fixity.total_blob_bytes(self._engine)
+
+    # -- targets and their schedule ----------------------------------------------------------
+
+    def status(self, now: datetime) -> StoreStatus:
+        """Return counts over targets, versions, blobs and recent checks as of `now`."""
+
+        def load(conn: Connection) -> StoreStatus:
+            active = T.c.active.is_(True)
+            by_status: dict[str, int] = dict(
+                conn.execute(select(T.c.status, func.count()).where(active).group_by(T.c.status)).all()
+            )
+            unwatched = conn.execute(select(func.count()).where(T.c.active.is_(False))).scalar_one()
+            if unwatched:
+                by_status[Status.UNWATCHED.value] = int(unwatched)
+            targets, next_at, overdue, suspicious, checking = conn.execute(
+                select(
+                    func.count(),
+                    func.min(T.c.next_check_at),
+                    func.count().filter(T.c.next_check_at < now),
+                    func.count().filter(T.c.suspicious.is_not(None)),
+                    func.count().filter(T.c.lease_until >= now),
+                )
+                .select_from(T)
+                .where(active)
+            ).one()
+            last_at = conn.execute(select(func.max(T.c.last_checked_at))).scalar()
+            versions = conn.execute(select(func.count()).select_from(S)).scalar_one()
+            blob_count, stored, content = conn.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(B.c.stored_size), 0),
+                    func.coalesce(func.sum(B.c.size), 0),
+                )
+            ).one()
+            recent = conn.execute(
+                select(func.count()).select_from(C).where(C.c.started_at >= now - timedelta(hours=1))
+            ).scalar_one()
+            return StoreStatus(
+                # Every status, zero included, so that scripts never meet a missing key.
+                targets_by_status={
+                    **dict.fromkeys(map(str, Status), 0),
+                    **{str(k): int(v) for k, v in by_status.items()},
+                },
+                targets=int(targets),
+                versions=int(versions),
+                blobs=int(blob_count),
+                stored_bytes=int(stored),
+                content_bytes=int(content),
+                last_check_at=last_at,
+                next_check_at=next_at,
+                checks_last_hour=int(recent),
+                overdue=int(overdue),
+                lag_seconds=max(0.0, (now - next_at).total_seconds()) if next_at else 0.0,
+                checking=int(checking),
+                database=self.database,
+                suspicious=int(suspicious),
+            )
+
+        return self._read(load)
+
+    def targets(self, status: str | None = None) -> list[TargetSummary]:
+        """Return the targets (in one `status`, if given), by URL; those no longer configured are `unwatched`.
+
+        `status="suspicious"` lists the watched targets flagged suspicious, whatever their status.
+        """
+        return self._read(lambda conn: mirror.targets.summaries(conn, status))
+
+    def schedule(self, now: datetime) -> tuple[int, int, datetime | None]:
+        """Return the active targets, how many are due by `now`, and when the next is due (one query)."""
+        query = select(
+            func.count(), func.count().filter(T.c.next_check_at <= now), func.min(T.c.next_check_at)
+        ).where(T.c.active.is_(True))
+        targets, due, first = self._read(lambda conn: conn.execute(query).one())
+        return int(targets), int(due), first
+
+    def state_of(self, url: str) -> TargetState:
+        """Return what the store knows about `url` before its next check.
+
+        Raises:
+            TargetNotFound: the URL is not in the store.
+        """
+        states = self._read(lambda conn: mirror.targets.states_of(conn, [url]))
+        return next(iter(states.values()))
+
+    def states_of(self, urls: Sequence[str]) -> dict[str, TargetState]:
+        """Return what the store knows about each of `urls` before its next check, by normalised URL.
+
+        One read transaction, one query per 500 URLs: a round loads its targets' states at once.
+
+        Raises:
+            TargetNotFound: one of `urls` is not in the store.
+        """
+        return self._read(lambda conn: mirror.targets.states_of(conn, list(urls)))
+
+    def active_targets(self, urls: Sequence[str] | None = None) -> list[Target]:
+        """Return every active target (by URL), or the targets with these URLs in the order given.
+
+        Raises:
+            TargetNotFound: one of `urls` is not in the store.
+        """
+        return self._read(lambda conn: mirror.targets.active_targets(conn, urls))
+
+    def known_urls(self, urls: Sequence[str]) -> set[str]:
+        """Return those of `urls` that are targets in the store (crawl budgets count new URLs only)."""
+        return self._read(lambda conn: mirror.targets.known_urls(conn, list(urls)))
+
+    def count_under(self, prefix: str) -> int:
+        """Return how many targets have a URL under `prefix` (a crawl source's `max_pages` budget)."""
+        return self._read(lambda conn: mirror.targets.count_under(conn, prefix))
+
+    def redirected_to(self, url: str, *, besides: str) -> int:
+        """Return how many watched targets other than `besides` answer through a redirect to `url`."""
+        return self._read(lambda conn: mirror.targets.redirected_to(conn, url, besides))
+
+    def delta_base(self, sha256: str) -> blobs.DeltaBase | None:
+        """Return what packing a delta against the stored blob `sha256` needs of it; None if missing."""
+        return self._read(lambda conn: blobs.base_of(conn, sha256))

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from mirror import blobs, ledger, recording
+from mirror.blobs import DeltaBase
 from mirror.check import Checker
 from mirror.dictionaries import HostBases
 from mirror.diff import TEXTS
@@ -409,6 +410,26 @@ def test_a_page_whose_shared_base_was_never_written_is_stored_with_its_base(arch
     assert (rows[sha(never)].codec, rows[sha(never)].base_sha256) == (blobs.ZSTD, None)
     assert (rows[sha(body)].codec, rows[sha(body)].base_sha256) == (blobs.ZSTD_DELTA, sha(never))
     assert archive.read(sha(body)) == body
+
+
+def test_the_store_refuses_a_delta_whose_base_it_has_not_got_and_writes_nothing(archive, engine):
+    # The store stores, it never packs: a delta against a base neither stored, nor in the
+    # batch, nor carried with it cannot be read back, so the batch is refused whole.
+    watch(archive, URL)
+    never = b"<html><body><ul>" + b"<li>menu entry</li>" * 500 + b"</ul></body></html>"
+    body = never.replace(b"</ul>", b"</ul><p>its own words</p>")
+    base = DeltaBase(sha(never), len(never), 0, sha(never), level=blobs.ZSTD_LEVEL)
+    state = TargetState(Status.OK, sha(body), 1, "text/html")
+    outcome = Outcome(OutcomeKind.NEW, state, (Event(DOCUMENT_NEW, URL, T0, new_sha256=sha(body)),), True)
+    packed = blobs.pack(body, base=base, base_bytes=never)
+    assert packed.base_sha256 == sha(never)
+    record = recording.CheckRecord(URL, fetched(URL, body), outcome, T0, blob=packed)
+
+    with pytest.raises(StoreError, match=r"its delta base \w+ is not stored"):
+        archive.record_many([record])
+
+    assert archive.history(URL).versions == []
+    assert count(engine, "blobs") == 0
 
 
 def test_a_copy_of_a_pdf_under_another_folder_costs_bytes_and_another_pdf_is_not_a_delta_of_it(

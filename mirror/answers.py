@@ -3,15 +3,13 @@
 Which response headers are kept with a snapshot (none over MAX_KEPT_HEADER characters,
 none with a control character; a Location's password masked), how a status line and a
 server's values are shown in a message (control characters escaped, cut short), when a
-304 can mean "unchanged", what a Retry-After asks for, and the conditional headers a
+304 can mean "unchanged", and the conditional headers a
 request sends. Pure functions over a response's fields: no I/O.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 
 import requests
@@ -71,22 +69,6 @@ def check_not_modified(resp: requests.Response, url: str) -> None:
     sent = resp.request.headers
     if "If-None-Match" not in sent and "If-Modified-Since" not in sent:
         raise BadContent(url, "HTTP 304 Not Modified to a request that sent no validators")
-
-
-def retry_after(value: str | None) -> float | None:
-    """Return the seconds a Retry-After header asks for (delta or HTTP date), or None."""
-    if not value:
-        return None
-    text = value.strip()
-    if _DIGITS.fullmatch(text):  # not str.isdigit: "²" is a digit to it, and float() refuses it
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def printable(text: str) -> str:

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 
-from mirror.domain import BlockRule, FetchResult, Outcome, OutcomeKind
+from mirror.domain import BlockRule, FetchResult, Outcome, OutcomeKind, retry_after
 
 HEAD_BYTES = 64 * 1024  # of a body, read for a title or a marker (as much as fetch keeps of an error page)
 BLOCKED_BACKOFF = timedelta(minutes=5)  # the first wait after a blocked check, doubled each one in a row
@@ -135,23 +134,6 @@ def next_check_in(outcome: Outcome, result: FetchResult, interval: timedelta, no
     if asked is not None:
         wait = max(wait, min(asked, MAX_RETRY_AFTER))
     return wait
-
-
-def retry_after(value: str | None, now: datetime) -> timedelta | None:
-    """Return the wait a Retry-After header asks for (seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    text = value.strip()
-    if re.fullmatch(r"[0-9]{1,12}", text):
-        return timedelta(seconds=int(text))
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    wait: timedelta = when - now
-    return max(timedelta(0), wait)
 
 
 def _header_matches(result: FetchResult, name: str, value: str) -> bool:

@@ -10,7 +10,8 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -270,3 +271,24 @@ class StoredEvent:
     details: Mapping[str, Any]
     diff: str | None
     hash: str
+
+
+def retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """Return the wait a Retry-After header asks for (seconds or an HTTP date) from `now`, or None.
+
+    Hostile values are None, never an exception: garbage, "²" (a digit to `str.isdigit`),
+    more than 12 digits, a date out of range. A date in the past is no wait.
+    """
+    if not value:
+        return None
+    text = value.strip()
+    if re.fullmatch(r"[0-9]{1,12}", text):
+        return timedelta(seconds=int(text))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    wait: timedelta = when - now
+    return max(timedelta(0), wait)

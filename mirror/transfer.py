@@ -14,6 +14,7 @@ import hashlib
 import http.client
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -22,9 +23,9 @@ import urllib3.util
 from urllib3.response import HTTPResponse
 
 from mirror import contentcoding
-from mirror.answers import retry_after, shown
+from mirror.answers import shown
 from mirror.deadline import Deadline
-from mirror.domain import FetchLimits
+from mirror.domain import FetchLimits, retry_after
 from mirror.errors import (
     BadContent,
     ConnectFailed,
@@ -96,7 +97,8 @@ def send(
         else:
             if resp.status_code not in TRANSIENT_STATUSES:
                 return resp
-            asked = retry_after(resp.headers.get("retry-after"))
+            wait = retry_after(resp.headers.get("retry-after"), datetime.now(UTC))
+            asked = None if wait is None else wait.total_seconds()
             if not _wait_to_retry(attempt, limits, asked, deadline, sleep, before=resp.close):
                 return resp
         attempt += 1

@@ -26,32 +26,39 @@ discovered targets, not configured ones: `Config.targets` never lists them, and
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import re
 import tomllib
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, ByteSize, Field, ValidationError
 
 from mirror import PROJECT_URL, __version__
-from mirror.discover import canonical_url, folder_of, in_scope
+from mirror.config_targets import Source, Targets, source
+from mirror.config_values import (
+    DEFAULT_DATABASE,
+    TOP_LEVEL_KEYS,
+    Duration,
+    HeaderValue,
+    PositiveDuration,
+    Section,
+    config_error,
+    database_url,
+    positive_duration,
+    problem_of,
+)
 from mirror.domain import KEPT_HEADERS, BlockRule, DetectPolicy, FetchLimits, Target
 from mirror.errors import ConfigError
-from mirror.ignore import EMPTY_INDEX, NO_RULES, BadRule, IgnoreIndex, IgnoreRules, make_rules
-from mirror.urls import BadURL, normalize_url
+from mirror.ignore import EMPTY_INDEX, IgnoreIndex
 
 DEFAULT_CONFIG_PATH = "config/mirror.toml"
 CONFIG_ENV = "MIRROR_CONFIG"
 DATABASE_ENV = "MIRROR_DATABASE_URL"
 
 # A relative SQLite path is relative to the working directory, as SQLAlchemy reads it.
-DEFAULT_DATABASE = "sqlite:///state/mirror.db"
 DEFAULT_INTERVAL = timedelta(hours=6)
 DEFAULT_CHECK_RETENTION = timedelta(days=90)
 DEFAULT_TICK = timedelta(seconds=5)
@@ -67,102 +74,15 @@ DEFAULT_MAX_REDIRECTS = 10
 DEFAULT_RETRIES = 2
 DEFAULT_USER_AGENT = f"mirror/{__version__} (+{PROJECT_URL})"
 DEFAULT_MISSING_AFTER = 3
-DEFAULT_MAX_PAGES = 10_000
-MAX_HEADER_VALUE = 1000  # characters of a header value we send (servers refuse lines of 8 KB and more)
-
-_UNITS = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-# "ms" comes before "m" so that "500ms" is not read as 500 minutes and a stray "s".
-_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|w|d|h|m|s)")
-_NUMBER = re.compile(r"\s*\d+(?:\.\d+)?\s*")
-_DATABASE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+_.-]*://")
 
 
-def parse_duration(text: str | int | float) -> timedelta:
-    """Return the timedelta for "30s", "1.5s", "15m", "6h", "1d", "2w", "1h30m", "0" or bare seconds.
-
-    Raises:
-        ValueError: not a non-negative duration; the message quotes the value.
-    """
-    problem = f"expected a duration like '30s', got {text!r}"
-    if isinstance(text, bool) or not isinstance(text, int | float | str):
-        raise ValueError(problem)
-    if isinstance(text, str):
-        if _NUMBER.fullmatch(text):
-            seconds = float(text)
-        else:
-            parts = _DURATION_PART.findall(text)
-            if not parts or "".join(_DURATION_PART.sub("", text).split()):
-                raise ValueError(problem)
-            seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
-    else:
-        seconds = float(text) if -1e18 < text < 1e18 else math.inf  # float() of a huge int overflows
-    if not math.isfinite(seconds):
-        raise ValueError(problem)
-    if seconds < 0:
-        raise ValueError(f"a duration cannot be negative, got {text!r}")
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise ValueError(f"{problem} (too long)") from None
-
-
-def _positive_duration(text: str | int | float) -> timedelta:
-    value = parse_duration(text)
-    if value <= timedelta(0):
-        raise ValueError(f"expected a duration longer than 0, got {text!r}")
-    return value
-
-
-def _database_url(value: object) -> object:
-    if isinstance(value, str) and not _DATABASE_URL.match(value):
-        # A malformed URL may still hold a password; the message goes to logs.
-        shown = f"***@{value.rpartition('@')[2]}" if "@" in value else value
-        raise ValueError(f"expected a database URL like {DEFAULT_DATABASE!r}, got {shown!r}")
-    return value
-
-
-def _header_value(value: object) -> object:
-    """Refuse a string that cannot be sent as an HTTP header value as it is written.
-
-    requests would send a CR LF on as a second header (or refuse it on every request), and
-    characters outside Latin-1 cannot be encoded at all: every check would fail, and the
-    failures would make documents "disappear". RFC 9110 5.5: visible characters and spaces.
-    """
-    if not isinstance(value, str):
-        return value  # the type check comes after
-    if value != value.strip():
-        raise ValueError(f"leading or trailing white space, got {value!r}")
-    if len(value) > MAX_HEADER_VALUE:
-        raise ValueError(f"longer than {MAX_HEADER_VALUE} characters ({len(value)})")
-    for char in value:
-        if char < " " or char == "\x7f":
-            raise ValueError(
-                f"a control character (U+{ord(char):04X}) cannot be sent in a header, got {value!r}"
-            )
-        if char > "\xff":
-            raise ValueError(
-                f"{char!r} (U+{ord(char):04X}) cannot be sent in a header (Latin-1 only), got {value!r}"
-            )
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-HeaderValue = Annotated[str, BeforeValidator(_header_value)]
-PositiveDuration = Annotated[timedelta, BeforeValidator(_positive_duration)]
-
-
-class _Section(BaseModel):
-    # strict: `concurrency = "8"` or `retries = true` is a mistake worth naming, not a value to guess at.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class StorageConfig(_Section):
+class StorageConfig(Section):
     """`[storage]`: where the archive lives."""
 
-    database: Annotated[str, BeforeValidator(_database_url)] = DEFAULT_DATABASE
+    database: Annotated[str, BeforeValidator(database_url)] = DEFAULT_DATABASE
 
 
-class ScheduleConfig(_Section):
+class ScheduleConfig(Section):
     """`[schedule]`: how often targets are checked and how long check rows are kept."""
 
     interval: PositiveDuration = DEFAULT_INTERVAL
@@ -172,7 +92,7 @@ class ScheduleConfig(_Section):
     summary: PositiveDuration = DEFAULT_SUMMARY
 
 
-class FetchConfig(_Section):
+class FetchConfig(Section):
     """`[fetch]`: how hard and how politely pages are fetched."""
 
     concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1)
@@ -202,7 +122,7 @@ def _missing_after(value: object) -> object:
     problem = f"expected a count of checks like 3 or a duration like '2d', got {value!r}"
     if isinstance(value, str):
         try:
-            return _positive_duration(value)
+            return positive_duration(value)
         except ValueError:
             raise ValueError(problem) from None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -210,7 +130,7 @@ def _missing_after(value: object) -> object:
     return value
 
 
-class BlockRuleTable(_Section):
+class BlockRuleTable(Section):
     """One `[[detect.block_rules]]` table: a user's sign of a bot wall (see `mirror.blocking`)."""
 
     name: str = Field(min_length=1)
@@ -221,7 +141,7 @@ class BlockRuleTable(_Section):
     empty_body: bool = False
 
 
-class DetectConfig(_Section):
+class DetectConfig(Section):
     """`[detect]`: when a failing document counts as disappeared, and what a bot wall looks like."""
 
     # A count of checks in a row, or a span ("2d") every check over which found it not served.
@@ -280,7 +200,7 @@ def _check_block_rules(file: str, detect: DetectConfig) -> None:
                 raise ConfigError(file, f"{key}.{field}", problem) from None
 
 
-class _File(_Section):
+class _File(Section):
     """The whole file. Targets are checked by hand below: they mix forms and files."""
 
     storage: StorageConfig = StorageConfig()
@@ -290,48 +210,6 @@ class _File(_Section):
     targets: list[Any] = Field(default_factory=list)
     targets_file: str | None = None
     sources: list[Any] = Field(default_factory=list)
-
-
-class _TargetTable(_Section):
-    url: str
-    interval: PositiveDuration | None = None
-    ignore_lines: list[str] = Field(default_factory=list)
-    ignore_selectors: list[str] = Field(default_factory=list)
-
-
-class _SourceTable(_Section):
-    start: str | None = None
-    sitemap: str | None = None
-    scope: str | None = None
-    max_pages: int = Field(default=DEFAULT_MAX_PAGES, ge=1)
-    interval: PositiveDuration | None = None
-    robots: bool = True
-    ignore_lines: list[str] = Field(default_factory=list)
-    ignore_selectors: list[str] = Field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """One `[[sources]]` table: where more targets are found, and the bounds of that search.
-
-    - `kind` "crawl": `url` is the start page; pages it links to under `scope` become
-      targets (source "crawl"), and so do the pages they link to, and so on.
-    - `kind` "sitemap": `url` is a sitemap (or sitemap index); its pages under `scope`
-      become targets (source "sitemap").
-    - `scope`: a canonical URL prefix; by default the folder of `url`.
-    - `max_pages`: at most this many targets under `scope` in the store.
-    - `interval`: how often the pages found are checked (default `[schedule] interval`).
-    - `robots`: honour robots.txt (false for archives one maintains oneself).
-    - `ignore`: what is set aside when a change of a page under `scope` is weighed.
-    """
-
-    kind: Literal["crawl", "sitemap"]
-    url: str
-    scope: str
-    max_pages: int
-    interval: timedelta
-    robots: bool = True
-    ignore: IgnoreRules = NO_RULES
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,22 +253,22 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     try:
         parsed = _File.model_validate(raw)
     except ValidationError as exc:
-        raise _config_error(name, exc, _File) from None
+        raise config_error(name, exc, _File) from None
     storage = parsed.storage
     override = env.get(DATABASE_ENV)
     if override:
         try:
             storage = StorageConfig(database=override)
         except ValidationError as exc:
-            problem = _problem(exc.errors(include_url=False)[0], StorageConfig)
+            problem = problem_of(exc.errors(include_url=False)[0], StorageConfig)
             raise ConfigError(name, "storage.database", f"${DATABASE_ENV}: {problem}") from None
     _check_block_rules(name, parsed.detect)
-    targets = _Targets(name, parsed.schedule.interval)
+    targets = Targets(name, parsed.schedule.interval)
     targets.add_entries(parsed.targets)
     if parsed.targets_file is not None:
         targets.add_file(parsed.targets_file)
     sources = tuple(
-        _source(name, index, entry, parsed.schedule.interval) for index, entry in enumerate(parsed.sources)
+        source(name, index, entry, parsed.schedule.interval) for index, entry in enumerate(parsed.sources)
     )
     ignore = IgnoreIndex(targets.ignore, tuple((s.scope, s.ignore) for s in sources if s.ignore))
     return Config(
@@ -420,176 +298,5 @@ def _read_toml(name: str) -> dict[str, Any]:
         raise ConfigError(name, "", f"not UTF-8 text (byte {exc.start})") from None
 
 
-class _Targets:
-    """Targets in the order found, refusing duplicates, naming where each came from."""
-
-    def __init__(self, config_name: str, interval: timedelta) -> None:
-        self.config_name = config_name
-        self.interval = interval
-        self.found: list[Target] = []
-        self.where: dict[str, str] = {}  # normalised URL → "file: key" or "file:line"
-        self.ignore: dict[str, IgnoreRules] = {}  # normalised URL → its ignore rules, when it has any
-
-    def add_entries(self, entries: list[Any]) -> None:
-        for index, entry in enumerate(entries):
-            key = f"targets[{index}]"
-            if isinstance(entry, str):
-                self._add(entry, None, self.config_name, key)
-            elif isinstance(entry, dict):
-                try:
-                    table = _TargetTable.model_validate(entry)
-                except ValidationError as exc:
-                    raise _config_error(self.config_name, exc, _TargetTable, ("targets", index)) from None
-                rules = _rules(self.config_name, key, table.ignore_lines, table.ignore_selectors)
-                self._add(table.url, table.interval, self.config_name, f"{key}.url", rules)
-            else:
-                problem = f"expected a URL or a table with url = ..., got {entry!r}"
-                raise ConfigError(self.config_name, key, problem)
-
-    def add_file(self, relative: str) -> None:
-        name = os.path.join(os.path.dirname(self.config_name), relative)
-        try:
-            with open(name, encoding="utf-8-sig") as file:
-                lines = file.read().splitlines()
-        except FileNotFoundError:
-            raise ConfigError(self.config_name, "targets_file", f"no such file: {name!r}") from None
-        except OSError as exc:
-            raise ConfigError(
-                self.config_name, "targets_file", f"cannot read {name!r}: {exc.strerror}"
-            ) from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(name, "", f"not UTF-8 text (byte {exc.start})") from None
-        for number, line in enumerate(lines, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            # A URL holds no spaces, so "URL  # note" is a URL and a comment.
-            first, _, rest = text.partition(" ")
-            url = first if rest.strip().startswith("#") else text
-            self._add(url, None, f"{name}:{number}", "")
-
-    def _add(
-        self, url: str, interval: timedelta | None, file: str, key: str, rules: IgnoreRules = NO_RULES
-    ) -> None:
-        try:
-            normal = normalize_url(url)
-        except BadURL as exc:
-            raise ConfigError(file, key, str(exc)) from None
-        here = f"{file}: {key}" if key else file
-        if normal in self.where:
-            raise ConfigError(file, key, f"duplicate target {normal} (also {self.where[normal]})")
-        self.where[normal] = here
-        if rules:
-            self.ignore[normal] = rules
-        self.found.append(Target(normal, interval or self.interval, source="config"))
-
-
-def _source(file: str, index: int, entry: Any, interval: timedelta) -> Source:
-    """Return the `Source` of the `index`th `[[sources]]` table.
-
-    Raises:
-        ConfigError: not a table, neither or both of start/sitemap, a bad URL or value,
-            or a start page outside its scope.
-    """
-    key = f"sources[{index}]"
-    if not isinstance(entry, dict):
-        raise ConfigError(file, key, f"expected a table with start = URL or sitemap = URL, got {entry!r}")
-    try:
-        table = _SourceTable.model_validate(entry)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        name = error["loc"][-1] if error["loc"] else ""
-        if error["type"] == "extra_forbidden" and name in _File.model_fields:
-            # TOML puts every key after `[[sources]]` into the last source table.
-            problem = "unknown key (a top-level key: move it above the first [[sources]] table)"
-            raise ConfigError(file, f"{key}.{name}", problem) from None
-        raise _config_error(file, exc, _SourceTable, ("sources", index)) from None
-    if (table.start is None) == (table.sitemap is None):
-        which = "both start and sitemap" if table.start else "neither start nor sitemap"
-        raise ConfigError(
-            file, key, f"has {which}: give exactly one (start = URL crawls, sitemap = URL reads)"
-        )
-    kind: Literal["crawl", "sitemap"] = "crawl" if table.start is not None else "sitemap"
-    field = "start" if kind == "crawl" else "sitemap"
-    url = _canonical(file, f"{key}.{field}", table.start or table.sitemap or "")
-    scope = folder_of(url) if table.scope is None else _canonical(file, f"{key}.scope", table.scope)
-    if kind == "crawl" and not in_scope(url, scope):
-        raise ConfigError(file, f"{key}.start", f"the start page {url} is not under scope {scope}")
-    rules = _rules(file, key, table.ignore_lines, table.ignore_selectors)
-    return Source(kind, url, scope, table.max_pages, table.interval or interval, table.robots, rules)
-
-
-def _rules(file: str, key: str, lines: list[str], selectors: list[str]) -> IgnoreRules:
-    """Return the checked ignore rules of the table at `key`.
-
-    Raises:
-        ConfigError: a regex or a selector does not compile, naming it (`targets[0].ignore_lines[1]`).
-    """
-    try:
-        return make_rules(lines, selectors)
-    except BadRule as exc:
-        problem, index, which = exc.args
-        raise ConfigError(file, f"{key}.ignore_{which}[{index}]", problem) from None
-
-
-def _canonical(file: str, key: str, url: str) -> str:
-    try:
-        return canonical_url(url)
-    except BadURL as exc:
-        raise ConfigError(file, key, str(exc)) from None
-
-
-def _config_error(
-    file: str, exc: ValidationError, model: type[BaseModel], prefix: tuple[str | int, ...] = ()
-) -> ConfigError:
-    """Return the first pydantic error as one ConfigError line, its location dotted."""
-    error = exc.errors(include_url=False)[0]
-    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in (*prefix, *error["loc"])).lstrip(".")
-    return ConfigError(file, key, _problem(error, model))
-
-
-def _problem(error: Any, model: type[BaseModel]) -> str:
-    """Return one pydantic error in our words, always quoting the bad value."""
-    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
-    if kind == "extra_forbidden":
-        return "unknown key" + _did_you_mean(error["loc"], model)
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "value_error":
-        return str(ctx["error"])
-    if kind == "byte_size":
-        return f"expected a size like 104857600, '100MB' or '1 GiB', got {value!r}"
-    if kind in ("greater_than_equal", "greater_than"):
-        bound = ctx.get("ge", ctx.get("gt"))
-        return f"must be {'at least' if kind == 'greater_than_equal' else 'more than'} {bound}, got {value!r}"
-    expected = {
-        "int_type": "an integer",
-        "string_type": "a string",
-        "list_type": "a list",
-        "model_type": "a table",
-        "string_too_short": "a non-empty string",
-        "bool_type": "true or false",
-    }.get(kind)
-    if expected:
-        return f"expected {expected}, got {value!r}"
-    message = str(error["msg"])
-    return f"{message[:1].lower()}{message[1:]}, got {value!r}"
-
-
-def _did_you_mean(loc: tuple[str | int, ...], model: type[BaseModel]) -> str:
-    """Return " (did you mean 'timeout'?)" for a misspelt key, or ""."""
-    if len(loc) > 1 and loc[-1] in _File.model_fields:
-        # TOML puts every key after `[fetch]` into fetch: a classic slip for `targets = [...]`.
-        return " (a top-level key: move it above the first [section])"
-    for part in loc[:-1]:
-        if isinstance(part, int):  # an item of a list of tables: the list's field named the model
-            continue
-        field = model.model_fields.get(str(part))
-        inner = field.annotation if field else None
-        if typing.get_origin(inner) is list:
-            (inner,) = typing.get_args(inner)
-        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
-            return ""
-        model = inner
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+if set(_File.model_fields) != TOP_LEVEL_KEYS:  # a new top-level key must be named there too
+    raise RuntimeError(f"config_values.TOP_LEVEL_KEYS is not the file's keys {sorted(_File.model_fields)}")

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import requests
 import structlog
 
-from mirror.config import Source
+from mirror.config_targets import Source
 from mirror.discover import SitemapError, canonical_url, in_scope, links, sitemap_urls
 from mirror.domain import FetchLimits, FetchResult, Target
 from mirror.events import SITEMAP_FAILED, SITEMAP_READ

@@ -14,15 +14,9 @@ import pydantic
 import pytest
 
 from mirror import PROJECT_URL, __version__
-from mirror.config import (
-    DEFAULT_CONFIG_PATH,
-    DEFAULT_MAX_PAGES,
-    Config,
-    Source,
-    config_path,
-    load_config,
-    parse_duration,
-)
+from mirror.config import DEFAULT_CONFIG_PATH, Config, config_path, load_config
+from mirror.config_targets import DEFAULT_MAX_PAGES, Source
+from mirror.config_values import parse_duration
 from mirror.domain import DetectPolicy, FetchLimits, Target
 from mirror.errors import ConfigError
 

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 from structlog.testing import capture_logs
 
-from mirror.config import Source, load_config
+from mirror.config import load_config
+from mirror.config_targets import Source
 from mirror.crawl import Discovery
 from mirror.domain import Conditional, FetchLimits, Target
 from mirror.fetch import fetch, make_session

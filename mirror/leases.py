@@ -31,7 +31,8 @@ from sqlalchemy.engine import Connection
 
 from mirror import tables
 from mirror.domain import Target
-from mirror.targets import CHUNK, normal
+from mirror.targets import CHUNK
+from mirror.urls import normalized
 
 T = tables.targets
 
@@ -79,7 +80,7 @@ def claim(conn: Connection, owner: str, urls: Sequence[str], now: datetime, leas
 
     The others are held by another process: the caller skips them.
     """
-    wanted = list(dict.fromkeys(normal(u) for u in urls))
+    wanted = list(dict.fromkeys(normalized(u) for u in urls))
     found: dict[str, Target] = {}
     for i in range(0, len(wanted), CHUNK):
         chosen = T.c.url.in_(wanted[i : i + CHUNK])

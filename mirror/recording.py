@@ -30,7 +30,8 @@ from mirror import blobs, ledger, tables
 from mirror.domain import Event, FetchResult, Outcome, StoredEvent, TargetState
 from mirror.errors import StoreError
 from mirror.events import DOCUMENT_CHANGED
-from mirror.targets import by_url, normal
+from mirror.targets import by_url
+from mirror.urls import normalized
 
 T = tables.targets
 S = tables.snapshots
@@ -102,7 +103,7 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
     counts: list[int | None] = []
     superseded: list[dict[str, Any]] = []
     for record in records:
-        target = current.get(record.url) or current[normal(record.url)]
+        target = current.get(record.url) or current[normalized(record.url)]
         state, result, now = record.outcome.state, record.result, record.now
         if _superseded(target, record):
             superseded.append({"b_id": target.id, "b_owner": record.worker})

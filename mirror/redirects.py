@@ -20,7 +20,7 @@ from mirror.deadline import Deadline
 from mirror.domain import Conditional, FetchFailure, FetchLimits
 from mirror.errors import BadContent, TooManyRedirects
 from mirror.transfer import read_body, read_head, release, send, time_left
-from mirror.urls import BadURL, normalize_url
+from mirror.urls import BadURL, normalize_url, normalized
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
@@ -119,10 +119,3 @@ def next_hop(trail: Trail, location: str, max_redirects: int, seen: set[str]) ->
         raise TooManyRedirects(trail.url, f"more than {max_redirects} redirects")
     seen.add(target)
     return target
-
-
-def normalized(url: str) -> str:
-    try:
-        return normalize_url(url)
-    except BadURL:
-        return url

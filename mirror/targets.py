@@ -19,7 +19,7 @@ from mirror import db, tables
 from mirror.domain import Status, Target, TargetState
 from mirror.errors import TargetNotFound, TargetNotWatched
 from mirror.tables import AnyRow
-from mirror.urls import BadURL, host_of, normalize_url
+from mirror.urls import host_of, normalize_url, normalized
 
 T = tables.targets
 S = tables.snapshots
@@ -189,7 +189,7 @@ def by_url(conn: Connection, query: Select[Any], urls: Sequence[str]) -> dict[st
     """
     found: dict[str, AnyRow] = {}
     _select_into(conn, query, list(dict.fromkeys(urls)), found)
-    missing = {u: normal(u) for u in urls if u not in found}
+    missing = {u: normalized(u) for u in urls if u not in found}
     _select_into(conn, query, [u for u in dict.fromkeys(missing.values()) if u not in found], found)
     for url in missing.values():
         if url not in found:
@@ -231,7 +231,7 @@ def active_targets(conn: Connection, urls: Sequence[str] | None = None) -> list[
     if urls is None:
         rows = conn.execute(select(*cols).where(T.c.active.is_(True)).order_by(T.c.url)).all()
         return [_target(r) for r in rows]
-    wanted = [normal(u) for u in urls]
+    wanted = [normalized(u) for u in urls]
     found: dict[str, Target] = {}
     for i in range(0, len(wanted), CHUNK):
         for r in conn.execute(select(*cols).where(T.c.url.in_(wanted[i : i + CHUNK]))):
@@ -282,19 +282,11 @@ def target_row(conn: Connection, url: str) -> AnyRow:
     Raises:
         TargetNotFound: the URL is not in the store.
     """
-    url = normal(url)
+    url = normalized(url)
     row = conn.execute(select(T).where(T.c.url == url)).first()
     if row is None:
         raise TargetNotFound(url)
     return row
-
-
-def normal(url: str) -> str:
-    """Return `url` normalised, or as given when it is not a URL (so "not found" quotes the user)."""
-    try:
-        return normalize_url(url)
-    except BadURL:
-        return url
 
 
 def seconds_of(interval: timedelta) -> int:

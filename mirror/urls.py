@@ -93,3 +93,11 @@ def _normalize_parsed(url: str) -> str:
 def host_of(url: str) -> str:
     """Return the host (with a non-default port) of a normalised URL."""
     return urlsplit(url).netloc
+
+
+def normalized(url: str) -> str:
+    """Return `url` normalised, or as given when it is not a URL (so an error quotes what was typed)."""
+    try:
+        return normalize_url(url)
+    except BadURL:
+        return url

@@ -206,10 +206,10 @@ def test_an_xml_bomb_sitemap_is_refused_at_once():
         f'<urlset xmlns="{SITEMAP_NS}"><url><loc>http://a.example/&lol9;&xxe;</loc></url></urlset>'
     ).encode()
 
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: a busy machine does not stretch it
     with pytest.raises(SitemapError, match="DOCTYPE"):
         sitemap_urls(bomb)
-    assert time.monotonic() - started < 1
+    assert time.process_time() - started < 1
 
 
 def test_a_gzip_bomb_sitemap_is_refused_without_inflating_it_all():

@@ -486,8 +486,9 @@ def test_ten_thousand_targets_sync_in_a_few_seconds(archive, record_property):
     print(f"sync of 10,000 targets: {fresh:.2f}s fresh, {changed:.2f}s with 5,000 removed, added and changed")
     assert (first.added, first.total) == (10_000, 10_000)
     assert (second.added, second.removed, second.updated, second.total) == (5000, 5000, 5000, 10_000)
-    assert fresh < 5
-    assert changed < 5
+    # ~1-2 s each alone; the bound catches a row-at-a-time sync (minutes), not a busy machine
+    assert fresh < 15
+    assert changed < 15
 
 
 def test_discovered_targets_are_added_once_and_survive_a_config_sync(archive):

@@ -189,7 +189,9 @@ def create_app(store: Reader, *, now: Any = None) -> Flask:
         try:
             wanted = memento.parse_http_date(asked) if asked is not None else clock()
         except memento.BadDatetime as exc:
-            response: BaseResponse = Response(f"Accept-Datetime: {exc}\n", 400, content_type="text/plain; charset=utf-8")
+            response: BaseResponse = Response(
+                f"Accept-Datetime: {exc}\n", 400, content_type="text/plain; charset=utf-8"
+            )
             response.headers["Vary"] = "accept-datetime"
             return response
         candidates = store.neighbours(url, wanted)
@@ -245,8 +247,18 @@ def _version_at(store: Reader, url: str, when: datetime) -> tuple[Any, bool]:
     return candidates[memento.choose([v.first_seen for v in candidates], when)], False
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(store: Reader, host: str, port: int, *, threads: int = 4) -> None:
-    """Serve the web page on `host`:`port` with waitress until interrupted."""
+    """Serve the web page on `host`:`port` with waitress until interrupted or terminated.
+
+    SIGTERM (systemd's stop) ends it with exit 0: it holds nothing that needs finishing.
+    """
+    import signal
+
     import waitress
 
+    signal.signal(signal.SIGTERM, _stop)
     waitress.serve(create_app(store), host=host, port=port, threads=threads, ident="mirror")

@@ -364,11 +364,16 @@ def serve(app: AppContext, bind: str, public: bool, threads: int) -> None:
     host, port = bind_address(bind, public=public)  # bad input first, then the store
     store = Reader.open(app.config().storage.database, read_only=True)
     app.adopt(store)
-    shown = f"[{host}]" if ":" in host else host
-    structlog.get_logger("mirror.web").info(
-        SERVE_STARTED, url=f"http://{shown}:{port}/", public=public, database=store.database
-    )
-    serve_web(store, host, port, threads=threads)
+    log = structlog.get_logger("mirror.web")
+
+    def listening(bound_host: str, bound_port: int) -> None:
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        log.info(SERVE_STARTED, url=f"http://{shown}:{bound_port}/", public=public, database=store.database)
+
+    try:
+        serve_web(store, host, port, threads=threads, listening=listening)
+    except OSError as exc:
+        raise OSError(f"--bind {bind}: {exc.strerror or exc}") from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,7 @@ allow no script at all (`default-src 'none'`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -251,14 +251,28 @@ def _stop(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def serve(store: Reader, host: str, port: int, *, threads: int = 4) -> None:
+def serve(
+    store: Reader,
+    host: str,
+    port: int,
+    *,
+    threads: int = 4,
+    listening: Callable[[str, int], object] | None = None,
+) -> None:
     """Serve the web page on `host`:`port` with waitress until interrupted or terminated.
 
+    `listening(host, port)` is called once the socket is bound (port 0 gets a free one).
     SIGTERM (systemd's stop) ends it with exit 0: it holds nothing that needs finishing.
+
+    Raises:
+        OSError: the address cannot be bound (in use, not ours).
     """
     import signal
 
     import waitress
 
+    server = waitress.create_server(create_app(store), host=host, port=port, threads=threads, ident="mirror")
     signal.signal(signal.SIGTERM, _stop)
-    waitress.serve(create_app(store), host=host, port=port, threads=threads, ident="mirror")
+    if listening is not None:
+        listening(str(server.effective_host), int(server.effective_port))
+    server.run()

@@ -374,3 +374,22 @@ def test_a_held_read_of_the_read_only_store_never_makes_a_writer_wait(tmp_path):
         archive.close()
     assert took < 1.0  # a writer waiting on the reader would wait for `release` (10 s)
     assert holder_result == [1]  # the reader saw its own snapshot throughout
+
+
+def test_verify_records_its_run_and_the_footer_shows_it(tmp_path):
+    from mirror.reader import Reader
+
+    database_url = f"sqlite:///{tmp_path}/mirror.db"
+    archive = Archive.open(database_url)
+    watch(archive, DOC)
+    save_version(archive, DOC, V1, T0)
+    archive.close()
+    config = write_serve_config(tmp_path / "mirror.toml")
+    report = mirror_json(config, database_url, "verify")
+    reader = Reader.open(database_url, read_only=True)
+    try:
+        run = reader.last_verify()
+    finally:
+        reader.close()
+    assert run is not None and run.ok and run.problems == 0
+    assert (run.head_seq, run.head_hash) == (report["head_seq"], report["head_hash"])

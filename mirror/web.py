@@ -26,13 +26,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 from flask import Flask, Response, abort, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from mirror import diffview, memento
 from mirror.browse import INDEX_STATES
-from mirror.errors import NotFound, StoreError
+from mirror.domain import Version
+from mirror.errors import NotFound, StoreError, VersionNotFound
 from mirror.history import compare_versions
 from mirror.reader import Reader
 from mirror.render import fmt_size, fmt_time
@@ -57,24 +59,35 @@ class Integrity:
     problems: int
 
 
+def _raw_uri() -> str:
+    # waitress keeps the request line's URI as sent: the original URL's own query and
+    # escapes stay as they were (PATH_INFO is decoded, and the query split off).
+    return str(request.environ.get("REQUEST_URI") or request.full_path.rstrip("?"))
+
+
+def _as_url(text: str) -> str:
+    """Return the original URL written in a path: as sent, or percent-encoded whole."""
+    if not re.match(r"(?i)https?:", text):
+        text = unquote(text)
+    text = re.sub(r"^(https?):/(?!/)", r"\1://", text)  # a client that merged the slashes
+    return normalized(text)
+
+
 def _original_url(prefix: str) -> str:
     """Return the original URL after `prefix` in the request's raw URI (its query included, as sent)."""
-    raw = request.environ.get("REQUEST_URI") or request.full_path.rstrip("?")
-    path = raw[raw.index(prefix) + len(prefix) :] if prefix in raw else raw.lstrip("/")
-    path = re.sub(r"^(https?):/(?!/)", r"\1://", path)  # a client that merged the slashes
-    return normalized(path)
+    raw = _raw_uri()
+    return _as_url(raw[len(prefix) :] if raw.startswith(prefix) else raw.lstrip("/"))
 
 
 def _stamped() -> tuple[datetime, str]:
-    raw = request.environ.get("REQUEST_URI") or request.full_path.rstrip("?")
-    m = _STAMPED.match(raw)
+    m = _STAMPED.match(_raw_uri())
     if m is None:
         abort(404)
     try:
         when = memento.parse_timestamp14(m[1])
     except memento.BadDatetime as exc:
         abort(400, str(exc))
-    return when, normalized(re.sub(r"^(https?):/(?!/)", r"\1://", m[2]))
+    return when, _as_url(m[2])
 
 
 def _int_arg(name: str) -> int | None:
@@ -86,8 +99,8 @@ def _int_arg(name: str) -> int | None:
     return int(value)
 
 
-def create_app(store: Reader, *, now: Any = None) -> Flask:
-    """Return the web application over `store`'s read side. `now` (a callable) is for tests."""
+def create_app(store: Reader, *, now: Callable[[], datetime] | None = None) -> Flask:
+    """Return the web application over `store`'s read side. `now` (the clock) is for tests."""
     clock = now or (lambda: datetime.now(UTC))
     app = Flask(__name__)
     app.url_map.merge_slashes = False  # `http://` inside a path must stay as it is
@@ -230,14 +243,12 @@ def _chunks(body: bytes, size: int = 256 * 1024) -> Iterator[bytes]:
         yield body[i : i + size]
 
 
-def _version_at(store: Reader, url: str, when: datetime) -> tuple[Any, bool]:
+def _version_at(store: Reader, url: str, when: datetime) -> tuple[Version, bool]:
     """Return the version of `url` whose memento time is `when` (exact), else the closest one (not exact).
 
     Raises:
         TargetNotFound, VersionNotFound: no such URL, or it has no version.
     """
-    from mirror.errors import VersionNotFound
-
     candidates = store.neighbours(url, when + timedelta(seconds=1) - timedelta(microseconds=1))
     if not candidates:
         raise VersionNotFound(url, memento.timestamp14(when), "no version stored yet")

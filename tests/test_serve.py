@@ -263,6 +263,14 @@ def test_a_browser_reads_the_index_a_document_and_a_diff(served, chrome):
     assert texts(chrome, "#diff tr.removed td.text") == ["-first line"]
     assert texts(chrome, "#diff tr.added td.text") == ["+second line"]
 
+    # Any two versions, through the page's form (a plain GET: no script).
+    to = chrome.find_element(By.CSS_SELECTOR, "#compare input[name=to]")
+    to.clear()
+    to.send_keys("3")
+    chrome.find_element(By.CSS_SELECTOR, "#compare button[type=submit]").click()
+    assert chrome.find_element(By.ID, "to-sha256").text == sha(V3)
+    assert texts(chrome, "#diff tr.added td.text") == ["+third line", "+a new paragraph"]
+
 
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, format, *args):

@@ -36,6 +36,7 @@ from tests.test_service import Daemon, wait_for, write_config
 ARTIFACTS = Path(__file__).parent / "artifacts"
 DOC = "http://archive.example/etext/note.html"
 EVIL = "http://archive.example/etext/evil.html"
+QUERY = "http://archive.example/cgi/show?id=7&lang=en%20GB"  # its own query and escapes, in our paths
 V1 = b"<html><head><title>Note</title></head><body><p>first line</p><p>kept line</p></body></html>"
 V2 = b"<html><body><p>second line</p><p>kept line</p></body></html>"
 V3 = b"<html><body><p>third line</p><p>kept line</p><p>a new paragraph</p></body></html>"
@@ -119,7 +120,9 @@ def served(tmp_path_factory) -> Iterator[tuple[Server, str, Path]]:
     folder = tmp_path_factory.mktemp("serve")
     database_url = f"sqlite:///{folder}/mirror.db"
     archive = Archive.open(database_url)
-    watch(archive, DOC, EVIL)
+    watch(archive, DOC, EVIL, QUERY)
+    save_version(archive, QUERY, V1, T0)
+    save_version(archive, QUERY, V2, T0 + 2 * HOUR)
     save_version(archive, DOC, V1, T0)
     save_version(archive, DOC, V2, T0 + HOUR)
     save_version(archive, DOC, V3, T0 + 3 * HOUR)
@@ -162,6 +165,22 @@ def test_the_timemap_lists_exactly_the_versions_of_history_json(served):
         status, headers, content = server.get(link["url"].removeprefix(server.base))
         assert status == 200 and sha(content) == version["sha256"]
         assert headers["Memento-Datetime"] == link["datetime"]
+
+
+@pytest.mark.slow
+def test_a_url_with_its_own_query_is_a_memento_url_as_sent(served):
+    server = served[0]
+    status, _, body = server.get(f"/timemap/link/{QUERY}")
+    assert status == 200
+    links = parse_header_links(body.decode().replace("\n", ""))
+    assert links[0] == {"url": QUERY, "rel": "original"}
+    mementos = [link["url"].removeprefix(server.base) for link in links if "memento" in link["rel"]]
+    assert mementos == [f"/{timestamp14(T0)}/{QUERY}", f"/{timestamp14(T0 + 2 * HOUR)}/{QUERY}"]
+    assert server.get(mementos[1])[2] == V2
+    status, headers, _ = server.get(
+        f"/timegate/{QUERY}", **{"Accept-Datetime": "Sat, 01 Mar 2025 12:30:00 GMT"}
+    )
+    assert (status, headers["Location"]) == (302, server.base + mementos[0])
 
 
 @pytest.mark.slow
@@ -243,8 +262,8 @@ def test_a_browser_reads_the_index_a_document_and_a_diff(served, chrome):
 
     server = served[0]
     chrome.get(server.base + "/")
-    assert texts(chrome, "#targets tr.target td.url a") == [EVIL, DOC]
-    assert texts(chrome, "#targets tr.target td.versions") == ["1", "3"]
+    assert texts(chrome, "#targets tr.target td.url a") == [QUERY, EVIL, DOC]
+    assert texts(chrome, "#targets tr.target td.versions") == ["2", "1", "3"]
     chrome.save_screenshot(str(ARTIFACTS / "serve-index.png"))
 
     chrome.find_element(By.LINK_TEXT, DOC).click()

@@ -122,10 +122,10 @@ def served(tmp_path_factory) -> Iterator[tuple[Server, str, Path]]:
     archive = Archive.open(database_url)
     watch(archive, DOC, EVIL, QUERY)
     save_version(archive, QUERY, V1, T0)
-    save_version(archive, QUERY, V2, T0 + 2 * HOUR)
+    save_version(archive, QUERY, V2, T0 + 2 * HOUR, details={"significance": 0.3})
     save_version(archive, DOC, V1, T0)
-    save_version(archive, DOC, V2, T0 + HOUR)
-    save_version(archive, DOC, V3, T0 + 3 * HOUR)
+    save_version(archive, DOC, V2, T0 + HOUR, details={"significance": 0.5})
+    save_version(archive, DOC, V3, T0 + 3 * HOUR, details={"significance": 0.6})
     save_version(archive, EVIL, EVIL_PAGE, T0)
     archive.close()
     config = write_serve_config(folder / "mirror.toml")
@@ -264,6 +264,7 @@ def test_a_browser_reads_the_index_a_document_and_a_diff(served, chrome):
     chrome.get(server.base + "/")
     assert texts(chrome, "#targets tr.target td.url a") == [QUERY, EVIL, DOC]
     assert texts(chrome, "#targets tr.target td.versions") == ["2", "1", "3"]
+    assert texts(chrome, "#targets tr.target td:last-child") == ["0.3", "-", "0.6"]  # of the last change
     chrome.save_screenshot(str(ARTIFACTS / "serve-index.png"))
 
     chrome.find_element(By.LINK_TEXT, DOC).click()

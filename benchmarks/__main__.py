@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import corpus, depth, memory, nginx, throughput
+from benchmarks import corpus, depth, memory, nginx, throughput, web
 from benchmarks.table import Row, machine, markdown, render
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -40,6 +40,8 @@ class Plan:
     delta_versions: int
     history_versions: int
     repeats: int
+    web_targets: int = web.TARGETS
+    web_versions: int = web.VERSIONS
 
 
 FULL = Plan(
@@ -52,7 +54,7 @@ FULL = Plan(
     depth.HISTORY_VERSIONS,
     depth.REPEATS,
 )
-QUICK = Plan((200,), 200, (500, 1500), 200, 3.0, 10, 20, 1)
+QUICK = Plan((200,), 200, (500, 1500), 200, 3.0, 10, 20, 1, 2000, 100)
 
 
 def _step(text: str) -> None:
@@ -78,6 +80,11 @@ def run(plan: Plan, work: Path) -> tuple[list[Row], list[str]]:
 
     _step(f"history and diff of a page with {plan.history_versions} versions")
     rows, notes = depth.history(work, html, plan.history_versions, plan.repeats)
+    report.rows.extend(rows)
+    report.notes.extend(notes)
+
+    _step(f"mirror serve with {plan.web_targets} targets and a document of {plan.web_versions} versions")
+    rows, notes = web.run(work, plan.web_targets, plan.web_versions, max(plan.repeats, 3))
     report.rows.extend(rows)
     report.notes.extend(notes)
     return report.rows, report.notes

@@ -23,6 +23,9 @@ FIGURES = (
     "RSS growth",
     "mirror history URL",
     "mirror diff URL",
+    "mirror serve: index",
+    "mirror serve: document",
+    "mirror serve: TimeMap",
 )
 
 

@@ -32,6 +32,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT (click alone would say
 if TYPE_CHECKING:  # real imports are deferred so that `--help` stays fast
     from mirror.archive import Archive
     from mirror.config import Config
+    from mirror.integrity import VerifyReport
     from mirror.reader import Reader
 
 
@@ -86,6 +87,11 @@ class AppContext:
             self._store = Reader.open(self.config().storage.database, existing=True)
         return self._store
 
+    def adopt(self, store: Reader) -> None:
+        """Make `store` the one this context closes at the end (`serve` opens its own, read-only)."""
+        self.close()
+        self._store = store
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -134,6 +140,44 @@ def url_argument(text: str) -> str:
         return normalize_url(text)
     except BadURL as exc:
         raise UsageError(str(exc)) from None
+
+
+def bind_address(text: str, *, public: bool) -> tuple[str, int]:
+    """Return (host, port) of `--bind HOST:PORT` (`[::1]:8070` for IPv6).
+
+    Raises:
+        UsageError: not HOST:PORT, or a host other than loopback without `--public`.
+    """
+    import ipaddress
+
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--bind: expected HOST:PORT like 127.0.0.1:8070, got {text!r}")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not public:
+        raise UsageError(
+            f"--bind {text}: not a loopback address; the page has no authentication, "
+            "so binding it elsewhere needs --public"
+        )
+    return host, int(port)
+
+
+def record_verify_run(archive: Archive, report: VerifyReport, started: datetime) -> None:
+    """Record a finished verify run in the store; a store that cannot be written is told on stderr.
+
+    The report stands either way: a copy of the store on read-only media verifies as well.
+    """
+    from mirror.browse import VerifyRun
+
+    run = VerifyRun(datetime.now(UTC), report.ok, len(report.problems), report.head_seq, report.head_hash)
+    try:
+        archive.record_verify(run, started)
+    except StoreError as exc:
+        click.echo(f"mirror: warning: this verify run is not recorded: {exc}", err=True)
 
 
 def fail(error: MirrorError) -> NoReturn:

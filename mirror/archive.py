@@ -19,7 +19,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
 import mirror.targets
-from mirror import db, leases, recording, tables
+from mirror import browse, db, leases, recording, tables
+from mirror.browse import VerifyRun
 from mirror.domain import StoredEvent, Target
 from mirror.reader import History, Reader, SiteEntry, StoreStatus
 from mirror.recording import CheckRecord
@@ -116,6 +117,10 @@ class Archive(Reader):
         return self._write(lambda conn: recording.record_many(conn, records))
 
     # -- retention ---------------------------------------------------------------------------
+
+    def record_verify(self, run: VerifyRun, started_at: datetime) -> None:
+        """Record a finished `mirror verify` run (what the web page's footer shows)."""
+        self._write(lambda conn: browse.record_verify(conn, run, started_at))
 
     def prune_checks(self, before: datetime, batch: int = 10_000) -> int:
         """Delete the `checks` rows of fetches started before `before`; return how many went.

@@ -23,6 +23,7 @@ from mirror.app import (
     EXIT_RUNTIME,
     EXIT_USAGE,
     AppContext,
+    bind_address,
     catch_sigint,
     echo_lines,
     emit_json,
@@ -30,6 +31,7 @@ from mirror.app import (
     one_of,
     parse_time,
     published_head,
+    record_verify_run,
     url_argument,
     usage_line,
 )
@@ -310,7 +312,7 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         mirror verify --published 1234:9f2c0e...
     """
     expected = published_head(published) if published else None  # bad input first, then the store
-    store = app.reader()
+    store = app.reader() if head_only else app.archive()  # a run is recorded: the web page's footer
     if head_only:
         seq, digest = store.chain_head()
         if as_json:
@@ -321,17 +323,57 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
     bar = None
     if sys.stderr.isatty() and not as_json:
         bar = progress_bar(True, "verifying", "B", total=store.blob_bytes(), unit_scale=True)
+    started = datetime.now(UTC)
     try:
         report = store.verify(progress=bar.update if bar is not None else None, published=expected)
     finally:
         if bar is not None:
             bar.close()
+    record_verify_run(app.archive(), report, started)
     if as_json:
         emit_json(render.verify_json(report))
     else:
         echo_lines(render.verify_text(report))
     if not report.ok:
         raise SystemExit(EXIT_DAMAGED)
+
+
+@cli.command()
+@click.option("--bind", "bind", default="127.0.0.1:8070", show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--public", is_flag=True, help="Allow a non-loopback --bind: anyone who reaches it reads the record."
+)
+@click.option(
+    "--threads", default=4, show_default=True, type=click.IntRange(1, 64), help="Requests served at once."
+)
+@pass_app
+def serve(app: AppContext, bind: str, public: bool, threads: int) -> None:
+    """Serve a read-only web page of documents, versions and diffs, with Memento TimeMaps and TimeGates.
+
+    Read-only beside the daemon: on SQLite its connections cannot write and take no lock.
+
+    Example:
+        mirror serve --bind 127.0.0.1:8070
+    """
+    import structlog
+
+    from mirror.events import SERVE_STARTED
+    from mirror.reader import Reader
+    from mirror.web import serve as serve_web
+
+    host, port = bind_address(bind, public=public)  # bad input first, then the store
+    store = Reader.open(app.config().storage.database, read_only=True)
+    app.adopt(store)
+    log = structlog.get_logger("mirror.web")
+
+    def listening(bound_host: str, bound_port: int) -> None:
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        log.info(SERVE_STARTED, url=f"http://{shown}:{bound_port}/", public=public, database=store.database)
+
+    try:
+        serve_web(store, host, port, threads=threads, listening=listening)
+    except OSError as exc:
+        raise OSError(f"--bind {bind}: {exc.strerror or exc}") from None
 
 
 def main(argv: list[str] | None = None) -> None:

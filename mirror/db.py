@@ -102,7 +102,7 @@ def sqlite_file(url: str) -> str | None:
     return parsed.database
 
 
-def open_engine(url: str, *, migrate: bool = True, existing: bool = False) -> Engine:
+def open_engine(url: str, *, migrate: bool = True, existing: bool = False, read_only: bool = False) -> Engine:
     """Return an engine on the store at `url`, migrated to the latest schema unless `migrate=False`.
 
     Accepts `sqlite:///path` (the parent folder is created) and `postgresql://...`
@@ -110,7 +110,9 @@ def open_engine(url: str, *, migrate: bool = True, existing: bool = False) -> En
 
     `existing=True` is for the read-only commands: the store must be there already, at
     the schema revision this code reads; nothing is created or migrated (no SQLite folder
-    or file, no table), whatever `migrate` says.
+    or file, no table), whatever `migrate` says. `read_only=True` (with `existing`; for
+    `mirror serve`) makes every connection refuse writes: `PRAGMA query_only` on SQLite,
+    `default_transaction_read_only` on PostgreSQL.
 
     Raises:
         DatabaseUnavailable: a bad or unsupported URL, or the database cannot be
@@ -128,8 +130,10 @@ def open_engine(url: str, *, migrate: bool = True, existing: bool = False) -> En
     try:
         if backend == "sqlite":
             engine = _sqlite_engine(parsed, create=not existing)
+            if read_only:
+                event.listen(engine, "connect", _sqlite_query_only)
         elif backend in ("postgresql", "postgres"):
-            engine = _postgresql_engine(parsed)
+            engine = _postgresql_engine(parsed, read_only=read_only)
         else:
             raise DatabaseUnavailable(masked, f"unsupported database {backend!r} (use sqlite or postgresql)")
     except (NoSuchModuleError, ImportError) as exc:
@@ -315,6 +319,11 @@ def _sqlite_on_connect_existing(dbapi_connection: Any, record: ConnectionPoolEnt
     _sqlite_pragmas(dbapi_connection, new=False)
 
 
+def _sqlite_query_only(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    # A reader beside the daemon: it can take no write lock, so it can never make the daemon wait.
+    dbapi_connection.execute("PRAGMA query_only = ON")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, *, new: bool) -> None:
     # Switch off pysqlite's own BEGIN (it begins late, deferred, and not before DDL);
     # `_sqlite_on_begin` emits ours. Busy timeout first: changing the journal mode
@@ -344,28 +353,28 @@ def _sqlite_on_begin(conn: Connection) -> None:
 # -- PostgreSQL ------------------------------------------------------------------------------
 
 
-def _postgresql_engine(url: URL) -> Engine:
+def _postgresql_engine(url: URL, *, read_only: bool = False) -> Engine:
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
+    connect_args: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT}
+    if read_only:
+        connect_args["options"] = "-c default_transaction_read_only=on"
     return create_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=POOL_SIZE,
-        max_overflow=POOL_OVERFLOW,
-        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT},
+        url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, connect_args=connect_args
     )
 
 
 # -- Migrations ------------------------------------------------------------------------------
 
 
-HEAD_REVISION = "0004"  # the newest file in migrations/versions; tests/test_migrations.py holds them equal
+HEAD_REVISION = "0005"  # the newest file in migrations/versions; tests/test_migrations.py holds them equal
 
 
 def current_revision(engine: Engine) -> str | None:
     """Return the schema revision the store is at (None before the first migration), without Alembic."""
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn:  # a read: on SQLite a deferred BEGIN, which takes no write lock
+            conn.execution_options(**{_READ_ONLY: True})
             value = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except (OperationalError, ProgrammingError):  # no alembic_version table yet
         return None

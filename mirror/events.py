@@ -46,6 +46,7 @@ SERVICE_SUMMARY = "service.summary"  # info, every `schedule.summary`: the daemo
 SERVICE_STOPPING = "service.stopping"
 SERVICE_STOPPED = "service.stopped"
 DISPATCH_CLAIMED = "dispatch.claimed"  # debug: targets a daemon claimed in one tick
+SERVE_STARTED = "serve.started"  # info: `mirror serve` is listening (`url`, `public`, `database`)
 
 # Targets, their discovery, and robots.txt.
 TARGETS_SYNCED = "targets.synced"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mirror.diff import unified
+from mirror.domain import Version
 from mirror.errors import VersionNotFound
 from mirror.events import DOCUMENT_CHANGED
 from mirror.ignore import NO_RULES, IgnoreRules
@@ -30,6 +31,55 @@ def significant_only(history: History) -> History:
     return replace(history, events=events)
 
 
+@dataclass(frozen=True, slots=True)
+class VersionDiff:
+    """Two versions of one URL compared: the unified diff of their text and the change's weight.
+
+    `unified` is empty when both have the same content, and for `binary` content (PDF,
+    zip), where `significance` is None: such content is compared by size and hash only.
+    """
+
+    url: str
+    old: Version
+    new: Version
+    unified: str
+    binary: bool = False
+    significance: float | None = None
+    noise: tuple[str, ...] = ()
+
+
+def compare_versions(
+    archive: Reader,
+    url: str,
+    from_spec: str | None = None,
+    to_spec: str | None = None,
+    rules: IgnoreRules = NO_RULES,
+) -> VersionDiff:
+    """Return two versions of `url` compared (default: the last two), weighed with `rules`.
+
+    Text comes from `mirror.text` (charset from header, BOM and `<meta>`, then detection),
+    so legacy charsets read right; the weight is `mirror.significance`'s over `pageview`.
+
+    Raises:
+        TargetNotFound, VersionNotFound: the URL or a version is not in the store.
+    """
+    new = archive.version(url, to_spec or "-1")
+    if from_spec is None and to_spec is None and new.number < 2:
+        raise VersionNotFound(url, "-2", "there is only one version; nothing to diff")
+    old = archive.version(url, from_spec or "-2")
+    if old.sha256 == new.sha256:
+        return VersionDiff(url, old, new, "", significance=0.0)
+    old_bytes, new_bytes = archive.read(old.sha256), archive.read(new.sha256)
+    old_text, new_text = to_text(old_bytes, old.content_type), to_text(new_bytes, new.content_type)
+    if old_text is None or new_text is None:
+        return VersionDiff(url, old, new, "", binary=True)
+    old_view = view(old_bytes, old.content_type, old_text, rules)
+    significance, noise = weigh(old_view, view(new_bytes, new.content_type, new_text, rules), rules)
+    text = unified(old_text, new_text, f"{url} v{old.number}", f"{url} v{new.number}")
+    text = text if not text or text.endswith("\n") else text + "\n"
+    return VersionDiff(url, old, new, text, significance=significance, noise=tuple(noise))
+
+
 def version_diff(
     archive: Reader,
     url: str,
@@ -47,21 +97,14 @@ def version_diff(
     Raises:
         TargetNotFound, VersionNotFound: the URL or a version is not in the store.
     """
-    new = archive.version(url, to_spec or "-1")
-    if from_spec is None and to_spec is None and new.number < 2:
-        raise VersionNotFound(url, "-2", "there is only one version; nothing to diff")
-    old = archive.version(url, from_spec or "-2")
+    d = compare_versions(archive, url, from_spec, to_spec, rules)
+    old, new = d.old, d.new
     if old.sha256 == new.sha256:
         return ""
-    old_bytes, new_bytes = archive.read(old.sha256), archive.read(new.sha256)
-    old_text, new_text = to_text(old_bytes, old.content_type), to_text(new_bytes, new.content_type)
-    if old_text is None or new_text is None:
+    if d.binary:
         return (
             f"binary content differs: v{old.number} {old.sha256[:12]} ({old.size} bytes) -> "
             f"v{new.number} {new.sha256[:12]} ({new.size} bytes)\n"
         )
-    old_view = view(old_bytes, old.content_type, old_text, rules)
-    significance, noise = weigh(old_view, view(new_bytes, new.content_type, new_text, rules), rules)
-    head = f"# significance {significance:g}" + (f" (noise: {', '.join(noise)})" if noise else "") + "\n"
-    text = unified(old_text, new_text, f"{url} v{old.number}", f"{url} v{new.number}")
-    return head + (text if not text or text.endswith("\n") else text + "\n")
+    noise = f" (noise: {', '.join(d.noise)})" if d.noise else ""
+    return f"# significance {d.significance:g}{noise}\n" + d.unified

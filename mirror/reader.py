@@ -18,8 +18,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 import mirror.targets
-from mirror import blobs, db, ledger, tables
+from mirror import blobs, browse, db, ledger, tables
 from mirror import verify as fixity
+from mirror.browse import IndexRow, Page, VerifyRun
 from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import Status, StoredEvent, Target, TargetState, Version
 from mirror.integrity import VerifyReport
@@ -36,7 +37,17 @@ R = TypeVar("R")
 
 SITE_BATCH = 500  # targets per read transaction of `site_at`
 
-__all__ = ["History", "Reader", "SiteEntry", "Snapshot", "StoreStatus", "TargetSummary"]
+__all__ = [
+    "History",
+    "IndexRow",
+    "Page",
+    "Reader",
+    "SiteEntry",
+    "Snapshot",
+    "StoreStatus",
+    "TargetSummary",
+    "VerifyRun",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +107,15 @@ class Reader:
         self.database = db.mask_url(engine.url)
 
     @classmethod
-    def open(cls, database: str, *, existing: bool = False) -> Self:
+    def open(cls, database: str, *, existing: bool = False, read_only: bool = False) -> Self:
         """Return the store at the SQLAlchemy URL `database`, migrated (see `db.open_engine`).
+
+        `read_only` (with `existing`) opens connections that cannot write at all (`mirror serve`).
 
         Raises:
             StoreError: it cannot be opened (or, with `existing`, does not exist).
         """
-        return cls(db.open_engine(database, existing=existing))
+        return cls(db.open_engine(database, existing=existing or read_only, read_only=read_only))
 
     def close(self) -> None:
         """Close the store's connections (the engine's pool)."""
@@ -192,6 +205,54 @@ class Reader:
         query = select(E).where(E.c.seq > seq).order_by(E.c.seq).limit(limit)
         rows = self._read(lambda conn: conn.execute(query).all())
         return [ledger.to_stored_event(row) for row in rows]
+
+    # -- pages of the record, for the web page (see `mirror.browse`) -------------------------
+
+    def targets_page(
+        self,
+        changed_since: datetime,
+        *,
+        state: str | None = None,
+        prefix: str = "",
+        after: str = "",
+        limit: int = 50,
+    ) -> Page[IndexRow]:
+        """Return a page of targets by URL after `after`: in `state` (`browse.INDEX_STATES`; `changed`
+        means a change recorded since `changed_since`) and under `prefix`, each with its last change."""
+        return self._read(
+            partial(
+                browse.targets_page,
+                state=state,
+                prefix=prefix,
+                after=after,
+                limit=limit,
+                changed_since=changed_since,
+            )
+        )
+
+    def target(self, url: str) -> TargetSummary:
+        """Return one target's summary. Raises: TargetNotFound."""
+        return self._read(lambda conn: browse.target(conn, url))
+
+    def versions_page(self, url: str, before: int | None = None, limit: int = 50) -> Page[Version]:
+        """Return a page of `url`'s versions, newest first, below number `before`. Raises: TargetNotFound."""
+        return self._read(lambda conn: browse.versions_page(conn, url, before, limit))
+
+    def events_page(self, url: str, before: int | None = None, limit: int = 50) -> Page[StoredEvent]:
+        """Return a page of `url`'s events in time order, before `before` (seq). Raises: TargetNotFound."""
+        return self._read(lambda conn: browse.events_page(conn, url, before, limit))
+
+    def versions(self, url: str) -> list[Version]:
+        """Return every version of `url`, oldest first (without its events). Raises: TargetNotFound."""
+        return self._read(lambda conn: browse.all_versions(conn, url))
+
+    def neighbours(self, url: str, at: datetime) -> list[Version]:
+        """Return the versions of `url` either side of `at` (none, one or two). Raises: TargetNotFound."""
+        return self._read(lambda conn: browse.neighbours(conn, url, at))
+
+    def last_verify(self) -> VerifyRun | None:
+        """Return the last recorded `mirror verify` run, or None."""
+        return self._read(browse.last_verify)
 
     # -- fixity (see `mirror.verify`) --------------------------------------------------------
 

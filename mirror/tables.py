@@ -170,3 +170,17 @@ ledger_head = Table(
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+# One row per `mirror verify` run that finished: when, what it found, the head it reached.
+# Not chained: it says when the record was last proven, and the footer of the web page shows it.
+verify_runs = Table(
+    "verify_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("problems", Integer, nullable=False),
+    Column("head_seq", BigInteger, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+)

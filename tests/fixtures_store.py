@@ -185,11 +185,23 @@ def fetched(
 
 
 def save_version(
-    archive: Archive, url: str, body: bytes, at: datetime = T0, *, diff: str = "", etag: str | None = None
+    archive: Archive,
+    url: str,
+    body: bytes,
+    at: datetime = T0,
+    *,
+    diff: str = "",
+    etag: str | None = None,
+    content_type: str = "text/html; charset=utf-8",
+    details: dict[str, Any] | None = None,
+    suspicious: str | None = None,
 ) -> list[StoredEvent]:
-    """Record a check that found `body` as the next version of `url` (document.new or document.changed)."""
+    """Record a check that found `body` as the next version of `url` (document.new or document.changed).
+
+    `details` are added to a `document.changed` event's (a `significance`, `suspicious`).
+    """
     state = archive.state_of(url)
-    result = fetched(url, body, at, etag=etag)
+    result = fetched(url, body, at, etag=etag, content_type=content_type)
     number = state.current_version + 1
     if state.current_version == 0:
         kind = OutcomeKind.NEW
@@ -203,7 +215,7 @@ def save_version(
             old_sha256=state.current_sha256,
             new_sha256=sha(body),
             status=200,
-            details={"version": number, "lines_added": 1, "lines_removed": 1},
+            details={"version": number, "lines_added": 1, "lines_removed": 1, **(details or {})},
         )
     new_state = TargetState(
         status=Status.OK,
@@ -211,6 +223,7 @@ def save_version(
         current_version=number,
         content_type=result.content_type,
         etag=etag,
+        suspicious=suspicious,
     )
     changed = ChangeDiff(0, len(body), True, 1, 1, diff) if diff else None
     outcome = Outcome(

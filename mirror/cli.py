@@ -233,7 +233,7 @@ def show(app: AppContext, url: str, spec: str | None, at: str | None) -> None:
 @click.argument("url", required=False)
 @_version_options
 @click.option(
-    "--all", "whole_site", is_flag=True, help="Every document as it was at --at, under DIR/<host>/<path>."
+    "--all", "whole_site", is_flag=True, help="Every document as it was at --at: a BagIt bag in DIR."
 )
 @click.option(
     "--to", "dest", required=True, type=click.Path(path_type=Path), help="File, or folder for --all."
@@ -253,8 +253,10 @@ def restore(
 ) -> None:
     """Write a stored version of a URL to a file, or a whole site as it was at a time to a folder.
 
-    Files are written atomically and their SHA-256 checked on disk; --all also writes
-    manifest-sha256.txt, restore-index.tsv and left-out.tsv (documents gone at that time).
+    Files are written atomically and their SHA-256 checked on disk. --all writes a BagIt
+    1.0 bag: the documents under DIR/data/<host>/<path>, manifests (sha256, sha512),
+    bag-info.txt with the chain head, restore-index.tsv and left-out.tsv (documents gone
+    at that time). DIR must be new or empty; --force replaces a bag restored there before.
 
     Example:
         mirror restore https://www.prisoncensorship.info/archive/etext/wim/ --version -1 --to wim.html

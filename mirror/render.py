@@ -120,7 +120,9 @@ def site_restore_text(site: SiteRestore) -> list[str]:
     folder = f"{site.folder} (created)" if site.created else site.folder
     lines = [
         f"restored {plural(site.files, 'document')} ({fmt_size(site.bytes)}) as of {site.at.isoformat()} "
-        f"to {folder}; manifest {site.manifest}"
+        f"to {folder}: a BagIt bag, manifests sha256 and sha512",
+        f"chain head {site.head_seq} {site.head_hash} (later: mirror verify --published "
+        f"{site.head_seq}:{site.head_hash})",
     ]
     lines += [f"left out (gone since {fmt_time(since)}): {url}" for url, since in site.left_out]
     return lines

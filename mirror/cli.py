@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -34,8 +35,12 @@ from mirror.app import (
     usage_line,
 )
 from mirror.domain import Status
-from mirror.errors import UsageError
+from mirror.errors import NoStore, UsageError
 from mirror.progress import progress_bar
+
+if TYPE_CHECKING:
+    from mirror.integrity import VerifyReport
+    from mirror.repair import RepairSource
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -301,39 +306,107 @@ def restore(
     metavar="SEQ:HASH",
     help="A head published earlier: also check that event SEQ still has HASH.",
 )
+@click.option(
+    "--repair-from",
+    "repair_from",
+    metavar="SOURCE",
+    help="Put back each damaged or missing blob found in SOURCE: another store (a database URL or "
+    "SQLite file) or a folder of WARC files.",
+)
 @json_option
 @pass_app
-def verify(app: AppContext, head_only: bool, published: str | None, as_json: bool) -> None:
+def verify(
+    app: AppContext, head_only: bool, published: str | None, repair_from: str | None, as_json: bool
+) -> None:
     """Re-hash every blob, check every snapshot and recompute the event chain; exit 1 on damage.
+
+    With --repair-from, each damaged or missing blob whose SHA-256 the source holds is
+    re-hashed and put back (a document.repaired event in the chain); then the store is
+    verified again, and what could not be repaired is listed (exit 1).
 
     Example:
         mirror verify
         mirror verify --head
         mirror verify --published 1234:9f2c0e...
+        mirror verify --repair-from postgresql://mirror@backup-host/mirror
+        mirror verify --repair-from backups/
     """
+    from mirror.repair import source_kind
+
     expected = published_head(published) if published else None  # bad input first, then the store
-    store = app.reader()
+    source = source_kind(repair_from) if repair_from else None
     if head_only:
-        seq, digest = store.chain_head()
+        if source is not None:
+            raise UsageError("give --head or --repair-from, not both")
+        seq, digest = app.reader().chain_head()
         if as_json:
             emit_json({"head_seq": seq, "head_hash": digest})
         else:
             click.echo(f"{seq} {digest}")
         return
-    bar = None
-    if sys.stderr.isatty() and not as_json:
-        bar = progress_bar(True, "verifying", "B", total=store.blob_bytes(), unit_scale=True)
-    try:
-        report = store.verify(progress=bar.update if bar is not None else None, published=expected)
-    finally:
-        if bar is not None:
-            bar.close()
-    if as_json:
-        emit_json(render.verify_json(report))
+    store = app.archive() if source is not None else app.reader()
+
+    def verified() -> VerifyReport:
+        bar = None
+        if sys.stderr.isatty() and not as_json:
+            bar = progress_bar(True, "verifying", "B", total=store.blob_bytes(), unit_scale=True)
+        try:
+            return store.verify(progress=bar.update if bar is not None else None, published=expected)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    if source is None:
+        report = verified()
+        if as_json:
+            emit_json(render.verify_json(report))
+        else:
+            echo_lines(render.verify_text(report))
     else:
-        echo_lines(render.verify_text(report))
+        report = _repair(app, *source, verified, as_json)
     if not report.ok:
         raise SystemExit(EXIT_DAMAGED)
+
+
+def _repair(
+    app: AppContext, kind: str, source: str, verified: Callable[[], VerifyReport], as_json: bool
+) -> VerifyReport:
+    """Repair the store from `source` (`kind` "store": a database URL; "warc": a folder); render;
+    return the verification after."""
+    from mirror.reader import Reader
+    from mirror.repair import StoreSource, run
+
+    with ExitStack() as stack:
+        if kind == "warc":
+            found: RepairSource = _warc_folder_source(Path(source))
+        else:
+            try:
+                other = Reader.open(source, existing=True)
+            except NoStore as exc:  # its own hint (run `mirror check`) would be wrong for a backup
+                why = exc.problem.split("; ")[0]
+                raise UsageError(f"--repair-from {exc.url}: {why}: no mirror store to repair from") from None
+            stack.callback(other.close)
+            if other.database == app.reader().database:
+                raise UsageError(f"--repair-from {other.database}: that is this store; give another copy")
+            found = StoreSource(other)
+        bar = progress_bar(sys.stderr.isatty() and not as_json, "repairing", "blob")
+        if bar is not None:
+            stack.callback(bar.close)
+        repaired = run(app.archive(), found, verify=verified, progress=bar.update if bar else None)
+    if as_json:
+        emit_json(render.repair_json(repaired))
+    else:
+        echo_lines(render.repair_text(repaired))
+    return repaired.verify
+
+
+def _warc_folder_source(folder: Path) -> RepairSource:
+    """Return the repair source of a folder of WARC files (`mirror.warcsource.WarcFolder`).
+
+    Raises:
+        UsageError: this build has no WARC reader.
+    """
+    raise UsageError("repair from a WARC folder: not available in this build")
 
 
 def main(argv: list[str] | None = None) -> None:

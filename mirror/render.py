@@ -17,6 +17,7 @@ from mirror.domain import OutcomeKind
 if TYPE_CHECKING:
     from mirror.domain import StoredEvent
     from mirror.reader import History, StoreStatus, TargetSummary
+    from mirror.repair import RepairReport
     from mirror.restore import Restored, SiteRestore
     from mirror.rounds import RoundReport
     from mirror.verify import Problem, VerifyReport
@@ -214,6 +215,31 @@ def verify_text(report: VerifyReport) -> list[str]:
         *(line for p in report.problems for line in _problem_lines(p)),
         "intact" if report.ok else f"{n} problem{'' if n == 1 else 's'} found",
     ]
+
+
+def repair_json(report: RepairReport) -> dict[str, Any]:
+    return {
+        "source": report.source,
+        "repaired": report.repaired,
+        "unrepaired": report.unrepaired,
+        "verify": verify_json(report.verify),
+    }
+
+
+def repair_text(report: RepairReport) -> list[str]:
+    """Return what `verify --repair-from` prints: each blob put back or not, then the verification after."""
+    lines = [
+        f"repair from {report.source}: {plural(len(report.repaired), 'blob')} put back, "
+        f"{len(report.unrepaired)} not"
+    ]
+    for r in report.repaired:
+        events = ", ".join(f"#{seq}" for seq in r.events)
+        lines.append(f"REPAIRED blob {r.sha256} ({fmt_size(r.size)}; was {r.problem}): event {events}")
+        lines += [f"  gives back {name}" for name in r.snapshots]
+    for u in report.unrepaired:
+        lines.append(f"NOT REPAIRED blob {u.sha256} ({u.problem}): {u.reason}")
+        lines += [f"  spoils {name}" for name in u.snapshots]
+    return [*lines, *verify_text(report.verify)]
 
 
 def _problem_lines(p: Problem) -> list[str]:

@@ -179,11 +179,18 @@ def _event_summary(details: Mapping[str, Any]) -> str:
         "soft",  # a soft 404's document.disappeared
         "reason",
         "title",
+        "versions",  # document.repaired: the versions the blob it put back gives back
+        "source",
     )
-    parts = [f"{k}={_shown(details[k])}" for k in keys if details.get(k) is not None]
+    parts = [f"{k}={_shown(_listed(details[k]))}" for k in keys if details.get(k) is not None]
     if weight:
         parts.insert(0, weight)
     return ("  " + " ".join(parts)) if parts else ""
+
+
+def _listed(value: object) -> object:
+    """Return a list of details as `1,2,3`; anything else as it is."""
+    return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
 def _shown(value: object) -> str:

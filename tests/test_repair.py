@@ -16,6 +16,7 @@ from mirror.events import DOCUMENT_REPAIRED
 from mirror.reader import Reader
 from mirror.repair import NOT_IN_SOURCE, StoreSource, run
 from tests.fixtures_store import T0, engine_of, save_version, sha, watch
+from tests.test_docs import assert_documented, documented_json
 from tests.test_tamper import verify_command
 
 A, B, C, D, E = (f"https://archive.example/etext/{n}.html" for n in "abcde")
@@ -206,6 +207,7 @@ def test_verify_repair_from_on_the_command_line_exits_0_when_all_is_put_back_and
     assert partly.returncode == 1, partly.stderr.decode()[-2000:]
     document = json.loads(partly.stdout)
     assert sorted(document) == ["repaired", "source", "unrepaired", "verify"]
+    assert_documented(document, documented_json("verify --repair-from"))  # every key, and no other
     assert len(document["repaired"]) == 3
     assert [u["sha256"] for u in document["unrepaired"]] == [sha(ONLY_HERE[D])]
     assert document["verify"]["ok"] is False

@@ -202,6 +202,7 @@ def restore_site(
         versions[entry.url] = entry.version
     plan = plan_site(present)
     head_seq, head_hash = archive.chain_head()  # after the listing: every version listed is under it
+    shown, dest = str(dest), Path(os.path.abspath(dest))  # `--to .` or `site/..` name a folder too
     if dest.is_symlink():
         dest = dest.resolve()
     created, replacing = _destination(dest, force)
@@ -239,10 +240,8 @@ def restore_site(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    manifest = str(dest / MANIFEST)
-    return SiteRestore(
-        at, str(dest), len(files), total, tuple(left_out), manifest, created, head_seq, head_hash
-    )
+    manifest = str(Path(shown) / MANIFEST)
+    return SiteRestore(at, shown, len(files), total, tuple(left_out), manifest, created, head_seq, head_hash)
 
 
 def _destination(dest: Path, force: bool) -> tuple[bool, bool]:
@@ -280,7 +279,7 @@ def _work_folder(dest: Path) -> Path:
             continue
         except OSError as exc:
             raise RestoreError(str(dest.parent), f"cannot write: {exc.strerror or exc}") from None
-        return work
+        return work.resolve()  # as `_inside` gives the paths in it: every link resolved
 
 
 def _write_payload(path: Path, data: bytes, sha256: str, work: Path) -> bag.Payload:

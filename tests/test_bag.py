@@ -53,7 +53,7 @@ def bagged(archive_server, tmp_path_factory) -> tuple[Mirror, Path, dict]:
     site.delete("/gone.html")
     assert m.json("check", site.url("/gone.html"))["outcomes"]["disappeared"] == 1
     out = tmp_path / "bag"
-    report = m.json("restore", "--all", "--at", datetime.now(UTC).isoformat(), "--to", str(out))
+    report = m.json("restore", "--all", "--at", datetime.now(UTC).isoformat(), "--to", "bag")  # in cwd
     return m, out, report
 
 
@@ -76,6 +76,7 @@ def test_a_whole_site_restore_is_a_bag_the_library_of_congress_validator_accepts
     assert (out / "bagit.txt").read_text() == "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
     payload = sorted(p for p in (out / "data").rglob("*") if p.is_file())
     assert report["files"] == len(payload) == len(PAGES) - 1  # the gone page is left out
+    assert (report["folder"], report["created"]) == ("bag", True)
     info = dict(line.split(": ", 1) for line in (out / "bag-info.txt").read_text().splitlines())
     assert info["Payload-Oxum"] == f"{sum(p.stat().st_size for p in payload)}.{len(payload)}"
     assert info["Bagging-Date"] == datetime.now(UTC).date().isoformat()

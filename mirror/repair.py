@@ -197,8 +197,9 @@ def run(
     report.repaired = sorted(done.values(), key=lambda r: r.sha256)
     after = verify() if done else before
     report.verify = after
+    now_found = _problems(after) if done else problems
     for sha256 in sorted(after.damaged_blobs):
-        problem, snapshots = problems.get(sha256, ("missing", ()))
+        problem, snapshots = now_found.get(sha256) or problems.get(sha256, ("missing", ()))
         reason = refused.get(sha256) or _why_not(sha256, after.damaged_blobs, refused)
         report.unrepaired.append(Unrepaired(sha256, problem, reason, snapshots))
         logger.warning(

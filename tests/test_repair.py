@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from mirror import blobs
 from mirror.archive import Archive
 from mirror.db import open_engine
 from mirror.events import DOCUMENT_REPAIRED
@@ -254,3 +255,20 @@ def test_a_bad_repair_source_is_one_line_and_exit_2(store, database_url, tmp_pat
     assert done.returncode == 2, done.stderr.decode()
     last = done.stderr.decode().splitlines()[-1]
     assert last.startswith("mirror: error: ") and message.format(tmp=tmp_path) in last
+
+
+def test_a_blob_nothing_names_is_not_put_back_silently(store, backup):
+    orphan = b"<p>a blob no version, base or check names</p>"
+    for url in (backup.database, None):
+        engine = open_engine(url) if url else engine_of(store)
+        with engine.begin() as conn:
+            blobs.put(conn, orphan)
+        if url:
+            engine.dispose()
+    set_data(store, sha(orphan), b"junk")
+
+    report = run(store, StoreSource(backup))
+
+    assert report.repaired == []
+    ((key, reason),) = [(u.sha256, u.reason) for u in report.unrepaired]
+    assert (key, reason) == (sha(orphan), "no document's version is rebuilt from it and no check kept it")

@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -222,3 +222,17 @@ def errors_to_exit_codes() -> Iterator[None]:
         traceback.print_exc()
         click.echo(f"mirror: error: unexpected {type(exc).__name__}: {exc}", err=True)
         raise SystemExit(EXIT_RUNTIME) from None
+
+
+pass_app = click.make_pass_decorator(AppContext)
+json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+
+
+def version_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--version V` and `--at TIME`, the two ways to name one version of a document."""
+    f = click.option(
+        "--at", "at", metavar="TIME", help="The version current at this ISO 8601 time (UTC if no zone)."
+    )(f)
+    return click.option(
+        "--version", "spec", metavar="V", help="Version number, -1 latest, or sha256 prefix."
+    )(f)

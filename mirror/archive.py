@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
 import mirror.targets
-from mirror import browse, db, leases, recording, tables
+from mirror import browse, db, leases, mending, recording, tables
 from mirror.browse import VerifyRun
 from mirror.domain import StoredEvent, Target
 from mirror.reader import History, Reader, SiteEntry, StoreStatus
@@ -115,6 +115,22 @@ class Archive(Reader):
         if not records:
             return []
         return self._write(lambda conn: recording.record_many(conn, records))
+
+    # -- repair (see `mirror.repair`) ---------------------------------------------------------
+
+    def mend_blob(
+        self, sha256: str, data: bytes, *, source: str, problem: str, now: datetime
+    ) -> mending.Mended | None:
+        """Put `data` back whole under `sha256` with a `document.repaired` event per document it serves,
+        in one transaction; None when the blob reads back intact already (nothing written).
+
+        Raises:
+            StoreError: `data` does not hash to `sha256`, or the database failed.
+            mending.NotMended: nothing names the blob, so no event could say it was repaired.
+        """
+        return self._write(
+            lambda conn: mending.mend(conn, sha256, data, source=source, problem=problem, now=now)
+        )
 
     # -- retention ---------------------------------------------------------------------------
 

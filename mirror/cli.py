@@ -8,16 +8,12 @@ or no store to read; 3 runtime failure; 130 interrupted.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import click
 
 from mirror import __version__, render
 from mirror.app import (
-    EXIT_DAMAGED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_RUNTIME,
@@ -28,16 +24,16 @@ from mirror.app import (
     echo_lines,
     emit_json,
     errors_to_exit_codes,
+    json_option,
     one_of,
     parse_time,
-    published_head,
-    record_verify_run,
+    pass_app,
     url_argument,
     usage_line,
+    version_options,
 )
+from mirror.cli_integrity import restore, verify
 from mirror.domain import Status
-from mirror.errors import UsageError
-from mirror.progress import progress_bar
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,10 +63,6 @@ def cli(ctx: click.Context, config_option: str | None, log_format: str, log_leve
     app = AppContext(config_option, log_format, log_level)
     ctx.obj = app
     ctx.call_on_close(app.close)
-
-
-pass_app = click.make_pass_decorator(AppContext)
-json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 
 
 @cli.command()
@@ -205,18 +197,9 @@ def diff(app: AppContext, url: str, from_spec: str | None, to_spec: str | None) 
     click.echo(version_diff(app.reader(), wanted, from_spec, to_spec, rules), nl=False)
 
 
-def _version_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option(
-        "--at", "at", metavar="TIME", help="The version current at this ISO 8601 time (UTC if no zone)."
-    )(f)
-    return click.option(
-        "--version", "spec", metavar="V", help="Version number, -1 latest, or sha256 prefix."
-    )(f)
-
-
 @cli.command()
 @click.argument("url")
-@_version_options
+@version_options
 @pass_app
 def show(app: AppContext, url: str, spec: str | None, at: str | None) -> None:
     """Write the stored bytes of a version to stdout, exactly as fetched (default: the latest).
@@ -229,113 +212,6 @@ def show(app: AppContext, url: str, spec: str | None, at: str | None) -> None:
     version = store.version(wanted, spec, when)
     sys.stdout.buffer.write(store.read(version.sha256))
     sys.stdout.buffer.flush()
-
-
-@cli.command()
-@click.argument("url", required=False)
-@_version_options
-@click.option(
-    "--all", "whole_site", is_flag=True, help="Every document as it was at --at, under DIR/<host>/<path>."
-)
-@click.option(
-    "--to", "dest", required=True, type=click.Path(path_type=Path), help="File, or folder for --all."
-)
-@click.option("--force", is_flag=True, help="Overwrite existing files.")
-@json_option
-@pass_app
-def restore(
-    app: AppContext,
-    url: str | None,
-    spec: str | None,
-    at: str | None,
-    whole_site: bool,
-    dest: Path,
-    force: bool,
-    as_json: bool,
-) -> None:
-    """Write a stored version of a URL to a file, or a whole site as it was at a time to a folder.
-
-    Files are written atomically and their SHA-256 checked on disk; --all also writes
-    manifest-sha256.txt, restore-index.tsv and left-out.tsv (documents gone at that time).
-
-    Example:
-        mirror restore https://www.prisoncensorship.info/archive/etext/wim/ --version -1 --to wim.html
-        mirror restore --all --at 2026-11-01T00:00:00Z --to site-2026-11-01
-    """
-    from mirror.restore import restore_site, restore_version
-
-    if whole_site:
-        if url is not None or spec is not None or at is None:
-            raise UsageError("restore --all takes --at TIME and --to DIR, and no URL or --version")
-        when = parse_time(at)
-        bar = progress_bar(sys.stderr.isatty() and not as_json, "restoring", "file")
-        try:
-            site = restore_site(app.reader(), when, dest, force=force, progress=bar.update if bar else None)
-        finally:
-            if bar is not None:
-                bar.close()
-        if as_json:
-            emit_json(site)
-        else:
-            echo_lines(render.site_restore_text(site))
-        return
-    if url is None:
-        raise UsageError("restore needs a URL, or --all --at TIME")
-    wanted, spec, one_at = url_argument(url), one_of(spec, at), parse_time(at) if at else None  # input first
-    done = restore_version(app.reader(), wanted, dest, spec=spec, at=one_at, force=force)
-    if as_json:
-        emit_json(done)
-    else:
-        click.echo(render.restored_text(done))
-
-
-@cli.command()
-@click.option(
-    "--head",
-    "head_only",
-    is_flag=True,
-    help="Only print the chain head (seq and hash), to publish elsewhere.",
-)
-@click.option(
-    "--published",
-    metavar="SEQ:HASH",
-    help="A head published earlier: also check that event SEQ still has HASH.",
-)
-@json_option
-@pass_app
-def verify(app: AppContext, head_only: bool, published: str | None, as_json: bool) -> None:
-    """Re-hash every blob, check every snapshot and recompute the event chain; exit 1 on damage.
-
-    Example:
-        mirror verify
-        mirror verify --head
-        mirror verify --published 1234:9f2c0e...
-    """
-    expected = published_head(published) if published else None  # bad input first, then the store
-    store = app.reader() if head_only else app.archive()  # a run is recorded: the web page's footer
-    if head_only:
-        seq, digest = store.chain_head()
-        if as_json:
-            emit_json({"head_seq": seq, "head_hash": digest})
-        else:
-            click.echo(f"{seq} {digest}")
-        return
-    bar = None
-    if sys.stderr.isatty() and not as_json:
-        bar = progress_bar(True, "verifying", "B", total=store.blob_bytes(), unit_scale=True)
-    started = datetime.now(UTC)
-    try:
-        report = store.verify(progress=bar.update if bar is not None else None, published=expected)
-    finally:
-        if bar is not None:
-            bar.close()
-    record_verify_run(app.archive(), report, started)
-    if as_json:
-        emit_json(render.verify_json(report))
-    else:
-        echo_lines(render.verify_text(report))
-    if not report.ok:
-        raise SystemExit(EXIT_DAMAGED)
 
 
 @cli.command()
@@ -374,6 +250,10 @@ def serve(app: AppContext, bind: str, public: bool, threads: int) -> None:
         serve_web(store, host, port, threads=threads, listening=listening)
     except OSError as exc:
         raise OSError(f"--bind {bind}: {exc.strerror or exc}") from None
+
+
+for command in (restore, verify):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

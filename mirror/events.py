@@ -19,6 +19,7 @@ DOCUMENT_REAPPEARED = "document.reappeared"
 DOCUMENT_MOVED = "document.moved"
 DOCUMENT_BLOCKED = "document.blocked"  # warning: a bot wall, challenge or rate limit answered instead
 DOCUMENT_UNBLOCKED = "document.unblocked"  # info: the first answer after a blocked one that is not blocked
+DOCUMENT_REPAIRED = "document.repaired"  # warning: a damaged or missing blob of its versions was put back
 
 DOCUMENT_EVENTS = (
     DOCUMENT_NEW,
@@ -28,6 +29,7 @@ DOCUMENT_EVENTS = (
     DOCUMENT_MOVED,
     DOCUMENT_BLOCKED,
     DOCUMENT_UNBLOCKED,
+    DOCUMENT_REPAIRED,
 )
 
 # One check.
@@ -63,6 +65,8 @@ STORE_FAILED = "store.failed"  # error: the writer could not record a batch afte
 WRITER_CALLBACK_FAILED = "writer.callback_failed"  # error: the step after a recorded check crashed
 CHECKS_PRUNED = "checks.pruned"
 INTEGRITY_DAMAGED = "integrity.damaged"
+REPAIR_UNREPAIRED = "repair.unrepaired"  # warning: a damaged or missing blob the repair source could not give
+REPAIR_FINISHED = "repair.finished"  # info: `verify --repair-from` done: what was put back, what was not
 
 # Helpers, configuration and libraries.
 TEXTPOOL_BROKEN = "textpool.broken"  # warning: a text-rendering helper process died; it is replaced

@@ -11,6 +11,8 @@ from sqlalchemy.engine import Dialect
 
 from mirror import ledger
 
+MISSING_BLOB = "names blob {}, which is missing"  # a snapshot's problem (`mirror.repair` reads it back)
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -39,6 +41,10 @@ class VerifyReport:
     head_seq: int = 0
     head_hash: str = ledger.GENESIS
     problems: list[Problem] = field(default_factory=list)
+    # Every blob that cannot be read back intact, or that a snapshot names but is missing, to
+    # the blob whose damage or absence spoils it (itself, or a base it is rebuilt from): what
+    # `verify --repair-from` asks a source for (`mirror.repair`).
+    damaged_blobs: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

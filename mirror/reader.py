@@ -8,7 +8,7 @@ transactions, which on SQLite never wait for a writer. The engine never leaves t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 import mirror.targets
-from mirror import blobs, browse, db, ledger, tables
+from mirror import blobs, browse, db, ledger, mending, tables
 from mirror import verify as fixity
 from mirror.browse import IndexRow, Page, VerifyRun
 from mirror.db import DEFAULT_RETRY, RetrySettings
@@ -265,6 +265,10 @@ class Reader:
     def chain_head(self) -> tuple[int, str]:
         """Return the hash chain's head: its last sequence number and hash, to publish elsewhere."""
         return fixity.head(self._engine)
+
+    def unreadable_blobs(self, keys: Collection[str]) -> set[str]:
+        """Return those of `keys` whose blob is missing or does not read back intact (one transaction)."""
+        return self._read(lambda conn: mending.unreadable(conn, keys))
 
     def blob_bytes(self) -> int:
         """Return the content bytes of every stored blob (what `verify` will hash)."""

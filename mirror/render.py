@@ -17,6 +17,7 @@ from mirror.domain import OutcomeKind
 if TYPE_CHECKING:
     from mirror.domain import StoredEvent
     from mirror.reader import History, StoreStatus, TargetSummary
+    from mirror.repair import RepairReport
     from mirror.restore import Restored, SiteRestore
     from mirror.rounds import RoundReport
     from mirror.verify import Problem, VerifyReport
@@ -120,7 +121,9 @@ def site_restore_text(site: SiteRestore) -> list[str]:
     folder = f"{site.folder} (created)" if site.created else site.folder
     lines = [
         f"restored {plural(site.files, 'document')} ({fmt_size(site.bytes)}) as of {site.at.isoformat()} "
-        f"to {folder}; manifest {site.manifest}"
+        f"to {folder}: a BagIt bag, manifests sha256 and sha512",
+        f"chain head {site.head_seq} {site.head_hash} (later: mirror verify --published "
+        f"{site.head_seq}:{site.head_hash})",
     ]
     lines += [f"left out (gone since {fmt_time(since)}): {url}" for url, since in site.left_out]
     return lines
@@ -176,11 +179,18 @@ def _event_summary(details: Mapping[str, Any]) -> str:
         "soft",  # a soft 404's document.disappeared
         "reason",
         "title",
+        "versions",  # document.repaired: the versions the blob it put back gives back
+        "source",
     )
-    parts = [f"{k}={_shown(details[k])}" for k in keys if details.get(k) is not None]
+    parts = [f"{k}={_shown(_listed(details[k]))}" for k in keys if details.get(k) is not None]
     if weight:
         parts.insert(0, weight)
     return ("  " + " ".join(parts)) if parts else ""
+
+
+def _listed(value: object) -> object:
+    """Return a list of details as `1,2,3`; anything else as it is."""
+    return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
 def _shown(value: object) -> str:
@@ -212,6 +222,31 @@ def verify_text(report: VerifyReport) -> list[str]:
         *(line for p in report.problems for line in _problem_lines(p)),
         "intact" if report.ok else f"{n} problem{'' if n == 1 else 's'} found",
     ]
+
+
+def repair_json(report: RepairReport) -> dict[str, Any]:
+    return {
+        "source": report.source,
+        "repaired": report.repaired,
+        "unrepaired": report.unrepaired,
+        "verify": verify_json(report.verify),
+    }
+
+
+def repair_text(report: RepairReport) -> list[str]:
+    """Return what `verify --repair-from` prints: each blob put back or not, then the verification after."""
+    lines = [
+        f"repair from {report.source}: {plural(len(report.repaired), 'blob')} put back, "
+        f"{len(report.unrepaired)} not"
+    ]
+    for r in report.repaired:
+        events = ", ".join(f"#{seq}" for seq in r.events)
+        lines.append(f"REPAIRED blob {r.sha256} ({fmt_size(r.size)}; was {r.problem}): event {events}")
+        lines += [f"  gives back {name}" for name in r.snapshots]
+    for u in report.unrepaired:
+        lines.append(f"NOT REPAIRED blob {u.sha256} ({u.problem}): {u.reason}")
+        lines += [f"  spoils {name}" for name in u.snapshots]
+    return [*lines, *verify_text(report.verify)]
 
 
 def _problem_lines(p: Problem) -> list[str]:

@@ -69,7 +69,7 @@ def run(
         StoreError: the database failed (damage is reported, not raised).
     """
     report = VerifyReport()
-    culprits: dict[str, str] = {}  # damaged blob -> the blob (itself or a base) whose damage spoils it
+    culprits = report.damaged_blobs  # damaged blob -> the blob (itself or a base) whose damage spoils it
     _check_blobs(engine, report, batch, progress, culprits)
     _name_snapshots(engine, report, batch, culprits)
     read(engine, lambda conn: verify_versions.check_versions(conn, report))
@@ -189,6 +189,8 @@ def _check_blob_batch(
             continue
         except (StoreError, zstandard.ZstdError) as exc:
             report.problems.append(Problem("blob", key, str(exc).removeprefix(f"blob {key}: ")))
+            if culprits is not None:
+                culprits[key] = key
             continue
         report.blob_bytes += len(data)
         if progress is not None:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from mirror import ledger, tables
 from mirror.events import DOCUMENT_MOVED, DOCUMENT_REAPPEARED
-from mirror.integrity import AsStored, Problem, VerifyReport, as_time
+from mirror.integrity import MISSING_BLOB, AsStored, Problem, VerifyReport, as_time
 
 B, S, E, T = tables.blobs, tables.snapshots, tables.events, tables.targets
 
@@ -71,9 +71,9 @@ def _check_target(report: VerifyReport, target: Any, snaps: list[Any], events: l
         report.snapshots += 1
         where = f"{url} v{snap.version}"
         if snap.blob is None:
-            report.problems.append(
-                Problem("snapshot", where, f"names blob {snap.sha256}, which is missing", url)
-            )
+            report.problems.append(Problem("snapshot", where, MISSING_BLOB.format(snap.sha256), url))
+            if isinstance(snap.sha256, str):
+                report.damaged_blobs.setdefault(snap.sha256, snap.sha256)
         if _is_int(snap.version) and 1 <= snap.version <= len(made):
             by_number[snap.version] = snap
         else:

@@ -20,7 +20,9 @@ DEFAULT_DATABASE = "sqlite:///state/mirror.db"
 MAX_HEADER_VALUE = 1000  # characters of a header value we send (servers refuse lines of 8 KB and more)
 # The keys of the file's top level (`mirror.config` holds its model equal to them): a key that TOML
 # put into a section because it came after `[fetch]` is named as a slip.
-TOP_LEVEL_KEYS = frozenset({"storage", "schedule", "fetch", "detect", "targets", "targets_file", "sources"})
+TOP_LEVEL_KEYS = frozenset(
+    {"storage", "schedule", "fetch", "detect", "targets", "targets_file", "sources", "notify"}
+)
 
 _UNITS = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 # "ms" comes before "m" so that "500ms" is not read as 500 minutes and a stray "s".

@@ -63,6 +63,12 @@ WRITER_CALLBACK_FAILED = "writer.callback_failed"  # error: the step after a rec
 CHECKS_PRUNED = "checks.pruned"
 INTEGRITY_DAMAGED = "integrity.damaged"
 
+# Notifications (`[[notify]]`): the outbox's deliveries.
+INTEGRITY_HEAD = "integrity.head"  # daily, to destinations that select it: the chain head's seq and hash
+NOTIFY_SENT = "notify.sent"  # info: a destination acknowledged a message (2xx, or Apprise accepted it)
+NOTIFY_FAILED = "notify.failed"  # warning: a delivery failed; retried after a back-off
+NOTIFY_CRASHED = "notify.crashed"  # error: a delivery pass raised; the worker goes on
+
 # Helpers, configuration and libraries.
 TEXTPOOL_BROKEN = "textpool.broken"  # warning: a text-rendering helper process died; it is replaced
 TEXTPOOL_UNAVAILABLE = "textpool.unavailable"  # warning: no helper process can start; texts rendered in place

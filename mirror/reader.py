@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 import mirror.targets
-from mirror import blobs, db, ledger, tables
+from mirror import blobs, db, ledger, outbox, tables
 from mirror import verify as fixity
 from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import Status, StoredEvent, Target, TargetState, Version
@@ -192,6 +192,10 @@ class Reader:
         query = select(E).where(E.c.seq > seq).order_by(E.c.seq).limit(limit)
         rows = self._read(lambda conn: conn.execute(query).all())
         return [ledger.to_stored_event(row) for row in rows]
+
+    def cursors(self) -> list[outbox.Cursor]:
+        """Return every notification destination's cursor (`mirror.outbox`), by name."""
+        return self._read(outbox.cursors)
 
     # -- fixity (see `mirror.verify`) --------------------------------------------------------
 

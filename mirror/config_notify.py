@@ -160,6 +160,8 @@ def destination(file: str, index: int, entry: Any, env: Mapping[str, str]) -> De
 
 
 def _apprise_urls(file: str, key: str, table: NotifyTable, env: Mapping[str, str]) -> tuple[str, ...]:
+    if table.webhook is not None:
+        return ()
     urls = list(table.to)
     for i, url in enumerate(urls):
         if not _SCHEME.fullmatch(url):

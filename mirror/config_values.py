@@ -130,6 +130,9 @@ def problem_of(error: Any, model: type[BaseModel]) -> str:
         return str(ctx["error"])
     if kind == "byte_size":
         return f"expected a size like 104857600, '100MB' or '1 GiB', got {value!r}"
+    if kind in ("less_than_equal", "less_than"):
+        bound = ctx.get("le", ctx.get("lt"))
+        return f"must be {'at most' if kind == 'less_than_equal' else 'less than'} {bound}, got {value!r}"
     if kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
         return f"must be {'at least' if kind == 'greater_than_equal' else 'more than'} {bound}, got {value!r}"

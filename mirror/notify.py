@@ -93,7 +93,7 @@ class Notifier:
         self.archive = archive
         self.destinations = tuple(destinations)
         self.owner = owner
-        self.lease = max(lease, timedelta(seconds=3 * limits.timeout))  # a send fits in its lease
+        self.lease = max(lease, timedelta(seconds=2 * limits.timeout))  # a webhook send fits in its lease
         self.clock = clock
         self.sender = Sender(limits)
         self.stop = threading.Event()

@@ -39,7 +39,7 @@ class Answer:
         """Return the answer in one line: `200 OK: {"received":true}` or `timeout: ...`."""
         if self.status is not None:
             return f"{self.status}{': ' + self.text if self.text else ''}"
-        return f"{self.error}: {self.text}"
+        return f"{self.error}: {self.text}" if self.error else self.text
 
 
 def post(

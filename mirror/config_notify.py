@@ -93,11 +93,14 @@ class Destination:
 
 def mask_destination(url: str) -> str:
     """Return `scheme://host/…` of a destination URL: its user info, path and query may hold tokens."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
-    except ValueError:
+    except ValueError:  # not host:port (a Telegram bot token is `id:secret`): show the scheme only
+        return f"{scheme}://…" if scheme.isalnum() else "***"
+    if not parts.scheme:
         return "***"
     rest = "/…" if (parts.path.strip("/") or parts.query or parts.username) else ""
     return f"{parts.scheme}://{host}{port}{rest}"

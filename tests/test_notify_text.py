@@ -82,8 +82,8 @@ def test_a_digest_lists_every_selected_event_once_with_counts():
     assert text.title == "mirror: 2 events (1 document.changed, 1 document.moved)"
     lines = text.body.splitlines()
     assert (
-        lines[0]
-        == "2 events from 2026-12-03 07:00:00 UTC to 2026-12-03 08:00:00 UTC: 1 document.changed, 1 document.moved"
+        lines[0] == "2 events from 2026-12-03 07:00:00 UTC to 2026-12-03 08:00:00 UTC: "
+        "1 document.changed, 1 document.moved"
     )
     assert lines[2:4] == [
         f"#5 2026-12-03 08:00:00 UTC document.changed [suspicious]: {URL} (significance 0.8)",

@@ -3,7 +3,8 @@
 `receiver` (per test) records every POST it gets (`attempts`) and those it answered 2xx
 (`accepted`). Tests script its answers: `answer = 500` (a status for every POST),
 `script = [200, 200, 500]` (one status per POST in turn, then `answer`), `hang()` (hold
-every POST without answering until `recover()`), `delay` (seconds before each answer).
+every POST without answering until `recover()`), `hang_from = N` (answer N POSTs, then
+hang), `delay` (seconds before each answer).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Receiver:
         self.answer = 200
         self.script: list[int] = []
         self.delay = 0.0
+        self.hang_from: int | None = None
         self._lock = threading.Lock()
         self._free = threading.Event()
         self._free.set()
@@ -48,8 +50,11 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                hung = not receiver._free.is_set()
                 with receiver._lock:
+                    if receiver.hang_from is not None and len(receiver.attempts) >= receiver.hang_from:
+                        receiver._free.clear()
+                        receiver.hang_from = None
+                    hung = not receiver._free.is_set()
                     status = receiver.script.pop(0) if receiver.script else receiver.answer
                 if hung:
                     receiver._record(Post(self.path, headers, body, None))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import corpus, depth, memory, nginx, throughput
+from benchmarks import corpus, depth, memory, nginx, notify, throughput
 from benchmarks.table import Row, machine, markdown, render
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -40,6 +40,8 @@ class Plan:
     delta_versions: int
     history_versions: int
     repeats: int
+    notify_checks: int = 500
+    notify_repeats: int = 5
 
 
 FULL = Plan(
@@ -52,7 +54,7 @@ FULL = Plan(
     depth.HISTORY_VERSIONS,
     depth.REPEATS,
 )
-QUICK = Plan((200,), 200, (500, 1500), 200, 3.0, 10, 20, 1)
+QUICK = Plan((200,), 200, (500, 1500), 200, 3.0, 10, 20, 1, 100, 1)
 
 
 def _step(text: str) -> None:
@@ -80,6 +82,11 @@ def run(plan: Plan, work: Path) -> tuple[list[Row], list[str]]:
     rows, notes = depth.history(work, html, plan.history_versions, plan.repeats)
     report.rows.extend(rows)
     report.notes.extend(notes)
+
+    _step(f"a round of {plan.notify_checks} checks by mirror run, its webhook receiver hanging, and without")
+    row, note = notify.run(work, plan.notify_checks, plan.notify_repeats)
+    report.rows.append(row)
+    report.notes.append(note)
     return report.rows, report.notes
 
 

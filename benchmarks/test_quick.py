@@ -23,6 +23,7 @@ FIGURES = (
     "RSS growth",
     "mirror history URL",
     "mirror diff URL",
+    "while the webhook receiver hangs",
 )
 
 

@@ -23,7 +23,16 @@ from typing import Any
 
 from mirror.config_notify import Destination
 from mirror.domain import StoredEvent, Version
-from mirror.events import DOCUMENT_CHANGED, INTEGRITY_HEAD
+from mirror.events import (
+    DOCUMENT_BLOCKED,
+    DOCUMENT_CHANGED,
+    DOCUMENT_DISAPPEARED,
+    DOCUMENT_MOVED,
+    DOCUMENT_NEW,
+    DOCUMENT_REAPPEARED,
+    DOCUMENT_UNBLOCKED,
+    INTEGRITY_HEAD,
+)
 
 DIFF_LINES = 20  # lines of the diff a message shows; the `mirror diff` command shows the rest
 BACKOFF_FIRST = timedelta(seconds=5)
@@ -33,13 +42,13 @@ EVENT_ID_HEADER = "X-Mirror-Event-Id"
 EVENT_KIND_HEADER = "X-Mirror-Event"
 
 _WHAT = {
-    "document.new": "New document",
-    "document.changed": "Changed",
-    "document.disappeared": "Disappeared",
-    "document.reappeared": "Reappeared",
-    "document.moved": "Moved",
-    "document.blocked": "Blocked",
-    "document.unblocked": "Unblocked",
+    DOCUMENT_NEW: "New document",
+    DOCUMENT_CHANGED: "Changed",
+    DOCUMENT_DISAPPEARED: "Disappeared",
+    DOCUMENT_REAPPEARED: "Reappeared",
+    DOCUMENT_MOVED: "Moved",
+    DOCUMENT_BLOCKED: "Blocked",
+    DOCUMENT_UNBLOCKED: "Unblocked",
 }
 
 

@@ -19,6 +19,7 @@ from mirror.events import DOCUMENT_CHANGED, DOCUMENT_DISAPPEARED, DOCUMENT_EVENT
 from mirror.notify import Notifier, status
 from tests.fixtures_store import HOUR, T0, save_failure, save_version, watch
 from tests.test_cli import Mirror, write_config
+from tests.test_docs import assert_documented, documented_json
 
 SECRET = b"s3cret-for-tests"
 README = (Path(__file__).parent.parent / "README.md").read_text()
@@ -300,6 +301,10 @@ def test_check_leaves_events_to_the_outbox_and_notify_send_delivers_them(
         == [("/people", 200)] * 2 + [("/system", 200)] * 2
     )
     assert m("notify", "status").stdout.decode().splitlines()[-1] == "chain head #2; 2 destinations"
+    assert_documented(sent, documented_json("notify status"))
+    receiver.answer = 500
+    failed = json.loads(m("notify", "test", "--json", check=False).stdout)
+    assert_documented(failed, documented_json("notify test"))
 
 
 def test_secrets_stay_out_of_logs_status_and_json(site, receiver, tmp_path, sqlite_url, secret_env):

@@ -38,6 +38,7 @@ from mirror.config_notify import Destination
 from mirror.domain import FetchLimits, StoredEvent, Version
 from mirror.errors import ConfigError, MirrorError
 from mirror.events import DOCUMENT_CHANGED, INTEGRITY_HEAD, NOTIFY_CRASHED, NOTIFY_FAILED, NOTIFY_SENT
+from mirror.log import hide
 from mirror.notify_send import Sender, supported
 from mirror.notify_text import (
     Head,
@@ -62,6 +63,13 @@ logger = structlog.get_logger("mirror.notify")
 BATCH = 200  # events read per query
 DIGEST_MAX = 1000  # events listed in one digest message; more go in the next one at once
 PASS_EVERY = 1.0  # seconds between two delivery passes of the daemon
+
+
+def hide_secrets(destinations: Sequence[Destination]) -> None:
+    """Keep every destination's secret and URLs out of every log line, whoever writes it (Apprise too)."""
+    for dest in destinations:
+        secret = dest.secret.reveal().decode("utf-8", "replace") if dest.secret is not None else ""
+        hide(secret, *dest.to, *((dest.webhook,) if dest.webhook else ()))
 
 
 def check_destinations(config: Config) -> None:
@@ -92,6 +100,7 @@ class Notifier:
     ) -> None:
         self.archive = archive
         self.destinations = tuple(destinations)
+        hide_secrets(self.destinations)
         self.owner = owner
         self.lease = max(lease, timedelta(seconds=2 * limits.timeout))  # a webhook send fits in its lease
         self.clock = clock
@@ -388,6 +397,7 @@ def send_test(config: Config, name: str | None, now: datetime) -> list[tuple[Des
             else f"no [[notify]] destination in {config.path}"
         )
     check_destinations(config)
+    hide_secrets(chosen)
     sender = Sender(config.fetch.limits())
     event = sample_event(now)
     results: list[tuple[Destination, str, Answer]] = []

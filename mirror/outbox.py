@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection
 
 from mirror import tables
@@ -73,10 +73,26 @@ def register(conn: Connection, names: Sequence[str], head: int, now: datetime) -
     what happens from then on, not the whole history.
     """
     known = set(conn.execute(select(N.c.name).where(N.c.name.in_(list(names)))).scalars())
-    added = [name for name in names if name not in known]
-    for name in added:
-        conn.execute(insert(N).values(name=name, seq=head, created_at=now, failures=0, digest_from=now))
+    added = []
+    for name in names:
+        if name in known:
+            continue
+        # Two daemons starting together may both add it: the second insert does nothing.
+        row = {"name": name, "seq": head, "created_at": now, "failures": 0, "digest_from": now}
+        stmt = _insert(conn)(N).values(**row).on_conflict_do_nothing(index_elements=[N.c.name])
+        if conn.execute(stmt).rowcount:
+            added.append(name)
     return added
+
+
+def _insert(conn: Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def claim(conn: Connection, name: str, owner: str, now: datetime, lease: timedelta) -> Cursor | None:

@@ -68,8 +68,13 @@ def apprise_notify(url: str, message: Message) -> Answer:
     if not sender.add(url):
         return Answer(False, None, f"not an Apprise URL Apprise supports: {mask_destination(url)}", "config")
     capture = apprise.LogCapture(level=logging.INFO, fmt="%(levelname)s %(message)s")  # type: ignore[no-untyped-call]
-    with capture as captured:
-        accepted = bool(sender.notify(body=message.body, title=message.title))
+    library = logging.getLogger(apprise.LOGGER_NAME)
+    propagate, library.propagate = library.propagate, False  # its words go in the answer, not the log
+    try:
+        with capture as captured:
+            accepted = bool(sender.notify(body=message.body, title=message.title))
+    finally:
+        library.propagate = propagate
     lines = [line for line in captured.getvalue().splitlines() if line.strip()]
     failures = [line for line in lines if not line.startswith("INFO")]
     said = (failures or lines or ["(nothing)"])[-1].split(" ", 1)[-1]

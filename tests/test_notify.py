@@ -96,6 +96,16 @@ def test_a_webhook_gets_exactly_one_signed_post_per_chosen_event(archive, receiv
     n.close()
 
 
+def test_the_readmes_webhook_example_is_signed_as_the_readme_says():
+    section = README.split("\n## Notifications\n", 1)[1]
+    example = re.search(r"```\nPOST /hook HTTP/1.1\n(.*?)```", section, re.DOTALL)[1]
+    head, body = example.split("\n\n", 1)
+    header = re.search(r"X-Mirror-Signature: (\S+)", head)[1]
+    verify = readme_verify()
+    assert verify(b"demo-secret-please-change", body.rstrip("\n").encode(), header, tolerance=10**10)
+    assert f"Content-Length: {len(body.rstrip(chr(10)).encode())}" in head
+
+
 def test_an_old_signature_is_refused_by_the_readme_receiver():
     from mirror.notify_text import signature
 

@@ -27,12 +27,15 @@ from mirror.app import (
     echo_lines,
     emit_json,
     errors_to_exit_codes,
+    json_option,
     one_of,
     parse_time,
+    pass_app,
     published_head,
     url_argument,
     usage_line,
 )
+from mirror.cli_notify import notify
 from mirror.domain import Status
 from mirror.errors import UsageError
 from mirror.progress import progress_bar
@@ -65,10 +68,6 @@ def cli(ctx: click.Context, config_option: str | None, log_format: str, log_leve
     app = AppContext(config_option, log_format, log_level)
     ctx.obj = app
     ctx.call_on_close(app.close)
-
-
-pass_app = click.make_pass_decorator(AppContext)
-json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 
 
 @cli.command()
@@ -334,79 +333,7 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         raise SystemExit(EXIT_DAMAGED)
 
 
-@cli.group()
-def notify() -> None:
-    """Notifications ([[notify]] in the config): send a sample, deliver now, see each destination.
-
-    Example:
-        mirror notify test
-        mirror notify status --json
-    """
-
-
-@notify.command("test")
-@click.argument("name", required=False)
-@json_option
-@pass_app
-def notify_test(app: AppContext, name: str | None, as_json: bool) -> None:
-    """Send a sample message to every destination (or NAME); print what each answered. Exit 3 if one failed.
-
-    Example:
-        mirror notify test maintainers
-    """
-    from mirror.notify import send_test
-
-    results = send_test(app.config(), name, datetime.now(UTC))
-    if as_json:
-        emit_json(render.notify_test_json(results))
-    else:
-        echo_lines(render.notify_test_text(results))
-    if not all(answer.ok for _dest, _url, answer in results):
-        raise SystemExit(EXIT_RUNTIME)
-
-
-@notify.command("send")
-@json_option
-@pass_app
-def notify_send(app: AppContext, as_json: bool) -> None:
-    """Deliver what each destination has not had yet, now, once (without a daemon); exit 3 if one failed.
-
-    Example:
-        mirror notify send
-    """
-    from mirror.notify import deliver_now, status
-
-    config = app.config()
-    archive = app.archive()
-    deliver_now(config, archive)
-    rows = status(archive, config.notify)
-    head = archive.chain_head()[0]
-    if as_json:
-        emit_json(render.notify_status_json(rows, head))
-    else:
-        echo_lines(render.notify_status_text(rows, head))
-    if any(row.failures for row in rows if row.configured):
-        raise SystemExit(EXIT_RUNTIME)
-
-
-@notify.command("status")
-@json_option
-@pass_app
-def notify_status(app: AppContext, as_json: bool) -> None:
-    """Show each destination's last delivered event, its backlog and its last error.
-
-    Example:
-        mirror notify status --json
-    """
-    from mirror.notify import status
-
-    reader = app.reader()
-    rows = status(reader, app.config().notify)
-    head = reader.chain_head()[0]
-    if as_json:
-        emit_json(render.notify_status_json(rows, head))
-    else:
-        echo_lines(render.notify_status_text(rows, head))
+cli.add_command(notify)  # `mirror notify test|send|status` (mirror/cli_notify.py)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ from mirror.domain import OutcomeKind
 if TYPE_CHECKING:
     from mirror.config_notify import Destination
     from mirror.domain import StoredEvent
-    from mirror.notify import DestinationStatus
+    from mirror.notify_commands import DestinationStatus
     from mirror.reader import History, StoreStatus, TargetSummary
     from mirror.restore import Restored, SiteRestore
     from mirror.rounds import RoundReport

@@ -16,7 +16,8 @@ from mirror.config import load_config
 from mirror.config_notify import Destination, Secret
 from mirror.domain import FetchLimits
 from mirror.events import DOCUMENT_CHANGED, DOCUMENT_DISAPPEARED, DOCUMENT_EVENTS, DOCUMENT_NEW
-from mirror.notify import Notifier, status
+from mirror.notify import Notifier
+from mirror.notify_commands import status
 from tests.fixtures_store import HOUR, T0, save_failure, save_version, watch
 from tests.test_cli import Mirror, write_config
 from tests.test_docs import assert_documented, documented_json

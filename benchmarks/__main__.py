@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import corpus, depth, memory, nginx, throughput, web
+from benchmarks import corpus, depth, memory, nginx, notify, throughput, web
 from benchmarks.table import Row, machine, markdown, render
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -42,6 +42,8 @@ class Plan:
     repeats: int
     web_targets: int = web.TARGETS
     web_versions: int = web.VERSIONS
+    notify_checks: int = 500
+    notify_repeats: int = 5
 
 
 FULL = Plan(
@@ -54,7 +56,7 @@ FULL = Plan(
     depth.HISTORY_VERSIONS,
     depth.REPEATS,
 )
-QUICK = Plan((200,), 200, (500, 1500), 200, 3.0, 10, 20, 1, 2000, 100)
+QUICK = Plan((200,), 200, (500, 1500), 200, 3.0, 10, 20, 1, 2000, 100, 100, 1)
 
 
 def _step(text: str) -> None:
@@ -87,6 +89,11 @@ def run(plan: Plan, work: Path) -> tuple[list[Row], list[str]]:
     rows, notes = web.run(work, plan.web_targets, plan.web_versions, max(plan.repeats, 3))
     report.rows.extend(rows)
     report.notes.extend(notes)
+
+    _step(f"a round of {plan.notify_checks} checks by mirror run, its webhook receiver hanging, and without")
+    row, note = notify.run(work, plan.notify_checks, plan.notify_repeats)
+    report.rows.append(row)
+    report.notes.append(note)
     return report.rows, report.notes
 
 

@@ -26,6 +26,7 @@ FIGURES = (
     "mirror serve: index",
     "mirror serve: document",
     "mirror serve: TimeMap",
+    "while the webhook receiver hangs",
 )
 
 

@@ -98,6 +98,10 @@ class AppContext:
             self._store = None
 
 
+pass_app = click.make_pass_decorator(AppContext)
+json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+
+
 def emit_json(document: Any) -> None:
     """Write one JSON document to stdout."""
     click.echo(render.to_json(document))

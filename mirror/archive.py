@@ -19,9 +19,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
 import mirror.targets
-from mirror import browse, db, leases, mending, recording, tables
+from mirror import browse, db, leases, ledger, mending, outbox, recording, tables
 from mirror.browse import VerifyRun
 from mirror.domain import StoredEvent, Target
+from mirror.outbox import Cursor
 from mirror.reader import History, Reader, SiteEntry, StoreStatus
 from mirror.recording import CheckRecord
 from mirror.targets import SyncReport, TargetSummary
@@ -95,6 +96,38 @@ class Archive(Reader):
     def reap_abandoned(self, now: datetime) -> int:
         """Free every lease expired by `now` (left by a killed process); return how many."""
         return self._write(lambda conn: leases.reap_abandoned(conn, now))
+
+    # -- the notifications outbox (see `mirror.outbox`) ---------------------------------------
+
+    def register_destinations(self, names: Sequence[str], now: datetime) -> list[str]:
+        """Give each destination of `names` without a cursor one at the chain's head; return those added."""
+        if not names:
+            return []
+        return self._write(lambda conn: outbox.register(conn, names, ledger.head(conn)[0], now))
+
+    def claim_destination(self, name: str, owner: str, now: datetime, lease: timedelta) -> Cursor | None:
+        """Lease `name`'s cursor to `owner`; None when another process holds it or it backs off."""
+        return self._write(lambda conn: outbox.claim(conn, name, owner, now, lease))
+
+    def advance_destination(
+        self, name: str, owner: str, seq: int, now: datetime, lease: timedelta, *, sent: bool
+    ) -> bool:
+        """Move `name`'s cursor to `seq` while `owner` holds it; return whether it still did."""
+        return self._write(lambda conn: outbox.advance(conn, name, owner, seq, now, lease, sent=sent))
+
+    def destination_failed(
+        self, name: str, owner: str, error: str, now: datetime, retry_at: datetime
+    ) -> bool:
+        """Record a failed delivery to `name` and back off until `retry_at`; the lease is freed."""
+        return self._write(lambda conn: outbox.failed(conn, name, owner, error, now, retry_at))
+
+    def mark_destination(self, name: str, owner: str, **values: datetime | None) -> bool:
+        """Set `digest_from`, `head_sent_at` or `delivered_at` of `name` while `owner` holds it."""
+        return self._write(lambda conn: outbox.mark(conn, name, owner, **values))
+
+    def release_destination(self, name: str, owner: str) -> int:
+        """Free `owner`'s lease on `name`'s cursor."""
+        return self._write(lambda conn: outbox.release(conn, name, owner))
 
     # -- recording ---------------------------------------------------------------------------
 

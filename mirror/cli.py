@@ -33,6 +33,7 @@ from mirror.app import (
     version_options,
 )
 from mirror.cli_integrity import restore, verify
+from mirror.cli_notify import notify
 from mirror.domain import Status
 
 
@@ -254,6 +255,9 @@ def serve(app: AppContext, bind: str, public: bool, threads: int) -> None:
 
 for command in (restore, verify):
     cli.add_command(command)
+
+
+cli.add_command(notify)  # `mirror notify test|send|status` (mirror/cli_notify.py)
 
 
 def main(argv: list[str] | None = None) -> None:

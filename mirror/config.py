@@ -37,6 +37,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, ByteSize, Field, ValidationError
 
 from mirror import PROJECT_URL, __version__
+from mirror.config_notify import Destination, destinations
 from mirror.config_targets import Source, Targets, source
 from mirror.config_values import (
     DEFAULT_DATABASE,
@@ -210,6 +211,7 @@ class _File(Section):
     targets: list[Any] = Field(default_factory=list)
     targets_file: str | None = None
     sources: list[Any] = Field(default_factory=list)
+    notify: list[Any] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +226,7 @@ class Config:
     targets: tuple[Target, ...]
     sources: tuple[Source, ...] = ()
     ignore: IgnoreIndex = EMPTY_INDEX  # the ignore rules of targets and sources, by URL
+    notify: tuple[Destination, ...] = ()  # `[[notify]]` destinations (`mirror.config_notify`)
 
     def discovery_seeds(self) -> tuple[Target, ...]:
         """Return the start pages of the crawl sources, as discovered targets (source "crawl").
@@ -271,8 +274,17 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         source(name, index, entry, parsed.schedule.interval) for index, entry in enumerate(parsed.sources)
     )
     ignore = IgnoreIndex(targets.ignore, tuple((s.scope, s.ignore) for s in sources if s.ignore))
+    notify = destinations(name, parsed.notify, env)
     return Config(
-        name, storage, parsed.schedule, parsed.fetch, parsed.detect, tuple(targets.found), sources, ignore
+        name,
+        storage,
+        parsed.schedule,
+        parsed.fetch,
+        parsed.detect,
+        tuple(targets.found),
+        sources,
+        ignore,
+        notify,
     )
 
 

@@ -20,7 +20,9 @@ DEFAULT_DATABASE = "sqlite:///state/mirror.db"
 MAX_HEADER_VALUE = 1000  # characters of a header value we send (servers refuse lines of 8 KB and more)
 # The keys of the file's top level (`mirror.config` holds its model equal to them): a key that TOML
 # put into a section because it came after `[fetch]` is named as a slip.
-TOP_LEVEL_KEYS = frozenset({"storage", "schedule", "fetch", "detect", "targets", "targets_file", "sources"})
+TOP_LEVEL_KEYS = frozenset(
+    {"storage", "schedule", "fetch", "detect", "targets", "targets_file", "sources", "notify"}
+)
 
 _UNITS = {"w": 604_800.0, "d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 # "ms" comes before "m" so that "500ms" is not read as 500 minutes and a stray "s".
@@ -128,6 +130,9 @@ def problem_of(error: Any, model: type[BaseModel]) -> str:
         return str(ctx["error"])
     if kind == "byte_size":
         return f"expected a size like 104857600, '100MB' or '1 GiB', got {value!r}"
+    if kind in ("less_than_equal", "less_than"):
+        bound = ctx.get("le", ctx.get("lt"))
+        return f"must be {'at most' if kind == 'less_than_equal' else 'less than'} {bound}, got {value!r}"
     if kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
         return f"must be {'at least' if kind == 'greater_than_equal' else 'more than'} {bound}, got {value!r}"

@@ -367,7 +367,7 @@ def _postgresql_engine(url: URL, *, read_only: bool = False) -> Engine:
 # -- Migrations ------------------------------------------------------------------------------
 
 
-HEAD_REVISION = "0005"  # the newest file in migrations/versions; tests/test_migrations.py holds them equal
+HEAD_REVISION = "0006"  # the newest file in migrations/versions; tests/test_migrations.py holds them equal
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -68,6 +68,12 @@ INTEGRITY_DAMAGED = "integrity.damaged"
 REPAIR_UNREPAIRED = "repair.unrepaired"  # warning: a damaged or missing blob the repair source could not give
 REPAIR_FINISHED = "repair.finished"  # info: `verify --repair-from` done: what was put back, what was not
 
+# Notifications (`[[notify]]`): the outbox's deliveries.
+INTEGRITY_HEAD = "integrity.head"  # daily, to destinations that select it: the chain head's seq and hash
+NOTIFY_SENT = "notify.sent"  # info: a destination acknowledged a message (2xx, or Apprise accepted it)
+NOTIFY_FAILED = "notify.failed"  # warning: a delivery failed; retried after a back-off
+NOTIFY_CRASHED = "notify.crashed"  # error: a delivery pass raised; the worker goes on
+
 # Helpers, configuration and libraries.
 TEXTPOOL_BROKEN = "textpool.broken"  # warning: a text-rendering helper process died; it is replaced
 TEXTPOOL_UNAVAILABLE = "textpool.unavailable"  # warning: no helper process can start; texts rendered in place

@@ -28,17 +28,32 @@ class _ToStructlog(logging.Handler):
             self.handleError(record)
 
 
+_HIDDEN: set[str] = set()  # secrets no log line may show (`hide`)
+
+
+def hide(*secrets: str) -> None:
+    """Mask each of `secrets` (a webhook's secret, an Apprise URL) as `***` in every later log line."""
+    _HIDDEN.update(s for s in secrets if len(s) >= 4)
+
+
+def _masked(text: str) -> str:
+    for secret in _HIDDEN:  # whole secrets first: masking user info would change what they look like
+        if secret in text:
+            text = text.replace(secret, "***")
+    return mask_userinfo(text)
+
+
 def mask_secrets(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Mask the user info of every URL in a log line's text fields (and lists of them).
+    """Mask the user info of every URL, and every hidden secret, in a log line's text fields (and lists).
 
     The sources mask what they log already; this is the net under them, for a message a
     library wrote or a field added later.
     """
     for key, value in event.items():
         if isinstance(value, str):
-            event[key] = mask_userinfo(value)
+            event[key] = _masked(value)
         elif isinstance(value, list | tuple):
-            event[key] = [mask_userinfo(v) if isinstance(v, str) else v for v in value]
+            event[key] = [_masked(v) if isinstance(v, str) else v for v in value]
     return event
 
 

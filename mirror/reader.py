@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 import mirror.targets
-from mirror import blobs, browse, db, ledger, mending, tables
+from mirror import blobs, browse, db, ledger, mending, outbox, tables
 from mirror import verify as fixity
 from mirror.browse import IndexRow, Page, VerifyRun
 from mirror.db import DEFAULT_RETRY, RetrySettings
@@ -253,6 +253,10 @@ class Reader:
     def last_verify(self) -> VerifyRun | None:
         """Return the last recorded `mirror verify` run, or None."""
         return self._read(browse.last_verify)
+
+    def cursors(self) -> list[outbox.Cursor]:
+        """Return every notification destination's cursor (`mirror.outbox`), by name."""
+        return self._read(outbox.cursors)
 
     # -- fixity (see `mirror.verify`) --------------------------------------------------------
 

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 from mirror.domain import OutcomeKind
 
 if TYPE_CHECKING:
+    from mirror.config_notify import Destination
     from mirror.domain import StoredEvent
+    from mirror.notify_commands import DestinationStatus
     from mirror.reader import History, StoreStatus, TargetSummary
     from mirror.repair import RepairReport
     from mirror.restore import Restored, SiteRestore
     from mirror.rounds import RoundReport
     from mirror.verify import Problem, VerifyReport
+    from mirror.webhook import Answer
 
 
 def jsonable(value: Any) -> Any:
@@ -254,4 +257,58 @@ def _problem_lines(p: Problem) -> list[str]:
     lines = [f"DAMAGED {p.item} {p.key}: {p.problem}"]
     if p.item == "blob":
         lines += [f"  spoils {name}" for name in p.snapshots]
+    return lines
+
+
+# -- notifications --------------------------------------------------------------------------------
+
+
+def notify_test_json(results: list[tuple[Destination, str, Answer]]) -> dict[str, Any]:
+    return {
+        "ok": all(answer.ok for _d, _u, answer in results),
+        "answers": [
+            {
+                "name": dest.name,
+                "kind": dest.kind,
+                "to": shown,
+                "ok": answer.ok,
+                "status": answer.status,
+                "error": answer.error,
+                "answer": answer.text,
+            }
+            for dest, shown, answer in results
+        ],
+    }
+
+
+def notify_test_text(results: list[tuple[Destination, str, Answer]]) -> list[str]:
+    return [
+        f"{dest.name}  {shown}  {'ok' if answer.ok else 'FAILED'}  {answer.summary()}"
+        for dest, shown, answer in results
+    ]
+
+
+def notify_status_json(rows: list[DestinationStatus], head_seq: int) -> dict[str, Any]:
+    return {"head_seq": head_seq, "destinations": rows}
+
+
+def notify_status_text(rows: list[DestinationStatus], head_seq: int) -> list[str]:
+    lines = []
+    for row in rows:
+        where = ", ".join(row.to) or "(no longer configured)"
+        delivered = (
+            f"last delivered #{row.last_delivered_seq} at {fmt_time(row.last_delivered_at)}"
+            if row.last_delivered_seq is not None
+            else "nothing delivered yet"
+        )
+        backlog = "-" if row.backlog is None else str(row.backlog)
+        lines.append(f"{row.name} ({row.kind or '-'}) {where}")
+        lines.append(
+            f"  {delivered}; cursor #{row.cursor if row.cursor is not None else '-'}; backlog {backlog}"
+        )
+        if row.last_error:
+            retry = f", retry at {fmt_time(row.retry_at)}" if row.failures else ""
+            when = fmt_time(row.last_error_at)
+            lines.append(f"  last error at {when} ({row.failures} failed in a row{retry}): {row.last_error}")
+    lines.append(f"chain head #{head_seq}; {plural(len(rows), 'destination')}")
     return lines

@@ -140,6 +140,9 @@ def sync_config(config: Config, archive: Archive, now: datetime) -> None:
     """Store the config's targets (and the start pages of its crawl sources)."""
     report = archive.sync_targets(config.targets, now, scopes=[s.scope for s in config.sources])
     seeds = archive.add_discovered(config.discovery_seeds(), now)
+    # A destination's cursor starts at the head when it is first configured: what a `check`
+    # records from now on waits for it in the outbox (the daemon, or `notify send`, delivers).
+    archive.register_destinations([d.name for d in config.notify], now)
     logger.info(
         TARGETS_SYNCED, added=report.added + seeds, removed=report.removed, total=report.total + seeds
     )

@@ -52,6 +52,7 @@ from mirror.events import (
     SERVICE_STOPPING,
     SERVICE_SUMMARY,
 )
+from mirror.notify import Notifier, check_destinations
 from mirror.rounds import read_sitemaps, sync_config
 from mirror.workers import Workers
 from mirror.writer import BatchWriter
@@ -120,6 +121,7 @@ class Daemon:
     def __init__(self, config: Config, config_option: str | None) -> None:
         self.config_option = config_option
         self.owner = lease_owner()
+        check_destinations(config)
         self.archive = Archive.open(config.storage.database)
         self.running = _Running(config, Checker.from_config(config, self.archive, self.owner))
         self.claims = Claims(self.archive, self.owner, self.lease_length())
@@ -145,6 +147,11 @@ class Daemon:
             on_report=self._tally,
             on_crash=self._crashed,
             on_finished=self._finished,
+        )
+        # Notifications on a thread of their own, with their own session: a receiver that is
+        # slow or down holds that thread only, never a check (`mirror.notify`).
+        self.notifier = Notifier(
+            self.archive, config.notify, config.fetch.limits(), self.owner, self.lease_length()
         )
 
     # -- jobs -------------------------------------------------------------
@@ -228,6 +235,7 @@ class Daemon:
         path = config_path(self.config_option, os.environ)
         try:
             config = load_config(path, os.environ)
+            check_destinations(config)
         except ConfigError as exc:
             logger.error(CONFIG_REJECTED, file=exc.file, key=exc.key, problem=exc.problem)
             return
@@ -236,6 +244,9 @@ class Daemon:
         self.workers.checker = self.running.checker  # the checks under way finish with the old one
         logger.info(CONFIG_LOADED, file=path, targets=len(config.targets))
         self.sync()
+        self.notifier.destinations = config.notify  # the next pass delivers to the new set
+        if config.notify:
+            self.notifier.start()
         old.checker.close()
 
     # -- life -------------------------------------------------------------
@@ -268,6 +279,8 @@ class Daemon:
             )
         self.writer.start()
         self.workers.start(self._take)
+        if self.running.config.notify:
+            self.notifier.start()
         self.scheduler.start()
         now = datetime.now(UTC)
         targets, _due, next_at = self.archive.schedule(now)
@@ -335,6 +348,7 @@ class Daemon:
         self.scheduler.shutdown(wait=True)
         self.workers.wait(SHUTDOWN_GRACE)
         self.writer.close()  # the checks done so far are written before their leases go
+        self.notifier.close()  # after the send under way; its cursor's lease expires if it hangs
         released = self.claims.release_all()
         self.running.checker.close()
         self.archive.close()

@@ -184,3 +184,24 @@ verify_runs = Table(
     Column("head_seq", BigInteger, nullable=False),
     Column("head_hash", String(64), nullable=False),
 )
+
+# One row per `[[notify]]` destination: the outbox's durable cursor (the last event `seq` the
+# destination acknowledged), its lease (one process delivers to it at a time), its back-off
+# and what it last answered. `mirror.outbox` owns it.
+notify_cursors = Table(
+    "notify_cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),  # the last event acknowledged (or passed over by filters)
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("lease_owner", String(128)),
+    Column("lease_until", UTCDateTime),
+    Column("delivered_at", UTCDateTime),  # the last 2xx (or accepted message)
+    Column("delivered_seq", BigInteger),  # the last event actually sent and acknowledged
+    Column("failures", Integer, default=0, nullable=False),  # failed attempts in a row
+    Column("retry_at", UTCDateTime),  # back-off: no attempt before this
+    Column("last_error", Text),
+    Column("last_error_at", UTCDateTime),
+    Column("digest_from", UTCDateTime),  # start of the digest period under way
+    Column("head_sent_at", UTCDateTime),  # the last `integrity.head` delivered
+)

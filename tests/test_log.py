@@ -68,3 +68,20 @@ logging.getLogger("urllib3").warning("proxy http://u:s3cretPW@proxy:3128 refused
         "to http://u:***@b/",
         "proxy http://u:***@proxy:3128 refused",
     ]
+
+
+def test_a_hidden_secret_is_masked_in_every_log_line_whoever_writes_it():
+    from mirror.log import hide, mask_secrets
+
+    hide("json://user:hunter2@hooks.example.org/T0/tok3n-very-secret", "webhook-signing-key")
+    line = mask_secrets(
+        None,
+        "warning",
+        {
+            "event": "library.log",
+            "message": "failed to send to json://user:hunter2@hooks.example.org/T0/tok3n-very-secret",
+            "detail": ["key webhook-signing-key used"],
+        },
+    )
+    assert "tok3n" not in str(line) and "hunter2" not in str(line) and "webhook-signing-key" not in str(line)
+    assert line["message"] == "failed to send to ***"

@@ -108,12 +108,12 @@ def store(database_url):
     engine.dispose()
 
 
-def all_due_now(archive: Archive, config: Path) -> None:
+def all_due_now(archive: Archive, config: Path, env: dict[str, str] | None = None) -> None:
     """Store the config's targets and make every one due now (new targets are otherwise spread
     over their interval), so that a test sees one whole round at once."""
     from mirror.config import load_config
 
-    archive.sync_targets(load_config(config, {}).targets, datetime.now(UTC))
+    archive.sync_targets(load_config(config, env or {}).targets, datetime.now(UTC))
     with engine_of(archive).begin() as conn:
         conn.execute(
             text("UPDATE targets SET next_check_at = :now"),

@@ -19,11 +19,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
 import mirror.targets
-from mirror import db, leases, recording, tables
+from mirror import db, importing, leases, recording, tables
+from mirror.codec import Packed
 from mirror.domain import StoredEvent, Target
+from mirror.importing import ImportBatch
 from mirror.reader import History, Reader, SiteEntry, StoreStatus
 from mirror.recording import CheckRecord
 from mirror.targets import SyncReport, TargetSummary
+from mirror.warcmap import Capture
 
 C = tables.checks
 
@@ -114,6 +117,19 @@ class Archive(Reader):
         if not records:
             return []
         return self._write(lambda conn: recording.record_many(conn, records))
+
+    # -- imports (see `mirror.importing`) ---------------------------------------------------
+
+    def import_captures(
+        self, captures: Sequence[tuple[Capture, Packed]], now: datetime, interval_seconds: int
+    ) -> ImportBatch:
+        """Store imported captures (each with its packed blob) in ONE transaction, in capture-time order.
+
+        Each capture that adds something becomes the next version of its document, dated at its
+        capture, announced by a `document.imported` event; a URL not in the store becomes an
+        unwatched target of source `warc`.
+        """
+        return self._write(lambda conn: importing.import_captures(conn, captures, now, interval_seconds))
 
     # -- retention ---------------------------------------------------------------------------
 

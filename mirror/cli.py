@@ -334,6 +334,16 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         raise SystemExit(EXIT_DAMAGED)
 
 
+def _add_format_commands() -> None:
+    from mirror.cli_warc import export_group, import_group
+
+    cli.add_command(export_group)
+    cli.add_command(import_group)
+
+
+_add_format_commands()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `mirror` command."""
     catch_sigint()

@@ -19,6 +19,7 @@ DOCUMENT_REAPPEARED = "document.reappeared"
 DOCUMENT_MOVED = "document.moved"
 DOCUMENT_BLOCKED = "document.blocked"  # warning: a bot wall, challenge or rate limit answered instead
 DOCUMENT_UNBLOCKED = "document.unblocked"  # info: the first answer after a blocked one that is not blocked
+DOCUMENT_IMPORTED = "document.imported"  # a version read from a WARC or ARC file (`mirror import warc`)
 
 DOCUMENT_EVENTS = (
     DOCUMENT_NEW,
@@ -28,6 +29,7 @@ DOCUMENT_EVENTS = (
     DOCUMENT_MOVED,
     DOCUMENT_BLOCKED,
     DOCUMENT_UNBLOCKED,
+    DOCUMENT_IMPORTED,
 )
 
 # One check.
@@ -62,6 +64,11 @@ STORE_FAILED = "store.failed"  # error: the writer could not record a batch afte
 WRITER_CALLBACK_FAILED = "writer.callback_failed"  # error: the step after a recorded check crashed
 CHECKS_PRUNED = "checks.pruned"
 INTEGRITY_DAMAGED = "integrity.damaged"
+
+# The archive world's formats.
+WARC_EXPORTED = "warc.exported"  # info: `mirror export warc` wrote its files
+WARC_IMPORTED = "warc.imported"  # info: `mirror import warc` read its files
+WARC_REFUSED = "warc.refused"  # warning: a record not stored (its digest fails, a revisit of nothing)
 
 # Helpers, configuration and libraries.
 TEXTPOOL_BROKEN = "textpool.broken"  # warning: a text-rendering helper process died; it is replaced

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 import mirror.targets
 from mirror import blobs, db, ledger, tables
 from mirror import verify as fixity
+from mirror.captures import Document, documents_page
 from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import Status, StoredEvent, Target, TargetState, Version
 from mirror.integrity import VerifyReport
@@ -183,6 +184,19 @@ class Reader:
             if len(entries) < batch:
                 return
             after = entries[-1].url
+
+    def documents(self, urls: Sequence[str] | None = None, *, batch: int = SITE_BATCH) -> Iterator[Document]:
+        """Yield, by URL, every target's record (of `urls`): versions with headers, events, re-checks.
+
+        Reads `batch` targets per short read transaction (`mirror.captures`), for exports.
+        """
+        after = ""
+        while True:
+            page = self._read(partial(documents_page, urls=urls, after=after, limit=batch))
+            yield from page
+            if len(page) < batch:
+                return
+            after = page[-1].url
 
     def events_after(self, seq: int, limit: int = 1000) -> list[StoredEvent]:
         """Return up to `limit` events of the chain after sequence number `seq`, in chain order.

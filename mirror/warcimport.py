@@ -25,7 +25,17 @@ from warcio.exceptions import ArchiveLoadFailed
 from mirror import codec
 from mirror.errors import StoreError, UsageError
 from mirror.events import WARC_REFUSED
-from mirror.warcmap import Capture, Read, Refusal, Revisit, Skipped, Source, parse_date, read_record
+from mirror.warcmap import (
+    IMPORT_TYPES,
+    Capture,
+    Read,
+    Refusal,
+    Revisit,
+    Skipped,
+    Source,
+    parse_date,
+    read_record,
+)
 
 if TYPE_CHECKING:
     from mirror.archive import Archive
@@ -69,15 +79,22 @@ def read_file(path: Path) -> Iterator[Read]:
         offset = 0
         try:
             for record in records:
+                try:  # read before asking the offset: warcio finishes the record to tell it
+                    raw: bytes | Exception = record.raw_stream.read()
+                except (ValueError, OSError, EOFError) as exc:
+                    raw = exc
                 offset = records.get_record_offset()
-                yield _mapped(record, Source(name, offset))
+                yield _mapped(record, raw, Source(name, offset))
         except (ArchiveLoadFailed, ValueError, OSError, EOFError) as exc:
             yield Refusal("", Source(name, offset), f"the file cannot be read on from here: {exc}".strip())
 
 
-def _mapped(record: object, source: Source) -> Read:
+def _mapped(record: object, raw: bytes | Exception, source: Source) -> Read:
     headers = record.rec_headers  # type: ignore[attr-defined]
     url = (headers.get_header("WARC-Target-URI") or "").strip()
+    kind = record.rec_type  # type: ignore[attr-defined]
+    if kind not in IMPORT_TYPES:
+        return Skipped(f"{kind} record", source)
     try:
         at = parse_date(headers.get_header("WARC-Date") or "")
     except ValueError:
@@ -89,10 +106,11 @@ def _mapped(record: object, source: Source) -> Read:
             status = int(http.get_statuscode())
         except ValueError:
             return Refusal(url, source, f"unreadable HTTP status {http.statusline!r}")
+    if isinstance(raw, Exception):
+        return Refusal(url, source, f"its payload cannot be read ({raw})")
     try:
-        raw = record.raw_stream.read()  # type: ignore[attr-defined]
         return read_record(
-            record.rec_type,  # type: ignore[attr-defined]
+            kind,
             url,
             at,
             dict(headers.headers),

@@ -1,0 +1,193 @@
+"""WARC export and import end to end: a loopback site's history out through warcio, checked by
+the reference tools (`warcio check`, `cdxj-indexer`), and real crawlers' files back in."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from warcio.archiveiterator import ArchiveIterator
+
+from mirror.warcsource import WarcFolder
+from tests.test_cli import Mirror, write_config
+
+DATA = Path(__file__).parent / "data" / "warc"
+BIN = Path(sys.executable).parent
+PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+
+
+def build_history(site, m: Mirror) -> dict[str, str]:
+    """A page that changed twice and was re-checked unchanged, a redirect, a PDF, a disappearance."""
+    site.put("/w/page.html", "<html><body><p>first words</p></body></html>")
+    site.put("/w/target.html", "<html><body><p>where old.html went</p></body></html>")
+    site.redirect("/w/old.html", "/w/target.html")
+    site.put("/w/report.pdf", PDF, "application/pdf")
+    site.put("/w/gone.html", "<html><body><p>soon gone</p></body></html>")
+    m("check")
+    site.put("/w/page.html", "<html><body><p>second words</p></body></html>")
+    site.gone("/w/gone.html")
+    m("check")
+    m("check")  # unchanged: 304s, re-checks that become revisit records
+    site.put("/w/page.html", "<html><body><p>third words, and more</p></body></html>")
+    m("check")
+    m("check")
+    return {name: site.url(f"/w/{name}") for name in ("page.html", "old.html", "report.pdf", "gone.html")}
+
+
+def test_a_sites_history_exports_to_warc_that_reference_tools_accept_and_imports_back(
+    site, database_url, tmp_path
+):
+    urls = [site.url(f"/w/{n}") for n in ("page.html", "old.html", "report.pdf", "gone.html")]
+    m = Mirror(write_config(tmp_path / "mirror.toml", urls), database_url, tmp_path)
+    build_history(site, m)
+    out = tmp_path / "warcs"
+    summary = m.json("export", "warc", "--to", str(out))
+    versions = {u: m.json("history", u)["versions"] for u in urls}
+    exported = m, out, summary, versions
+    # One history built per backend (five rounds of checks), read by each tool in turn.
+    warcio_check_passes_every_response_and_fails_a_flipped_byte(exported, tmp_path)
+    every_version_is_a_response_identical_to_show_and_the_history_is_told(exported)
+    cdxj_indexer_lists_one_line_per_capture_with_the_versions_hashes(exported)
+    a_warc_folder_yields_the_wanted_payloads_once(exported)
+    import_into_a_fresh_store_gives_equal_versions_times_and_hashes(exported, tmp_path)
+
+
+def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=60)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args[0]} exited {proc.returncode}: {proc.stdout}{proc.stderr}")
+    return proc
+
+
+def records(path: Path) -> list[tuple[str, str, dict[str, str], bytes]]:
+    with path.open("rb") as stream:
+        return [
+            (r.rec_type, r.rec_headers.get_header("WARC-Target-URI") or "", dict(r.rec_headers.headers),
+             r.content_stream().read())
+            for r in ArchiveIterator(stream)
+        ]
+
+
+def warcio_check_passes_every_response_and_fails_a_flipped_byte(exported, tmp_path):
+    m, out, summary, versions = exported
+    files = sorted(out.glob("*.warc.gz"))
+    assert [f.name for f in files] == summary["files"] and summary["bytes"] == sum(f.stat().st_size for f in files)
+    responses = summary["records"]["response"]
+    assert responses == sum(len(v) for v in versions.values()) == 6  # page 3, target 1, pdf 1, gone 1
+    assert summary["records"]["revisit"] >= 4 and summary["records"]["warcinfo"] == len(files)
+    checked = run(BIN / "warcio", "check", "-v", *files)
+    # A record without digests passes silently: count the passes of response records.
+    passes = checked.stdout.count("response\n    digest pass")
+    assert passes == responses, checked.stdout
+    assert "failed" not in checked.stdout
+
+    # One flipped byte in a payload fails it (the record left whole, so it is the digest that fails).
+    plain = tmp_path / "flipped.warc"
+    data = bytearray(gzip.decompress(files[0].read_bytes()))
+    at = data.index(b"third words")
+    data[at] ^= 0x01
+    plain.write_bytes(bytes(data))
+    flipped = run(BIN / "warcio", "check", "-v", plain, check=False)
+    assert flipped.returncode == 1 and "digest failed" in flipped.stdout
+
+
+def every_version_is_a_response_identical_to_show_and_the_history_is_told(exported):
+    m, out, summary, versions = exported
+    found = [r for f in sorted(out.glob("*.warc.gz")) for r in records(f)]
+    assert found[0][0] == "warcinfo"
+    for url, kept in versions.items():
+        responses = [r for r in found if r[0] == "response" and r[1] == url]
+        assert [r[2]["WARC-Payload-Digest"] for r in responses] == [f"sha256:{v['sha256']}" for v in kept]
+        for (_, _, head, body), v in zip(responses, kept, strict=True):
+            assert body == m("show", url, "--version", str(v["number"])).stdout
+            assert head["WARC-Date"].startswith(v["first_seen"][:19])
+            assert head["WARC-Block-Digest"].startswith("sha256:")
+    page = versions[next(u for u in versions if u.endswith("page.html"))]
+    revisits = [r for r in found if r[0] == "revisit" and r[1].endswith("page.html")]
+    refers = {r[2]["WARC-Refers-To"] for r in revisits}
+    ids = {r[2]["WARC-Payload-Digest"]: r[2]["WARC-Record-ID"] for r in found if r[0] == "response"}
+    assert refers <= set(ids.values()) and len(revisits) >= 2
+    assert {r[2]["WARC-Payload-Digest"] for r in revisits} <= {f"sha256:{v['sha256']}" for v in page}
+    meta = [json.loads(r[3]) for r in found if r[0] == "metadata"]
+    assert any(d["event_kind"] == "document.disappeared" and d["url"].endswith("gone.html") for d in meta)
+    moved = next(d for d in meta if d["url"].endswith("old.html") and d.get("version") == 1)
+    assert moved["redirects"][0].endswith("old.html") and moved["redirects"][-1].endswith("target.html")
+    assert all(len(d["event_hash"]) == 64 and d["event_seq"] > 0 for d in meta)
+
+
+def cdxj_indexer_lists_one_line_per_capture_with_the_versions_hashes(exported):
+    m, out, summary, versions = exported
+    indexed = run(BIN / "cdxj-indexer", *sorted(out.glob("*.warc.gz"))).stdout.splitlines()
+    lines = [json.loads(line.split(" ", 2)[2]) for line in indexed]
+    captures = [d for d in lines if "status" in d]  # response and revisit lines; metadata has none
+    assert len(captures) == summary["records"]["response"] + summary["records"]["revisit"]
+    shas = {v["sha256"] for kept in versions.values() for v in kept}
+    assert {d["digest"] for d in captures} == {f"sha256:{s}" for s in shas}
+
+
+def import_into_a_fresh_store_gives_equal_versions_times_and_hashes(exported, tmp_path):
+    m, out, summary, versions = exported
+    fresh = Mirror(write_config(tmp_path / "fresh.toml", []), f"sqlite:///{tmp_path / 'fresh.db'}", tmp_path)
+    report = fresh.json("import", "warc", *map(str, sorted(out.glob("*.warc.gz"))))
+    assert report["refused"] == [] and report["imported"] == summary["records"]["response"]
+    for url, kept in versions.items():
+        back = fresh.json("history", url)["versions"]
+        assert [(v["sha256"], v["first_seen"], v["size"]) for v in back] == [
+            (v["sha256"], v["first_seen"], v["size"]) for v in kept
+        ]
+    assert fresh("verify").returncode == 0
+    again = fresh.json("import", "warc", *map(str, sorted(out.glob("*.warc.gz"))))
+    assert again["imported"] == 0
+
+
+def a_warc_folder_yields_the_wanted_payloads_once(exported):
+    m, out, summary, versions = exported
+    shas = [v["sha256"] for kept in versions.values() for v in kept]
+    folder = WarcFolder(out)
+    assert folder.describe() == f"WARC folder warcs/ ({len(summary['files'])} file{'s' if len(summary['files']) > 1 else ''})"
+    found = dict(folder.find([*shas, "0" * 64]))
+    assert sorted(found) == sorted(set(shas))
+    assert all(hashlib.sha256(body).hexdigest() == sha for sha, body in found.items())
+
+
+def warcio_payloads(path: Path) -> dict[tuple[str, str], str]:
+    """(URL, WARC-Date) -> SHA-256 of warcio's reading of each 2xx response's payload."""
+    out = {}
+    with path.open("rb") as stream:
+        for r in ArchiveIterator(stream, arc2warc=True):
+            if r.rec_type == "response" and r.http_headers and r.http_headers.get_statuscode().startswith("2"):
+                uri = r.rec_headers.get_header("WARC-Target-URI")
+                out[(uri, r.rec_headers.get_header("WARC-Date"))] = hashlib.sha256(r.content_stream().read()).hexdigest()
+    return out
+
+
+def test_a_real_crawl_with_revisits_and_redirects_imports_once(site, database_url, tmp_path):
+    m = Mirror(write_config(tmp_path / "mirror.toml", [site.url("/configured.html")]), database_url, tmp_path)
+    files = [DATA / "dupes.warc.gz", DATA / "example.arc.gz"]
+    report = m.json("import", "warc", *map(str, files))
+    expected = {**warcio_payloads(files[0]), **warcio_payloads(files[1])}
+    # example.com: a response, its revisit 51 s later and the ARC's capture three weeks later, all of
+    # one payload: one version (the revisit resolved to it, the others repeats of it).
+    example = m.json("history", "http://example.com/")
+    assert example["status"] == "unwatched"
+    assert [v["sha256"] for v in example["versions"]] == [expected[("http://example.com", "2014-01-27T17:12:00Z")]]
+    assert expected[("http://example.com/", "2014-02-16T05:02:21Z")] == example["versions"][0]["sha256"]
+    js = m.json("history", "http://www.iana.org/_js/2013.1/iana.js")["versions"]
+    assert [v["sha256"] for v in js] == [expected[("http://www.iana.org/_js/2013.1/iana.js", "2014-01-27T17:12:39Z")]]
+    assert js[0]["first_seen"].startswith("2014-01-27T17:12:39")
+    # The revisits of a crawl not in these files repeat nothing we hold: refused and listed, never stored.
+    assert {r["reason"] for r in report["refused"]} == {"a revisit of a payload in none of the files given, nor in the store"}
+    assert len(report["refused"]) == 8 and report["imported"] == 2 and report["repeats"] == 2
+    assert report["records"] == 27 and report["targets_added"] == 2
+    events = [e for e in example["events"] if e["kind"] == "document.imported"]
+    assert [(e["details"]["file"], e["details"]["offset"]) for e in events] == [("dupes.warc.gz", 334)]
+    assert m("verify").returncode == 0
+    again = m.json("import", "warc", *map(str, files))
+    assert again["imported"] == 0 and again["targets_added"] == 0
+    assert m.json("history", "http://example.com/")["events"] == example["events"]

@@ -44,6 +44,7 @@ from mirror.events import DOCUMENT_DISAPPEARED
 DROPPED_HEADERS = ("transfer-encoding", "content-encoding", "content-length")
 REVISIT_PROFILE = "http://netpreserve.org/warc/1.1/revisit/identical-payload-digest"
 METADATA_TYPE = "application/json"
+METADATA_SCHEME = "metadata://mirror/"  # a metadata record's WARC-Target-URI: this, then the document's URL
 IMPORT_TYPES = ("response", "resource", "revisit")
 
 # -- export ----------------------------------------------------------------------------------
@@ -244,15 +245,16 @@ def plan_target(
 
 def _metadata(url: str, at: datetime, about: Mapping[str, Any], concurrent: str | None) -> RecordPlan:
     payload = json.dumps(about, sort_keys=True, separators=(",", ":")).encode()
+    # Not the document's URL: replay tools (pywb) would show this JSON for the page at that second.
     fields = [
         ("WARC-Type", "metadata"),
-        ("WARC-Target-URI", url),
+        ("WARC-Target-URI", f"{METADATA_SCHEME}{url}"),
         ("WARC-Date", warc_date(at)),
         ("WARC-Record-ID", record_id(url, "metadata", at.isoformat(), about.get("event_seq"))),
     ]
     if concurrent is not None:
         fields.append(("WARC-Concurrent-To", concurrent))
-    return RecordPlan("metadata", url, at, tuple(fields), payload=payload)
+    return RecordPlan("metadata", f"{METADATA_SCHEME}{url}", at, tuple(fields), payload=payload)
 
 
 # -- import ----------------------------------------------------------------------------------

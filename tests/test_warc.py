@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,21 +21,30 @@ BIN = Path(sys.executable).parent
 PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
 
 
-def build_history(site, m: Mirror) -> dict[str, str]:
-    """A page that changed twice and was re-checked unchanged, a redirect, a PDF, a disappearance."""
+def build_history(site, m: Mirror, pause: float = 0.0) -> dict[str, str]:
+    """A page that changed twice and was re-checked unchanged, a redirect, a PDF, a disappearance.
+
+    `pause` seconds between rounds: replay addresses captures to the second.
+    """
+    import time
+
+    def check() -> None:
+        time.sleep(pause)
+        m("check")
+
     site.put("/w/page.html", "<html><body><p>first words</p></body></html>")
     site.put("/w/target.html", "<html><body><p>where old.html went</p></body></html>")
     site.redirect("/w/old.html", "/w/target.html")
     site.put("/w/report.pdf", PDF, "application/pdf")
     site.put("/w/gone.html", "<html><body><p>soon gone</p></body></html>")
-    m("check")
+    check()
     site.put("/w/page.html", "<html><body><p>second words</p></body></html>")
     site.gone("/w/gone.html")
-    m("check")
-    m("check")  # unchanged: 304s, re-checks that become revisit records
+    check()
+    check()  # unchanged: 304s, re-checks that become revisit records
     site.put("/w/page.html", "<html><body><p>third words, and more</p></body></html>")
-    m("check")
-    m("check")
+    check()
+    check()
     return {name: site.url(f"/w/{name}") for name in ("page.html", "old.html", "report.pdf", "gone.html")}
 
 
@@ -58,8 +66,8 @@ def test_a_sites_history_exports_to_warc_that_reference_tools_accept_and_imports
     import_into_a_fresh_store_gives_equal_versions_times_and_hashes(exported, tmp_path)
 
 
-def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=60)
+def run(*args: str | Path, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args[0]} exited {proc.returncode}: {proc.stdout}{proc.stderr}")
     return proc
@@ -68,8 +76,12 @@ def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[st
 def records(path: Path) -> list[tuple[str, str, dict[str, str], bytes]]:
     with path.open("rb") as stream:
         return [
-            (r.rec_type, r.rec_headers.get_header("WARC-Target-URI") or "", dict(r.rec_headers.headers),
-             r.content_stream().read())
+            (
+                r.rec_type,
+                r.rec_headers.get_header("WARC-Target-URI") or "",
+                dict(r.rec_headers.headers),
+                r.content_stream().read(),
+            )
             for r in ArchiveIterator(stream)
         ]
 
@@ -77,7 +89,9 @@ def records(path: Path) -> list[tuple[str, str, dict[str, str], bytes]]:
 def warcio_check_passes_every_response_and_fails_a_flipped_byte(exported, tmp_path):
     m, out, summary, versions = exported
     files = sorted(out.glob("*.warc.gz"))
-    assert [f.name for f in files] == summary["files"] and summary["bytes"] == sum(f.stat().st_size for f in files)
+    assert [f.name for f in files] == summary["files"] and summary["bytes"] == sum(
+        f.stat().st_size for f in files
+    )
     responses = summary["records"]["response"]
     assert responses == sum(len(v) for v in versions.values()) == 6  # page 3, target 1, pdf 1, gone 1
     assert summary["records"]["revisit"] >= 4 and summary["records"]["warcinfo"] == len(files)
@@ -150,7 +164,10 @@ def a_warc_folder_yields_the_wanted_payloads_once(exported):
     m, out, summary, versions = exported
     shas = [v["sha256"] for kept in versions.values() for v in kept]
     folder = WarcFolder(out)
-    assert folder.describe() == f"WARC folder warcs/ ({len(summary['files'])} file{'s' if len(summary['files']) > 1 else ''})"
+    assert (
+        folder.describe()
+        == f"WARC folder warcs/ ({len(summary['files'])} file{'s' if len(summary['files']) > 1 else ''})"
+    )
     found = dict(folder.find([*shas, "0" * 64]))
     assert sorted(found) == sorted(set(shas))
     assert all(hashlib.sha256(body).hexdigest() == sha for sha, body in found.items())
@@ -161,9 +178,15 @@ def warcio_payloads(path: Path) -> dict[tuple[str, str], str]:
     out = {}
     with path.open("rb") as stream:
         for r in ArchiveIterator(stream, arc2warc=True):
-            if r.rec_type == "response" and r.http_headers and r.http_headers.get_statuscode().startswith("2"):
+            if (
+                r.rec_type == "response"
+                and r.http_headers
+                and r.http_headers.get_statuscode().startswith("2")
+            ):
                 uri = r.rec_headers.get_header("WARC-Target-URI")
-                out[(uri, r.rec_headers.get_header("WARC-Date"))] = hashlib.sha256(r.content_stream().read()).hexdigest()
+                out[(uri, r.rec_headers.get_header("WARC-Date"))] = hashlib.sha256(
+                    r.content_stream().read()
+                ).hexdigest()
     return out
 
 
@@ -176,13 +199,19 @@ def test_a_real_crawl_with_revisits_and_redirects_imports_once(site, database_ur
     # one payload: one version (the revisit resolved to it, the others repeats of it).
     example = m.json("history", "http://example.com/")
     assert example["status"] == "unwatched"
-    assert [v["sha256"] for v in example["versions"]] == [expected[("http://example.com", "2014-01-27T17:12:00Z")]]
+    assert [v["sha256"] for v in example["versions"]] == [
+        expected[("http://example.com", "2014-01-27T17:12:00Z")]
+    ]
     assert expected[("http://example.com/", "2014-02-16T05:02:21Z")] == example["versions"][0]["sha256"]
     js = m.json("history", "http://www.iana.org/_js/2013.1/iana.js")["versions"]
-    assert [v["sha256"] for v in js] == [expected[("http://www.iana.org/_js/2013.1/iana.js", "2014-01-27T17:12:39Z")]]
+    assert [v["sha256"] for v in js] == [
+        expected[("http://www.iana.org/_js/2013.1/iana.js", "2014-01-27T17:12:39Z")]
+    ]
     assert js[0]["first_seen"].startswith("2014-01-27T17:12:39")
     # The revisits of a crawl not in these files repeat nothing we hold: refused and listed, never stored.
-    assert {r["reason"] for r in report["refused"]} == {"a revisit of a payload in none of the files given, nor in the store"}
+    assert {r["reason"] for r in report["refused"]} == {
+        "a revisit of a payload in none of the files given, nor in the store"
+    }
     assert len(report["refused"]) == 8 and report["imported"] == 2 and report["repeats"] == 2
     assert report["records"] == 27 and report["targets_added"] == 2
     events = [e for e in example["events"] if e["kind"] == "document.imported"]
@@ -191,3 +220,79 @@ def test_a_real_crawl_with_revisits_and_redirects_imports_once(site, database_ur
     again = m.json("import", "warc", *map(str, files))
     assert again["imported"] == 0 and again["targets_added"] == 0
     assert m.json("history", "http://example.com/")["events"] == example["events"]
+
+
+@pytest.fixture(scope="session")
+def pywb():
+    from tests.pywb_env import pywb_bin
+
+    return pywb_bin()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_pywb_replays_every_capture_with_the_versions_bytes_and_lists_them_all(
+    site, database_url, tmp_path, pywb
+):
+    import time
+    import urllib.request
+
+    urls = [site.url(f"/w/{n}") for n in ("page.html", "old.html", "report.pdf", "gone.html")]
+    m = Mirror(write_config(tmp_path / "mirror.toml", urls), database_url, tmp_path)
+    build_history(site, m, pause=1.0)
+    out = tmp_path / "warcs"
+    m.json("export", "warc", "--to", str(out))
+    home = tmp_path / "pywb"
+    home.mkdir()
+    run(pywb / "wb-manager", "init", "mirror", cwd=home)
+    run(pywb / "wb-manager", "add", "mirror", *sorted(out.glob("*.warc.gz")), cwd=home)
+    port = free_port()
+    server = subprocess.Popen(
+        [str(pywb / "wayback"), "-p", str(port), "-b", "127.0.0.1"],
+        cwd=home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/mirror"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        found = [r for f in sorted(out.glob("*.warc.gz")) for r in records(f)]
+        replayed = 0
+        for url in urls:
+            versions = m.json("history", url)["versions"]
+            by_sha = {v["sha256"] for v in versions}
+            captures = [r for r in found if r[0] in ("response", "revisit") and r[1] == url]
+            for _, _, head, _ in captures:
+                stamp = "".join(c for c in head["WARC-Date"] if c.isdigit())[:14]
+                body = urllib.request.urlopen(f"{base}/{stamp}id_/{url}", timeout=30).read()
+                assert f"sha256:{hashlib.sha256(body).hexdigest()}" == head["WARC-Payload-Digest"], (
+                    url,
+                    stamp,
+                    body[:300],
+                )
+                assert hashlib.sha256(body).hexdigest() in by_sha
+                replayed += 1
+            timemap = urllib.request.urlopen(f"{base}/timemap/link/{url}", timeout=30).read().decode()
+            mementos = {line.split("datetime=")[1] for line in timemap.split("\n") if "datetime=" in line}
+            assert len(mementos) == len({r[2]["WARC-Date"][:19] for r in captures}), timemap
+        assert replayed == len([r for r in found if r[0] in ("response", "revisit")])
+        print(f"pywb replayed {replayed} captures")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

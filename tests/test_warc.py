@@ -87,7 +87,7 @@ def records(path: Path) -> list[tuple[str, str, dict[str, str], bytes]]:
 
 
 def warcio_check_passes_every_response_and_fails_a_flipped_byte(exported, tmp_path):
-    m, out, summary, versions = exported
+    _m, out, summary, versions = exported
     files = sorted(out.glob("*.warc.gz"))
     assert [f.name for f in files] == summary["files"] and summary["bytes"] == sum(
         f.stat().st_size for f in files
@@ -112,7 +112,7 @@ def warcio_check_passes_every_response_and_fails_a_flipped_byte(exported, tmp_pa
 
 
 def every_version_is_a_response_identical_to_show_and_the_history_is_told(exported):
-    m, out, summary, versions = exported
+    m, out, _summary, versions = exported
     found = [r for f in sorted(out.glob("*.warc.gz")) for r in records(f)]
     assert found[0][0] == "warcinfo"
     for url, kept in versions.items():
@@ -136,7 +136,7 @@ def every_version_is_a_response_identical_to_show_and_the_history_is_told(export
 
 
 def cdxj_indexer_lists_one_line_per_capture_with_the_versions_hashes(exported):
-    m, out, summary, versions = exported
+    _m, out, summary, versions = exported
     indexed = run(BIN / "cdxj-indexer", *sorted(out.glob("*.warc.gz"))).stdout.splitlines()
     lines = [json.loads(line.split(" ", 2)[2]) for line in indexed]
     captures = [d for d in lines if "status" in d]  # response and revisit lines; metadata has none
@@ -146,7 +146,7 @@ def cdxj_indexer_lists_one_line_per_capture_with_the_versions_hashes(exported):
 
 
 def import_into_a_fresh_store_gives_equal_versions_times_and_hashes(exported, tmp_path):
-    m, out, summary, versions = exported
+    _m, out, summary, versions = exported
     fresh = Mirror(write_config(tmp_path / "fresh.toml", []), f"sqlite:///{tmp_path / 'fresh.db'}", tmp_path)
     report = fresh.json("import", "warc", *map(str, sorted(out.glob("*.warc.gz"))))
     assert report["refused"] == [] and report["imported"] == summary["records"]["response"]
@@ -161,7 +161,7 @@ def import_into_a_fresh_store_gives_equal_versions_times_and_hashes(exported, tm
 
 
 def a_warc_folder_yields_the_wanted_payloads_once(exported):
-    m, out, summary, versions = exported
+    _m, out, summary, versions = exported
     shas = [v["sha256"] for kept in versions.values() for v in kept]
     folder = WarcFolder(out)
     assert (
@@ -296,3 +296,46 @@ def test_pywb_replays_every_capture_with_the_versions_bytes_and_lists_them_all(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def write_warc(path: Path, url: str, body: bytes, date: str) -> None:
+    from io import BytesIO
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    with path.open("wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.0")
+        writer.write_record(
+            writer.create_warc_record(
+                url,
+                "response",
+                payload=BytesIO(body),
+                length=len(body),
+                http_headers=http,
+                warc_headers_dict={"WARC-Date": date},
+            )
+        )
+
+
+def test_an_import_older_than_the_current_version_keeps_the_latest_and_answers_at_its_time(
+    site, database_url, tmp_path
+):
+    url = site.url("/w/now.html")
+    now_body = b"<html><body><p>as it is today</p></body></html>"
+    site.put("/w/now.html", now_body)
+    m = Mirror(write_config(tmp_path / "mirror.toml", [url]), database_url, tmp_path)
+    m("check")
+    old_body = b"<html><body><p>as it was in 2019</p></body></html>"
+    write_warc(tmp_path / "old.warc.gz", url, old_body, "2019-05-01T10:00:00Z")
+    assert m.json("import", "warc", str(tmp_path / "old.warc.gz"))["imported"] == 1
+    history = m.json("history", url)
+    assert [v["number"] for v in history["versions"]] == [1, 2]
+    assert history["versions"][1]["first_seen"].startswith("2019-05-01T10:00:00")
+    assert m("show", url).stdout == now_body  # the latest captured, not the latest numbered
+    assert m("show", url, "--version", "-2").stdout == old_body
+    assert m("show", url, "--at", "2020-01-01T00:00:00Z").stdout == old_body
+    assert m("verify").returncode == 0
+    assert m.json("check")["outcomes"]["unchanged"] == 1  # an old capture is no change to the next check
+    assert m.json("import", "warc", str(tmp_path / "old.warc.gz"))["imported"] == 0

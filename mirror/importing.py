@@ -87,7 +87,7 @@ def import_captures(
             "target_id": row.id,
             "version": versions[row.id],
             "sha256": capture.sha256,
-            "size": len(capture.body),
+            "size": blob.size,
             "first_seen": capture.at,
             "last_seen": capture.at,
             "http_status": capture.status,

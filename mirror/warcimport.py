@@ -6,14 +6,15 @@ traceback, and the import goes on. Revisits are resolved to the payload they rep
 the files given with that payload digest (or the URL and date it names), else a stored blob when
 the digest is a SHA-256. Everything is then written in capture-time order by
 `Archive.import_captures` (`mirror.importing`), in batches, each ONE transaction.
-The captures of the files given are held in memory until written.
+The captures of the files given are held in memory until written, their payloads packed
+(compressed) and each distinct payload once.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
 from mirror import codec
+from mirror.codec import Packed
 from mirror.errors import StoreError, UsageError
 from mirror.events import WARC_REFUSED
 from mirror.warcmap import (
@@ -204,13 +206,18 @@ def import_warc(
     report = ImportReport([str(p) for p in paths])
     captures: list[Capture] = []
     revisits: list[Revisit] = []
+    # Each payload is packed (compressed) as it is read and kept once by SHA-256; the captures
+    # keep no bytes of their own until they are written in capture-time order.
+    packed: dict[str, Packed] = {}
     for path in paths:
         for read in read_file(path):
             report.records += 1
             if progress is not None:
                 progress(1)
             if isinstance(read, Capture):
-                captures.append(read)
+                if read.sha256 not in packed:
+                    packed[read.sha256] = codec.pack(read.body, read.sha256)
+                captures.append(replace(read, body=b"", readings=()))
             elif isinstance(read, Revisit):
                 revisits.append(read)
             elif isinstance(read, Refusal):
@@ -218,6 +225,9 @@ def import_warc(
             elif isinstance(read, Skipped):
                 report.skipped += 1
     resolved, unresolved = resolve(revisits, captures, archive)
+    for capture in resolved:  # a revisit of a stored blob brought its bytes
+        if capture.sha256 not in packed:
+            packed[capture.sha256] = codec.pack(capture.body, capture.sha256)
     report.refused.extend(unresolved)
     for refusal in report.refused:
         logger.warning(
@@ -231,12 +241,10 @@ def import_warc(
     when = now or datetime.now(UTC)
     for i in range(0, len(everything), BATCH):
         chunk = everything[i : i + BATCH]
-        batch = archive.import_captures(
-            [(c, codec.pack(c.body, c.sha256)) for c in chunk], when, interval_seconds
-        )
+        batch = archive.import_captures([(c, packed[c.sha256]) for c in chunk], when, interval_seconds)
         report.imported += len(batch.events)
         report.repeats += batch.repeats
         report.targets_added += batch.targets_added
-        report.bytes += sum(len(c.body) for c in chunk)
+        report.bytes += sum(packed[c.sha256].size for c in chunk)
     report.seconds = round(time.monotonic() - started, 3)
     return report

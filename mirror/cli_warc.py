@@ -138,6 +138,9 @@ def import_warc(app: AppContext, files: tuple[Path, ...], as_json: bool) -> None
     from mirror.targets import seconds_of
     from mirror.warcimport import import_warc as run_import
 
+    for path in files:  # input first: a typo makes no store
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
     config = app.config()
     archive = app.archive(create=True)
     bar = progress_bar(sys.stderr.isatty() and not as_json, "importing", "record")

@@ -339,3 +339,19 @@ def test_an_import_older_than_the_current_version_keeps_the_latest_and_answers_a
     assert m("verify").returncode == 0
     assert m.json("check")["outcomes"]["unchanged"] == 1  # an old capture is no change to the next check
     assert m.json("import", "warc", str(tmp_path / "old.warc.gz"))["imported"] == 0
+
+
+def test_bad_input_is_one_line_and_exit_2_before_any_store_is_made(tmp_path):
+    m = Mirror(write_config(tmp_path / "mirror.toml", []), f"sqlite:///{tmp_path / 'm.db'}", tmp_path)
+    cases = [
+        (("import", "warc", "missing.warc.gz"), "missing.warc.gz: no such file"),
+        (("export", "warc", "--max-size", "lots", "--to", "out"), "--max-size: expected a size like '1GB'"),
+        (("export", "warc", "--since", "yesterday", "--to", "out"), "--since: expected an ISO 8601 time"),
+    ]
+    for args, message in cases:
+        proc = m(*args, check=False)
+        assert proc.returncode == 2 and proc.stderr.decode().startswith(f"mirror: error: {message}"), (
+            proc.stderr
+        )
+        assert len(proc.stderr.decode().strip().splitlines()) == 1
+    assert not (tmp_path / "m.db").exists()

@@ -26,7 +26,7 @@ from mirror.importing import ImportBatch
 from mirror.reader import History, Reader, SiteEntry, StoreStatus
 from mirror.recording import CheckRecord
 from mirror.targets import SyncReport, TargetSummary
-from mirror.warcmap import Capture
+from mirror.warcread import Capture
 
 C = tables.checks
 

@@ -28,7 +28,7 @@ from mirror.domain import Event, Status, StoredEvent
 from mirror.events import DOCUMENT_IMPORTED
 from mirror.recording import announced
 from mirror.urls import normalized
-from mirror.warcmap import Capture, is_repeat
+from mirror.warcread import Capture, is_repeat
 
 T = tables.targets
 S = tables.snapshots

@@ -36,6 +36,7 @@ B = tables.blobs
 R = TypeVar("R")
 
 SITE_BATCH = 500  # targets per read transaction of `site_at`
+EXPORT_CACHE_BYTES = 32 * 1024 * 1024  # decoded bases kept while an export reads versions in order
 
 __all__ = ["History", "Reader", "SiteEntry", "Snapshot", "StoreStatus", "TargetSummary"]
 
@@ -121,6 +122,15 @@ class Reader:
             StoreError: no such blob, or it is damaged.
         """
         return self._read(lambda conn: blobs.get(conn, sha256))
+
+    def blob_reader(self, cache_bytes: int = EXPORT_CACHE_BYTES) -> Callable[[str], bytes]:
+        """Return a `read` that keeps up to `cache_bytes` of decoded content, for many versions in order.
+
+        A version stored as a delta is rebuilt from its bases; reading a document's versions
+        oldest first through one cache decodes each base once (an export), in bounded memory.
+        """
+        cache = blobs.Reader(cache_bytes)
+        return lambda sha256: self._read(lambda conn: cache.get(conn, sha256))
 
     def history(self, url: str) -> History:
         """Return the versions (oldest first) and events (in chain order) of `url`.

@@ -5,7 +5,8 @@ that reads the store (its read side only) and writes files. Each file opens with
 record; a new file is started when one passes `max_size`. warcio writes every record as its own
 gzip member, so indexers find each by offset. A file is written as `NAME.part`, flushed to
 disk and renamed when whole: an interrupted export leaves no half file under a WARC name.
-Streams: one document's record and one payload in memory at a time.
+Streams: one document's record and one payload in memory at a time, and a bounded cache of
+decoded delta bases (`Reader.blob_reader`).
 """
 
 from __future__ import annotations
@@ -125,13 +126,14 @@ def export_warc(
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
     report = ExportReport(str(folder))
     files = _Files(folder, f"mirror-{stamp}", max_size, report)
+    read = store.blob_reader()
     try:
         for document in store.documents(urls):
             plans = plan_target(
                 document.url, document.versions, document.events, document.rechecks, since, until
             )
             for plan in plans:
-                _write(files.writer_for_next(), plan, store, report)
+                _write(files.writer_for_next(), plan, read, report)
             report.documents += 1
             if progress is not None:
                 progress(1)
@@ -143,11 +145,11 @@ def export_warc(
     return report
 
 
-def _write(writer: WARCWriter, plan: RecordPlan, store: Reader, report: ExportReport) -> None:
+def _write(writer: WARCWriter, plan: RecordPlan, read: Callable[[str], bytes], report: ExportReport) -> None:
     fields = list(plan.warc_headers)
     if plan.kind == "response":
         assert plan.sha256 is not None and plan.http is not None
-        payload = store.read(plan.sha256)
+        payload = read(plan.sha256)
         http = StatusAndHeaders(plan.http[0], list(plan.http[1]), protocol="HTTP/1.1")
         block = hashlib.sha256(http.to_bytes())
         block.update(payload)

@@ -27,7 +27,7 @@ from mirror import codec
 from mirror.codec import Packed
 from mirror.errors import StoreError, UsageError
 from mirror.events import WARC_REFUSED
-from mirror.warcmap import (
+from mirror.warcread import (
     IMPORT_TYPES,
     Capture,
     Read,

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from mirror.warcimport import read_file
-from mirror.warcmap import Capture
+from mirror.warcread import Capture
 
 SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")
 

@@ -44,30 +44,26 @@ def main(megabytes: int = 256) -> None:
         (root / "m.toml").write_text("targets = []\n")
         env = {**os.environ, "MIRROR_DATABASE_URL": f"sqlite:///{root / 'm.db'}"}
         cmd = [sys.executable, "-m", "mirror", "--config", str(root / "m.toml")]
-        started = time.monotonic()
-        imported = json.loads(
-            subprocess.run(
-                [*cmd, "import", "warc", str(warc), "--json"], env=env, capture_output=True, check=True
-            ).stdout
-        )
-        import_s = time.monotonic() - started
-        started = time.monotonic()
-        # A fresh parent per export, so its children's peak RSS is the export's alone.
+        # A fresh parent per command, so its children's peak RSS is the command's alone.
         probe = (
             "import resource, subprocess, sys;"
-            "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
+            "sys.stdout.write(subprocess.run(sys.argv[1:], check=True, capture_output=True).stdout.decode());"
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
         )
-        export_cmd = [*cmd, "export", "warc", "--to", str(root / "out"), "--json"]
-        peak = int(
-            subprocess.run(
-                [sys.executable, "-c", probe, *export_cmd], env=env, capture_output=True, check=True
-            ).stdout
-        )
-        export_s = time.monotonic() - started
+
+        def measured(*args: str) -> tuple[dict[str, object], int, float]:
+            started = time.monotonic()
+            out = subprocess.run(
+                [sys.executable, "-c", probe, *cmd, *args, "--json"], env=env, capture_output=True, check=True
+            ).stdout.decode()
+            document, _, peak = out.rpartition("}")
+            return json.loads(document + "}"), int(peak), time.monotonic() - started
+
+        imported, import_peak, import_s = measured("import", "warc", str(warc))
+        _, peak, export_s = measured("export", "warc", "--to", str(root / "out"))
         mb = megabytes * (1 << 20) / 1e6
         print(f"content {mb:.0f} MB in {imported['imported']} versions")
-        print(f"import: {import_s:.1f} s, {mb / import_s:.1f} MB/s")
+        print(f"import: {import_s:.1f} s, {mb / import_s:.1f} MB/s, peak RSS {import_peak / 1024:.0f} MiB")
         print(f"export: {export_s:.1f} s, {mb / export_s:.1f} MB/s, peak RSS {peak / 1024:.0f} MiB")
 
 

@@ -111,7 +111,7 @@ def echo_lines(lines: list[str]) -> None:
     click.echo("\n".join(lines))
 
 
-def parse_time(text: str) -> datetime:
+def parse_time(text: str, option: str = "--at") -> datetime:
     """Return an aware UTC datetime from ISO 8601 text; a time without a zone is UTC.
 
     Raises:
@@ -120,7 +120,9 @@ def parse_time(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"--at: expected an ISO 8601 time like 2026-11-01T12:00:00Z, got {text!r}") from None
+        raise UsageError(
+            f"{option}: expected an ISO 8601 time like 2026-11-01T12:00:00Z, got {text!r}"
+        ) from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

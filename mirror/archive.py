@@ -19,13 +19,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
 import mirror.targets
-from mirror import browse, db, leases, ledger, mending, outbox, recording, tables
+from mirror import browse, db, importing, leases, ledger, mending, outbox, recording, tables
 from mirror.browse import VerifyRun
+from mirror.codec import Packed
 from mirror.domain import StoredEvent, Target
+from mirror.importing import ImportBatch
 from mirror.outbox import Cursor
 from mirror.reader import History, Reader, SiteEntry, StoreStatus
 from mirror.recording import CheckRecord
 from mirror.targets import SyncReport, TargetSummary
+from mirror.warcread import Capture
 
 C = tables.checks
 
@@ -164,6 +167,19 @@ class Archive(Reader):
         return self._write(
             lambda conn: mending.mend(conn, sha256, data, source=source, problem=problem, now=now)
         )
+
+    # -- imports (see `mirror.importing`) ---------------------------------------------------
+
+    def import_captures(
+        self, captures: Sequence[tuple[Capture, Packed]], now: datetime, interval_seconds: int
+    ) -> ImportBatch:
+        """Store imported captures (each with its packed blob) in ONE transaction, in capture-time order.
+
+        Each capture that adds something becomes the next version of its document, dated at its
+        capture, announced by a `document.imported` event; a URL not in the store becomes an
+        unwatched target of source `warc`.
+        """
+        return self._write(lambda conn: importing.import_captures(conn, captures, now, interval_seconds))
 
     # -- retention ---------------------------------------------------------------------------
 

@@ -260,6 +260,16 @@ for command in (restore, verify):
 cli.add_command(notify)  # `mirror notify test|send|status` (mirror/cli_notify.py)
 
 
+def _add_format_commands() -> None:
+    from mirror.cli_warc import export_group, import_group
+
+    cli.add_command(export_group)
+    cli.add_command(import_group)
+
+
+_add_format_commands()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `mirror` command."""
     catch_sigint()

@@ -208,6 +208,13 @@ def _warc_folder_source(folder: Path) -> RepairSource:
     """Return the repair source of a folder of WARC files (`mirror.warcsource.WarcFolder`).
 
     Raises:
-        UsageError: this build has no WARC reader.
+        UsageError: the folder holds no WARC or ARC file.
     """
-    raise UsageError("repair from a WARC folder: not available in this build")
+    from mirror.warcsource import WarcFolder
+
+    found = WarcFolder(folder)
+    if not found.files:
+        raise UsageError(
+            f"--repair-from {folder}: no WARC or ARC file (*.warc, *.warc.gz, *.arc, *.arc.gz) in it"
+        )
+    return found

@@ -6,8 +6,9 @@ variable holding more, comma- or space-separated) for people, or `webhook` (an h
 URL) with `secret_env` or `secret_file` for a system. Secrets never come from the config
 file itself: `secret_env` names an environment variable, `secret_file` a file only the
 service may read (no permission for group or others). `events` selects stored kinds
-(`mirror.events.DOCUMENT_EVENTS`, `"*"` for all of them) and `integrity.head` (the daily
-head, only when named). A problem is one `ConfigError` naming file and key.
+(`mirror.events.DOCUMENT_EVENTS`; `"*"` for all of them but `document.imported`, which a
+`mirror import warc` of an old crawl makes by the thousand) and `integrity.head` (the daily
+head); those two only when named. A problem is one `ConfigError` naming file and key.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from pydantic import Field, ValidationError
 
 from mirror.config_values import TOP_LEVEL_KEYS, PositiveDuration, Section, config_error
 from mirror.errors import ConfigError
-from mirror.events import DOCUMENT_EVENTS, INTEGRITY_HEAD
+from mirror.events import DOCUMENT_EVENTS, DOCUMENT_IMPORTED, INTEGRITY_HEAD
 
 ALL = "*"
 SELECTABLE = (*DOCUMENT_EVENTS, INTEGRITY_HEAD)
+EVERY = frozenset(DOCUMENT_EVENTS) - {DOCUMENT_IMPORTED}  # what "*" selects
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 
@@ -77,7 +79,7 @@ class Destination:
     to: tuple[str, ...] = ()
     webhook: str | None = None
     secret: Secret | None = field(default=None, repr=False)
-    events: frozenset[str] = frozenset(DOCUMENT_EVENTS)
+    events: frozenset[str] = EVERY
     min_significance: float = 0.0
     only_suspicious: bool = False
     digest: timedelta | None = None
@@ -247,7 +249,7 @@ def _events(file: str, key: str, names: list[str]) -> frozenset[str]:
     chosen: set[str] = set()
     for i, name in enumerate(names):
         if name == ALL:
-            chosen.update(DOCUMENT_EVENTS)
+            chosen.update(EVERY)
         elif name in SELECTABLE:
             chosen.add(name)
         else:

@@ -20,6 +20,7 @@ DOCUMENT_MOVED = "document.moved"
 DOCUMENT_BLOCKED = "document.blocked"  # warning: a bot wall, challenge or rate limit answered instead
 DOCUMENT_UNBLOCKED = "document.unblocked"  # info: the first answer after a blocked one that is not blocked
 DOCUMENT_REPAIRED = "document.repaired"  # warning: a damaged or missing blob of its versions was put back
+DOCUMENT_IMPORTED = "document.imported"  # a version read from a WARC or ARC file (`mirror import warc`)
 
 DOCUMENT_EVENTS = (
     DOCUMENT_NEW,
@@ -30,6 +31,7 @@ DOCUMENT_EVENTS = (
     DOCUMENT_BLOCKED,
     DOCUMENT_UNBLOCKED,
     DOCUMENT_REPAIRED,
+    DOCUMENT_IMPORTED,
 )
 
 # One check.
@@ -73,6 +75,11 @@ INTEGRITY_HEAD = "integrity.head"  # daily, to destinations that select it: the 
 NOTIFY_SENT = "notify.sent"  # info: a destination acknowledged a message (2xx, or Apprise accepted it)
 NOTIFY_FAILED = "notify.failed"  # warning: a delivery failed; retried after a back-off
 NOTIFY_CRASHED = "notify.crashed"  # error: a delivery pass raised; the worker goes on
+
+# The archive world's formats.
+WARC_EXPORTED = "warc.exported"  # info: `mirror export warc` wrote its files
+WARC_IMPORTED = "warc.imported"  # info: `mirror import warc` read its files
+WARC_REFUSED = "warc.refused"  # warning: a record not stored (its digest fails, a revisit of nothing)
 
 # Helpers, configuration and libraries.
 TEXTPOOL_BROKEN = "textpool.broken"  # warning: a text-rendering helper process died; it is replaced

@@ -27,6 +27,7 @@ from mirror.events import (
     DOCUMENT_BLOCKED,
     DOCUMENT_CHANGED,
     DOCUMENT_DISAPPEARED,
+    DOCUMENT_IMPORTED,
     DOCUMENT_MOVED,
     DOCUMENT_NEW,
     DOCUMENT_REAPPEARED,
@@ -51,6 +52,7 @@ _WHAT = {
     DOCUMENT_BLOCKED: "Blocked",
     DOCUMENT_UNBLOCKED: "Unblocked",
     DOCUMENT_REPAIRED: "Repaired from a second copy",
+    DOCUMENT_IMPORTED: "Imported from a WARC file",
 }
 
 # Details of an event shown as a line each ("Source: mirror store ...", for a repair).

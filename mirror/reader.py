@@ -21,6 +21,7 @@ import mirror.targets
 from mirror import blobs, browse, db, ledger, mending, outbox, tables
 from mirror import verify as fixity
 from mirror.browse import IndexRow, Page, VerifyRun
+from mirror.captures import Document, documents_page
 from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import Status, StoredEvent, Target, TargetState, Version
 from mirror.integrity import VerifyReport
@@ -36,6 +37,7 @@ B = tables.blobs
 R = TypeVar("R")
 
 SITE_BATCH = 500  # targets per read transaction of `site_at`
+EXPORT_CACHE_BYTES = 32 * 1024 * 1024  # decoded bases kept while an export reads versions in order
 
 __all__ = [
     "History",
@@ -134,6 +136,15 @@ class Reader:
         """
         return self._read(lambda conn: blobs.get(conn, sha256))
 
+    def blob_reader(self, cache_bytes: int = EXPORT_CACHE_BYTES) -> Callable[[str], bytes]:
+        """Return a `read` that keeps up to `cache_bytes` of decoded content, for many versions in order.
+
+        A version stored as a delta is rebuilt from its bases; reading a document's versions
+        oldest first through one cache decodes each base once (an export), in bounded memory.
+        """
+        cache = blobs.Reader(cache_bytes)
+        return lambda sha256: self._read(lambda conn: cache.get(conn, sha256))
+
     def history(self, url: str) -> History:
         """Return the versions (oldest first) and events (in chain order) of `url`.
 
@@ -196,6 +207,19 @@ class Reader:
             if len(entries) < batch:
                 return
             after = entries[-1].url
+
+    def documents(self, urls: Sequence[str] | None = None, *, batch: int = SITE_BATCH) -> Iterator[Document]:
+        """Yield, by URL, every target's record (of `urls`): versions with headers, events, re-checks.
+
+        Reads `batch` targets per short read transaction (`mirror.captures`), for exports.
+        """
+        after = ""
+        while True:
+            page = self._read(partial(documents_page, urls=urls, after=after, limit=batch))
+            yield from page
+            if len(page) < batch:
+                return
+            after = page[-1].url
 
     def events_after(self, seq: int, limit: int = 1000) -> list[StoredEvent]:
         """Return up to `limit` events of the chain after sequence number `seq`, in chain order.

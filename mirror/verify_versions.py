@@ -3,8 +3,9 @@
 For the i-th event of a target that made a version (`document.new`, `document.changed`, or
 any event that announces its snapshot): snapshot vi exists, names the event's new SHA-256
 and a stored blob, and has the fields the event announced; the event's `version`, when
-given, is i. No snapshot is left that no event announced. The target's latest version and
-content are the last announced, and its URL is the one its events carry. Three streams
+given, is i. No snapshot is left that no event announced. The target's latest version is the
+last announced, its content the latest captured (an imported version may be older), and its
+URL is the one its events carry. Three streams
 (targets, snapshots, events) are read in target order and merged: one target in memory.
 """
 
@@ -19,14 +20,14 @@ from sqlalchemy import and_, case, func, or_, select, type_coerce
 from sqlalchemy.engine import Connection
 
 from mirror import ledger, tables
-from mirror.events import DOCUMENT_MOVED, DOCUMENT_REAPPEARED
+from mirror.events import DOCUMENT_IMPORTED, DOCUMENT_MOVED, DOCUMENT_REAPPEARED
 from mirror.integrity import MISSING_BLOB, AsStored, Problem, VerifyReport, as_time
 
 B, S, E, T = tables.blobs, tables.snapshots, tables.events, tables.targets
 
 # The events that may make a version: new and changed always; a move or reappearance when it
 # announces its snapshot (see `recording.announced`).
-_MAY_ANNOUNCE = (*ledger.VERSION_EVENTS, DOCUMENT_MOVED, DOCUMENT_REAPPEARED)
+_MAY_ANNOUNCE = (*ledger.VERSION_EVENTS, DOCUMENT_MOVED, DOCUMENT_REAPPEARED, DOCUMENT_IMPORTED)
 
 
 def check_versions(conn: Connection, report: VerifyReport) -> None:
@@ -117,7 +118,7 @@ def _check_target(report: VerifyReport, target: Any, snaps: list[Any], events: l
                         url,
                     )
                 )
-    latest = made[-1].new_sha256 if made else None
+    latest = _latest_captured(made)
     if target.current_version != len(made):
         report.problems.append(
             Problem(
@@ -204,6 +205,20 @@ def _order(value: Any) -> tuple[int, Any]:
     if isinstance(value, bytes):
         return (3, value)
     return (4, str(value))
+
+
+def _latest_captured(made: list[Any]) -> str | None:
+    """Return the content of the latest captured of the announced versions (the last announced on a tie).
+
+    Numbers are the order versions entered the record; an imported capture may be older than
+    the version before it. Events from before snapshots were announced carry no `first_seen`:
+    among them the last announced is the latest.
+    """
+    if not made:
+        return None
+    order = [(str(_details(e.details).get("first_seen") or ""), i) for i, e in enumerate(made)]
+    latest: str | None = made[max(order)[1]].new_sha256
+    return latest
 
 
 def _is_int(value: Any) -> bool:

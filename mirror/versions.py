@@ -27,6 +27,9 @@ S = tables.snapshots
 E = tables.events
 
 MIN_SHA_PREFIX = 4
+# The order of "latest": by capture time, then number. Numbers are the order versions entered the
+# record; an imported capture older than what was stored is numbered after it (`mirror.importing`).
+_LATEST_FIRST = (S.c.first_seen.desc(), S.c.version.desc())
 # The events that say whether a document was there: the latest of them at a time decides.
 _PRESENCE_EVENTS = (DOCUMENT_NEW, DOCUMENT_CHANGED, DOCUMENT_REAPPEARED, DOCUMENT_DISAPPEARED)
 
@@ -66,21 +69,21 @@ def site_batch(conn: Connection, at: datetime, after: str, limit: int) -> list[S
     if not page:
         return []
     ids = [row.id for row in page]
-    # Versions are numbered in the order they were first seen: the highest by `at` is current then.
+    # The latest captured by `at` is current then (an imported version may be numbered after a
+    # later capture: numbers are the order versions entered the record); on a tie, the highest number.
     current = (
-        select(S.c.target_id, func.max(S.c.version).label("number"))
+        select(S.c.target_id, func.max(S.c.first_seen).label("seen"))
         .where(S.c.target_id.in_(ids), S.c.first_seen <= at)
         .group_by(S.c.target_id)
         .subquery()
     )
-    versions = {
-        row.target_id: version_of(row)
-        for row in conn.execute(
-            select(S).join(
-                current, and_(S.c.target_id == current.c.target_id, S.c.version == current.c.number)
-            )
-        )
-    }
+    versions: dict[int, Version] = {}
+    for row in conn.execute(
+        select(S)
+        .join(current, and_(S.c.target_id == current.c.target_id, S.c.first_seen == current.c.seen))
+        .order_by(S.c.version)
+    ):
+        versions[row.target_id] = version_of(row)
     latest = (
         select(func.max(E.c.seq).label("seq"))
         .where(E.c.target_id.in_(ids), E.c.kind.in_(_PRESENCE_EVENTS), E.c.at <= at)
@@ -102,18 +105,18 @@ def version_row(conn: Connection, url: str, spec: str | None, at: datetime | Non
     target = target_row(conn, url)
     by_target = select(S).where(S.c.target_id == target.id)
     if at is not None:
-        row = conn.execute(
-            by_target.where(S.c.first_seen <= at).order_by(S.c.version.desc()).limit(1)
-        ).first()
+        row = conn.execute(by_target.where(S.c.first_seen <= at).order_by(*_LATEST_FIRST).limit(1)).first()
         if row is None:
             raise VersionNotFound(target.url, at.isoformat(), "no version was stored by then")
         return row
     text = (spec or "-1").strip().lower()
     if re.fullmatch(r"-?\d+", text):
         number = int(text)
-        if number < 0:
-            number += target.current_version + 1
-        row = conn.execute(by_target.where(S.c.version == number)).first() if number > 0 else None
+        if number < 0:  # counted back in capture order: -1 is the latest captured
+            back = -number - 1
+            row = conn.execute(by_target.order_by(*_LATEST_FIRST).offset(back).limit(1)).first()
+        else:
+            row = conn.execute(by_target.where(S.c.version == number)).first() if number > 0 else None
         if row is not None:
             return row
         if len(text) < MIN_SHA_PREFIX or text.startswith("-"):

@@ -442,3 +442,24 @@ def test_two_destinations_with_one_name_and_an_unknown_apprise_scheme_are_refuse
         ConfigError, match=r"notify\[0\].to\[1\]: not an Apprise URL Apprise supports, got 'nosuch://h/…'"
     ):
         check_destinations(load_config(config, {}))
+
+
+@pytest.mark.parametrize(
+    ("events", "imported", "head"),
+    [
+        ('["*"]', False, False),
+        ('["*", "document.imported"]', True, False),
+        ('["integrity.head"]', False, True),
+    ],
+)
+def test_star_selects_every_document_event_but_imports_which_like_the_head_must_be_named(
+    tmp_path, events, imported, head
+):
+    from mirror.events import DOCUMENT_IMPORTED, DOCUMENT_REPAIRED, INTEGRITY_HEAD
+
+    config = tmp_path / "mirror.toml"
+    config.write_text(f'[[notify]]\nname = "a"\nto = ["ntfy://h/t"]\nevents = {events}\n')
+    (dest,) = load_config(config, {}).notify
+    assert (DOCUMENT_IMPORTED in dest.events, INTEGRITY_HEAD in dest.events) == (imported, head)
+    assert (DOCUMENT_REPAIRED in dest.events) == (events != '["integrity.head"]')
+    assert set(DOCUMENT_EVENTS) - {DOCUMENT_IMPORTED} <= dest.events or head

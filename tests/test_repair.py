@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from datetime import timedelta
 
@@ -233,11 +236,56 @@ def test_verify_repair_from_on_the_command_line_exits_0_when_all_is_put_back_and
     assert verify().returncode == 0
 
 
+def test_the_backup_and_repair_story_export_warc_then_repair_from_that_folder(store, database_url, tmp_path):
+    """README's story: `export warc --to backups/` while intact; damage; `--repair-from backups/`."""
+    store.close()
+    env = {**os.environ, "MIRROR_DATABASE_URL": database_url}
+    (tmp_path / "mirror.toml").write_text("")
+    command = [sys.executable, "-m", "mirror", "--config", str(tmp_path / "mirror.toml")]
+    exported = subprocess.run(
+        [*command, "export", "warc", "--to", str(tmp_path / "backups"), "--json"],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    assert exported.returncode == 0, exported.stderr.decode()[-2000:]
+    assert json.loads(exported.stdout)["records"]["response"] == sum(map(len, HISTORY.values())) + 1
+    damaged = Archive(open_engine(database_url))
+    damage_three_ways(damaged, database_url)
+    set_data(damaged, sha(ONLY_HERE[D]), b"not even zstd")  # exported too: this time it comes back
+    damaged.close()
+    verify = verify_command(database_url, tmp_path)
+    assert verify().returncode == 1
+
+    repaired = verify("--repair-from", str(tmp_path / "backups"), "--json")
+
+    assert repaired.returncode == 0, repaired.stdout.decode() + repaired.stderr.decode()[-2000:]
+    document = json.loads(repaired.stdout)
+    assert document["source"] == "WARC folder backups/ (1 file)"
+    assert {r["sha256"] for r in document["repaired"]} == {
+        sha(page(2)),
+        sha(page(10)),
+        sha(HISTORY[B][0]),
+        sha(ONLY_HERE[D]),
+    }
+    assert document["unrepaired"] == [] and document["verify"]["ok"] is True
+    reader = Reader.open(database_url, existing=True)
+    try:
+        for url, bodies in {**HISTORY, D: [*HISTORY[D], ONLY_HERE[D]]}.items():
+            for n, body in enumerate(bodies, 1):
+                assert reader.read(reader.version(url, str(n)).sha256) == body  # what `show` prints
+        kinds = [e.kind for e in reader.events_after(0, limit=1000)]
+    finally:
+        reader.close()
+    assert kinds.count(DOCUMENT_REPAIRED) == 4  # one per document given back, in the chain
+    assert verify().returncode == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--repair-from", "{tmp}/no/such"], "--repair-from {tmp}/no/such: no such file or folder"),
-        (["--repair-from", "{tmp}"], "repair from a WARC folder: not available in this build"),
+        (["--repair-from", "{tmp}"], "--repair-from {tmp}: no WARC or ARC file (*.warc, *.warc.gz"),
         (["--repair-from", "{tmp}/mirror.toml"], "not a database URL, a SQLite store or a folder of WARC"),
         (["--head", "--repair-from", "{tmp}/mirror.toml"], "not a database URL"),
         (

@@ -124,8 +124,8 @@ class Archive(Reader):
         """Record a failed delivery to `name` and back off until `retry_at`; the lease is freed."""
         return self._write(lambda conn: outbox.failed(conn, name, owner, error, now, retry_at))
 
-    def mark_destination(self, name: str, owner: str, **values: datetime | None) -> bool:
-        """Set `digest_from`, `head_sent_at` or `delivered_at` of `name` while `owner` holds it."""
+    def mark_destination(self, name: str, owner: str, **values: datetime | int | None) -> bool:
+        """Set `digest_from`, `head_sent_at`, `delivered_at` or `verify_run` of `name` (held by `owner`)."""
         return self._write(lambda conn: outbox.mark(conn, name, owner, **values))
 
     def release_destination(self, name: str, owner: str) -> int:

@@ -7,8 +7,9 @@ URL) with `secret_env` or `secret_file` for a system. Secrets never come from th
 file itself: `secret_env` names an environment variable, `secret_file` a file only the
 service may read (no permission for group or others). `events` selects stored kinds
 (`mirror.events.DOCUMENT_EVENTS`; `"*"` for all of them but `document.imported`, which a
-`mirror import warc` of an old crawl makes by the thousand) and `integrity.head` (the daily
-head); those two only when named. A problem is one `ConfigError` naming file and key.
+`mirror import warc` of an old crawl makes by the thousand), `integrity.damaged` (a
+`mirror verify` run that found damage; in `"*"`) and `integrity.head` (the daily head);
+`document.imported` and `integrity.head` only when named. A problem is one `ConfigError` naming file and key.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from pydantic import Field, ValidationError
 
 from mirror.config_values import TOP_LEVEL_KEYS, PositiveDuration, Section, config_error
 from mirror.errors import ConfigError
-from mirror.events import DOCUMENT_EVENTS, DOCUMENT_IMPORTED, INTEGRITY_HEAD
+from mirror.events import DOCUMENT_EVENTS, DOCUMENT_IMPORTED, INTEGRITY_DAMAGED, INTEGRITY_HEAD
 
 ALL = "*"
-SELECTABLE = (*DOCUMENT_EVENTS, INTEGRITY_HEAD)
-EVERY = frozenset(DOCUMENT_EVENTS) - {DOCUMENT_IMPORTED}  # what "*" selects
+SELECTABLE = (*DOCUMENT_EVENTS, INTEGRITY_DAMAGED, INTEGRITY_HEAD)
+EVERY = (frozenset(DOCUMENT_EVENTS) - {DOCUMENT_IMPORTED}) | {INTEGRITY_DAMAGED}  # what "*" selects
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 

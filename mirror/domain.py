@@ -292,3 +292,15 @@ def retry_after(value: str | None, now: datetime) -> timedelta | None:
         when = when.replace(tzinfo=UTC)
     wait: timedelta = when - now
     return max(timedelta(0), wait)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOutcome:
+    """One recorded `mirror verify` run, as `integrity.damaged` tells of it."""
+
+    id: int
+    finished_at: datetime
+    ok: bool
+    problems: int
+    head_seq: int
+    head_hash: str

@@ -16,6 +16,9 @@ Delivery is at least once, in chain order, per destination:
 - A digest destination is sent one message per period listing every selected event.
 - `integrity.head` is synthetic, not a chain event (an event about the head would move
   the head): once a day a destination that selects it gets the head's seq and hash.
+- `integrity.damaged` follows the recorded `mirror verify` runs (`verify_runs`, not the
+  chain: damage may be in the chain itself) with a second cursor, `verify_run`: each
+  run that found damage is told once it is acknowledged, before the pass's events.
 
 The daemon runs `Notifier.run` on a thread of its own with its own HTTP session: a slow
 or dead receiver holds that thread only, never a check. `mirror check` leaves delivery to
@@ -36,13 +39,22 @@ from mirror.config import Config
 from mirror.config_notify import Destination
 from mirror.domain import FetchLimits, StoredEvent, Version
 from mirror.errors import ConfigError, MirrorError
-from mirror.events import DOCUMENT_CHANGED, INTEGRITY_HEAD, NOTIFY_CRASHED, NOTIFY_FAILED, NOTIFY_SENT
+from mirror.events import (
+    DOCUMENT_CHANGED,
+    INTEGRITY_DAMAGED,
+    INTEGRITY_HEAD,
+    NOTIFY_CRASHED,
+    NOTIFY_FAILED,
+    NOTIFY_SENT,
+)
 from mirror.log import hide
 from mirror.notify_send import Sender, supported
 from mirror.notify_text import (
     Head,
     Message,
     backoff,
+    damaged_document,
+    damaged_message,
     digest_document,
     digest_due,
     digest_message,
@@ -151,6 +163,11 @@ class Notifier:
         self._failures = cursor.failures
         try:
             sent = 0
+            if INTEGRITY_DAMAGED in dest.events:
+                told = self._damage(dest, cursor)
+                if told is None:
+                    return 0
+                sent += told
             if INTEGRITY_HEAD in dest.events and head_due(cursor.head_sent_at, self.clock()):
                 if not self._head(dest, cursor):
                     return 0
@@ -212,6 +229,21 @@ class Notifier:
         if len(chosen) < DIGEST_MAX:  # all of the period was told: the next one starts now
             self.archive.mark_destination(dest.name, self.owner, digest_from=now)
         return 1 if chosen else 0
+
+    def _damage(self, dest: Destination, cursor: Cursor) -> int | None:
+        """Tell of each recorded `mirror verify` run since the last told that found damage; an
+        intact run is passed over. Return the messages sent, or None when a send failed."""
+        sent, last = 0, cursor.verify_run
+        for run in self.archive.verify_runs_after(last):
+            if not run.ok:
+                answers = self.sender.send(dest, damaged_message(run), damaged_document(run))
+                if not self._answered(dest, cursor, answers, INTEGRITY_DAMAGED, cursor.seq):
+                    return None
+                sent += 1
+            last = run.id
+            if not self.archive.mark_destination(dest.name, self.owner, verify_run=last):
+                return None
+        return sent
 
     def _head(self, dest: Destination, cursor: Cursor) -> bool:
         seq, digest = self.archive.chain_head()

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mirror.config_notify import Destination
-from mirror.domain import StoredEvent, Version
+from mirror.domain import StoredEvent, VerifyOutcome, Version
 from mirror.events import (
     DOCUMENT_BLOCKED,
     DOCUMENT_CHANGED,
@@ -33,6 +33,7 @@ from mirror.events import (
     DOCUMENT_REAPPEARED,
     DOCUMENT_REPAIRED,
     DOCUMENT_UNBLOCKED,
+    INTEGRITY_DAMAGED,
     INTEGRITY_HEAD,
 )
 
@@ -221,6 +222,33 @@ def event_document(event: StoredEvent) -> dict[str, Any]:
     }
 
 
+def damaged_message(run: VerifyOutcome) -> Message:
+    """Return the message that tells of a `mirror verify` run that found damage."""
+    s = "" if run.problems == 1 else "s"
+    body = (
+        f"mirror verify found {run.problems} problem{s} at {_time(run.finished_at)}: "
+        f"the store's record is damaged.\n"
+        f"It checked the event chain up to event #{run.head_seq}, hash {run.head_hash}.\n\n"
+        "See every problem, and what it spoils:\n"
+        "  mirror verify\n"
+        "Put damaged or missing blobs back from a second copy (another store, or exported WARC files):\n"
+        "  mirror verify --repair-from SOURCE"
+    )
+    return Message(f"mirror: DAMAGE found by verify ({run.problems} problem{s})", body)
+
+
+def damaged_document(run: VerifyOutcome) -> dict[str, Any]:
+    """Return what a webhook gets for `integrity.damaged`: the verify run, by its id."""
+    return {
+        "kind": INTEGRITY_DAMAGED,
+        "verify_run": run.id,
+        "at": run.finished_at.isoformat(),
+        "problems": run.problems,
+        "head_seq": run.head_seq,
+        "head_hash": run.head_hash,
+    }
+
+
 def head_document(head: Head) -> dict[str, Any]:
     return {"kind": INTEGRITY_HEAD, "seq": head.seq, "hash": head.hash, "at": head.at.isoformat()}
 
@@ -244,14 +272,16 @@ def webhook_body(document: Mapping[str, Any]) -> bytes:
 def event_id(document: Mapping[str, Any]) -> str:
     """Return a stable id to deduplicate on: the same for every resend of the same delivery.
 
-    An event: `<seq>-<first 16 hex of its chain hash>`; a head: `head-<seq>-<day>`; a digest:
-    the id of its first and last event.
+    An event: `<seq>-<first 16 hex of its chain hash>`; a head: `head-<seq>-<day>`; damage
+    found by verify: `verify-<its verify_runs id>`; a digest: the id of its first and last event.
     """
     if document.get("kind") == "digest":
         events = document["events"]
         return f"digest-{event_id(events[0])}..{event_id(events[-1])}"
     if document.get("kind") == INTEGRITY_HEAD:
         return f"head-{document['seq']}-{str(document['at'])[:10]}"
+    if document.get("kind") == INTEGRITY_DAMAGED:
+        return f"verify-{document['verify_run']}"
     return f"{document['seq']}-{str(document['hash'])[:16]}"
 
 

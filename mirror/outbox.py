@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from mirror import tables
+from mirror.domain import VerifyOutcome
 
 N = tables.notify_cursors
+V = tables.verify_runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class Cursor:
     last_error_at: datetime | None = None
     digest_from: datetime | None = None
     head_sent_at: datetime | None = None
+    verify_run: int = 0  # the last `verify_runs.id` told of (`integrity.damaged`); later ones are owed
     lease_owner: str | None = None
     lease_until: datetime | None = None
 
@@ -61,6 +64,7 @@ def _cursor(row: Any) -> Cursor:
         last_error_at=row.last_error_at,
         digest_from=row.digest_from,
         head_sent_at=row.head_sent_at,
+        verify_run=int(row.verify_run or 0),
         lease_owner=row.lease_owner,
         lease_until=row.lease_until,
     )
@@ -73,12 +77,14 @@ def register(conn: Connection, names: Sequence[str], head: int, now: datetime) -
     what happens from then on, not the whole history.
     """
     known = set(conn.execute(select(N.c.name).where(N.c.name.in_(list(names)))).scalars())
+    last_run = conn.execute(select(func.max(V.c.id))).scalar() or 0  # nor past verify runs
     added = []
     for name in names:
         if name in known:
             continue
         # Two daemons starting together may both add it: the second insert does nothing.
         row = {"name": name, "seq": head, "created_at": now, "failures": 0, "digest_from": now}
+        row["verify_run"] = last_run
         stmt = _insert(conn)(N).values(**row).on_conflict_do_nothing(index_elements=[N.c.name])
         if conn.execute(stmt).rowcount:
             added.append(name)
@@ -147,9 +153,10 @@ def failed(conn: Connection, name: str, owner: str, error: str, now: datetime, r
     return int(conn.execute(stmt).rowcount) == 1
 
 
-def mark(conn: Connection, name: str, owner: str, **values: datetime | None) -> bool:
-    """Set `digest_from` or `head_sent_at` of `name` while `owner` holds it; return whether it held."""
-    allowed = {"digest_from", "head_sent_at", "delivered_at"}
+def mark(conn: Connection, name: str, owner: str, **values: datetime | int | None) -> bool:
+    """Set `digest_from`, `head_sent_at`, `delivered_at` or `verify_run` of `name` while `owner` holds it;
+    return whether it held."""
+    allowed = {"digest_from", "head_sent_at", "delivered_at", "verify_run"}
     if not values or set(values) - allowed:
         raise ValueError(f"mark sets only {sorted(allowed)}")
     return int(conn.execute(update(N).where(_mine(name, owner)).values(**values)).rowcount) == 1
@@ -164,3 +171,9 @@ def release(conn: Connection, name: str, owner: str) -> int:
 def cursors(conn: Connection) -> list[Cursor]:
     """Return every destination's cursor, by name (those no longer configured too)."""
     return [_cursor(row) for row in conn.execute(select(N).order_by(N.c.name)).all()]
+
+
+def verify_runs_after(conn: Connection, run: int, limit: int = 100) -> list[VerifyOutcome]:
+    """Return the recorded `mirror verify` runs after `verify_runs.id` `run`, oldest first."""
+    rows = conn.execute(select(V).where(V.c.id > run).order_by(V.c.id).limit(limit)).all()
+    return [VerifyOutcome(r.id, r.finished_at, bool(r.ok), r.problems, r.head_seq, r.head_hash) for r in rows]

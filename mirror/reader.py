@@ -23,7 +23,7 @@ from mirror import verify as fixity
 from mirror.browse import IndexRow, Page, VerifyRun
 from mirror.captures import Document, documents_page
 from mirror.db import DEFAULT_RETRY, RetrySettings
-from mirror.domain import Status, StoredEvent, Target, TargetState, Version
+from mirror.domain import Status, StoredEvent, Target, TargetState, VerifyOutcome, Version
 from mirror.integrity import VerifyReport
 from mirror.targets import TargetSummary, target_row
 from mirror.versions import SiteEntry, site_batch, version_of, version_row
@@ -277,6 +277,10 @@ class Reader:
     def last_verify(self) -> VerifyRun | None:
         """Return the last recorded `mirror verify` run, or None."""
         return self._read(browse.last_verify)
+
+    def verify_runs_after(self, run: int) -> list[VerifyOutcome]:
+        """Return the recorded `mirror verify` runs after `verify_runs.id` `run`, oldest first (up to 100)."""
+        return self._read(lambda conn: outbox.verify_runs_after(conn, run))
 
     def cursors(self) -> list[outbox.Cursor]:
         """Return every notification destination's cursor (`mirror.outbox`), by name."""

@@ -204,4 +204,5 @@ notify_cursors = Table(
     Column("last_error_at", UTCDateTime),
     Column("digest_from", UTCDateTime),  # start of the digest period under way
     Column("head_sent_at", UTCDateTime),  # the last `integrity.head` delivered
+    Column("verify_run", Integer),  # the last `verify_runs.id` it was told of (`integrity.damaged`)
 )

@@ -236,6 +236,46 @@ def test_integrity_head_is_published_once_a_day(archive, receiver):
     assert row.cursor == 4  # the document events it does not select were passed over
 
 
+def verified(archive: Archive, at) -> None:
+    """Run a real verify of the store and record it, as `mirror verify` does."""
+    from mirror.browse import VerifyRun
+
+    report = archive.verify()
+    archive.record_verify(
+        VerifyRun(at, report.ok, len(report.problems), report.head_seq, report.head_hash), at
+    )
+
+
+def test_a_verify_run_that_found_damage_is_told_once_and_intact_runs_are_not(archive, receiver):
+    from sqlalchemy import text
+
+    from tests.fixtures_store import engine_of
+
+    four_events(archive)
+    pick = text("SELECT sha256, data FROM blobs ORDER BY sha256 LIMIT 1")
+    with engine_of(archive).begin() as conn:  # damage one blob, as an intruder with the file would
+        key, whole = conn.execute(pick).one()
+        conn.execute(text("UPDATE blobs SET data = :d WHERE sha256 = :k"), {"d": b"x", "k": key})
+    verified(archive, T0)  # before the destination existed: not owed to it
+    clock = Clock()
+    n = notifier(archive, hook(receiver, events=frozenset({"integrity.damaged"})), clock)
+    assert n.deliver_all() == {"hook": 0}
+
+    verified(archive, T0 + HOUR)
+    assert n.deliver_all() == {"hook": 1}
+    (post,) = receiver.attempts
+    body = post.json()
+    assert (body["kind"], body["problems"], body["at"]) == ("integrity.damaged", 1, (T0 + HOUR).isoformat())
+    assert post.headers["x-mirror-event-id"] == f"verify-{body['verify_run']}"
+    assert n.deliver_all() == {"hook": 0}  # told once
+
+    with engine_of(archive).begin() as conn:  # put back: the next run is intact, and not told
+        conn.execute(text("UPDATE blobs SET data = :d WHERE sha256 = :k"), {"d": whole, "k": key})
+    verified(archive, T0 + 2 * HOUR)
+    assert n.deliver_all() == {"hook": 0}
+    assert len(receiver.attempts) == 1
+
+
 # -- the command line ------------------------------------------------------------------------------
 
 

@@ -198,3 +198,18 @@ def test_destinations_are_shown_without_what_may_be_a_secret(url, shown):
 def test_every_document_event_has_words_in_a_title():
     for kind in DOCUMENT_EVENTS:
         assert not message(event(kind)).title.startswith("document.")
+
+
+def test_damage_found_by_verify_says_how_much_and_the_commands_that_show_and_repair_it():
+    from datetime import UTC, datetime
+
+    from mirror.domain import VerifyOutcome
+    from mirror.notify_text import damaged_document, damaged_message, event_id
+
+    run = VerifyOutcome(7, datetime(2025, 3, 1, 12, tzinfo=UTC), False, 3, 41, "ab" * 32)
+    told = damaged_message(run)
+    assert told.title == "mirror: DAMAGE found by verify (3 problems)"
+    assert "found 3 problems at 2025-03-01 12:00:00 UTC" in told.body
+    assert f"up to event #41, hash {'ab' * 32}" in told.body
+    assert "  mirror verify\n" in told.body and "  mirror verify --repair-from SOURCE" in told.body
+    assert event_id(damaged_document(run)) == "verify-7"

@@ -2,7 +2,8 @@
 
 - `notify_cursors`: per destination the last event `seq` it acknowledged, a lease (so
   several daemons deliver each event once), its back-off and last answer, the start of
-  its digest period and when it last got `integrity.head`.
+  its digest period, when it last got `integrity.head`, and the last `verify_runs` row
+  it was told of (`integrity.damaged`).
 
 Revision ID: 0006
 Revises: 0005
@@ -43,6 +44,7 @@ def upgrade() -> None:
         _time("last_error_at"),
         _time("digest_from"),
         _time("head_sent_at"),
+        sa.Column("verify_run", sa.Integer),
     )
 
 

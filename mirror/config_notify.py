@@ -49,6 +49,16 @@ class NotifyTable(Section):
     digest: PositiveDuration | None = None
 
 
+class MissingSecret(ConfigError):
+    """A secret or `to_env` that the environment of this process does not hold.
+
+    Only the processes that deliver need it (the daemon, `notify test`, `notify send`): they
+    raise it from `Destination.unresolved` (`mirror.notify.check_destinations`). The rest
+    (`status`, `history`, `serve`, ...) run from a maintainer's shell without the service's
+    secrets, so loading the config does not raise it.
+    """
+
+
 class Secret:
     """A secret that prints as `***`: in reprs, f-strings, log lines and `--json` alike."""
 
@@ -84,6 +94,7 @@ class Destination:
     min_significance: float = 0.0
     only_suspicious: bool = False
     digest: timedelta | None = None
+    unresolved: MissingSecret | None = field(default=None, repr=False, compare=False)  # see MissingSecret
 
     @property
     def kind(self) -> str:
@@ -113,7 +124,8 @@ def destinations(file: str, entries: list[Any], env: Mapping[str, str]) -> tuple
     """Return the destinations of the `[[notify]]` tables.
 
     Raises:
-        ConfigError: a bad table, a name used twice, a missing or unsafe secret.
+        ConfigError: a bad table, a name used twice. A missing or unsafe secret is kept in
+        `Destination.unresolved` for the processes that deliver (`MissingSecret`).
     """
     found: dict[str, Destination] = {}
     for index, entry in enumerate(entries):
@@ -153,21 +165,37 @@ def destination(file: str, index: int, entry: Any, env: Mapping[str, str]) -> De
     if people == (table.webhook is not None):
         which = "both to and webhook" if people else "neither to nor webhook"
         raise ConfigError(file, key, f"has {which}: give to = [Apprise URLs] or webhook = URL")
+    unresolved: MissingSecret | None = None
+    try:
+        to = _apprise_urls(file, key, table, env)
+    except MissingSecret as exc:  # only a process that delivers needs them (see MissingSecret)
+        to, unresolved = tuple(table.to), exc
+    try:
+        secret = _secret(file, key, table, env)
+    except MissingSecret as exc:
+        secret, unresolved = None, exc
     return Destination(
         table.name,
-        to=_apprise_urls(file, key, table, env),
+        to=to,
         webhook=_webhook(file, key, table.webhook),
-        secret=_secret(file, key, table, env),
+        secret=secret,
         events=_events(file, f"{key}.events", table.events),
         min_significance=table.min_significance,
         only_suspicious=table.only_suspicious,
         digest=table.digest,
+        unresolved=unresolved,
     )
 
 
 def _apprise_urls(file: str, key: str, table: NotifyTable, env: Mapping[str, str]) -> tuple[str, ...]:
     if table.webhook is not None:
         return ()
+    if table.secret_env or table.secret_file:
+        raise ConfigError(
+            file,
+            f"{key}.secret_env" if table.secret_env else f"{key}.secret_file",
+            "a secret signs webhooks only; Apprise URLs carry their own credentials",
+        )
     urls = list(table.to)
     for i, url in enumerate(urls):
         if not _SCHEME.fullmatch(url):
@@ -179,7 +207,7 @@ def _apprise_urls(file: str, key: str, table: NotifyTable, env: Mapping[str, str
     if table.to_env is not None:
         value = env.get(table.to_env, "").strip()
         if not value:
-            raise ConfigError(file, f"{key}.to_env", f"${table.to_env} is not set (it holds Apprise URLs)")
+            raise MissingSecret(file, f"{key}.to_env", f"${table.to_env} is not set (it holds Apprise URLs)")
         more = [u for u in re.split(r"[\s,]+", value) if u]
         for url in more:
             if not _SCHEME.fullmatch(url):
@@ -187,12 +215,6 @@ def _apprise_urls(file: str, key: str, table: NotifyTable, env: Mapping[str, str
                     file, f"{key}.to_env", f"${table.to_env}: not an Apprise URL: {mask_destination(url)!r}"
                 )
         urls.extend(more)
-    if table.secret_env or table.secret_file:
-        raise ConfigError(
-            file,
-            f"{key}.secret_env" if table.secret_env else f"{key}.secret_file",
-            "a secret signs webhooks only; Apprise URLs carry their own credentials",
-        )
     return tuple(urls)
 
 
@@ -222,13 +244,13 @@ def _secret(file: str, key: str, table: NotifyTable, env: Mapping[str, str]) -> 
     if table.secret_env is not None:
         value = env.get(table.secret_env, "")
         if not value:
-            raise ConfigError(file, f"{key}.secret_env", f"${table.secret_env} is not set or empty")
+            raise MissingSecret(file, f"{key}.secret_env", f"${table.secret_env} is not set or empty")
         return Secret(value.encode())
     path = os.path.join(os.path.dirname(file), table.secret_file or "")
     try:
         mode = os.stat(path).st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
+            raise MissingSecret(
                 file,
                 f"{key}.secret_file",
                 f"{table.secret_file} can be read by others (mode {stat.S_IMODE(mode):04o}): chmod 600 it",
@@ -236,11 +258,11 @@ def _secret(file: str, key: str, table: NotifyTable, env: Mapping[str, str]) -> 
         with open(path, "rb") as handle:
             value_bytes = handle.read().strip()
     except OSError as exc:
-        raise ConfigError(
+        raise MissingSecret(
             file, f"{key}.secret_file", f"cannot read {table.secret_file}: {exc.strerror or exc}"
         ) from None
     if not value_bytes:
-        raise ConfigError(file, f"{key}.secret_file", f"{table.secret_file} is empty")
+        raise MissingSecret(file, f"{key}.secret_file", f"{table.secret_file} is empty")
     return Secret(value_bytes)
 
 

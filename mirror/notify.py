@@ -84,11 +84,16 @@ def hide_secrets(destinations: Sequence[Destination]) -> None:
 
 
 def check_destinations(config: Config) -> None:
-    """Refuse an Apprise URL that Apprise cannot send to, naming its key.
+    """Refuse what a process that delivers cannot deliver with, naming its key: a secret or
+    `to_env` missing from this process's environment, or unsafe; an Apprise URL Apprise cannot send to.
 
     Raises:
-        ConfigError: `notify[N].to[M]` (or `to_env`) is not a URL Apprise supports.
+        ConfigError: `notify[N].secret_env` (`secret_file`, `to_env`) is unresolved, or
+            `notify[N].to[M]` (or `to_env`) is not a URL Apprise supports.
     """
+    for dest in config.notify:
+        if dest.unresolved is not None:
+            raise dest.unresolved
     for index, dest in enumerate(config.notify):
         for i, url in enumerate(dest.to):
             if not supported(url):

@@ -441,17 +441,19 @@ def test_secrets_stay_out_of_logs_status_and_json(site, receiver, tmp_path, sqli
 )
 def test_a_bad_notify_table_is_one_line_naming_file_and_key(tmp_path, table, env, key, problem):
     from mirror.errors import ConfigError
+    from mirror.notify import check_destinations
 
     config = tmp_path / "mirror.toml"
     config.write_text(f"[[notify]]\n{table}\n")
-    with pytest.raises(ConfigError) as caught:
-        load_config(config, env)
+    with pytest.raises(ConfigError) as caught:  # a missing secret: when a process must deliver
+        check_destinations(load_config(config, env))
     assert (caught.value.file, caught.value.key) == (str(config), key)
     assert problem in caught.value.problem and "\n" not in str(caught.value)
 
 
 def test_a_secret_file_others_may_read_is_refused_and_one_only_the_service_reads_is_used(tmp_path):
     from mirror.errors import ConfigError
+    from mirror.notify import check_destinations
 
     (tmp_path / "secret").write_text("from-a-file\n")
     config = tmp_path / "mirror.toml"
@@ -460,7 +462,7 @@ def test_a_secret_file_others_may_read_is_refused_and_one_only_the_service_reads
     with pytest.raises(
         ConfigError, match=r"notify\[0\].secret_file: secret can be read by others \(mode 0644\)"
     ):
-        load_config(config, {})
+        check_destinations(load_config(config, {}))
     os.chmod(tmp_path / "secret", 0o600)
     (dest,) = load_config(config, {}).notify
     assert dest.secret.reveal() == b"from-a-file"
@@ -482,6 +484,25 @@ def test_two_destinations_with_one_name_and_an_unknown_apprise_scheme_are_refuse
         ConfigError, match=r"notify\[0\].to\[1\]: not an Apprise URL Apprise supports, got 'nosuch://h/…'"
     ):
         check_destinations(load_config(config, {}))
+
+
+def test_commands_that_do_not_deliver_run_without_the_services_secrets(
+    tmp_path, site, receiver, sqlite_url, monkeypatch
+):
+    """A maintainer's shell has no $MIRROR_WEBHOOK_SECRET: check, status and history work; notify send
+    says why it cannot."""
+    monkeypatch.delenv("TEST_MIRROR_SECRET", raising=False)
+    m = Mirror(notify_config(tmp_path, site, receiver), sqlite_url, tmp_path)
+    assert m("check").returncode == 0
+    assert m("status").returncode == 0
+    assert m("history", site.url("/doc.html")).returncode == 0
+    refused = m("notify", "send", check=False)
+    assert refused.returncode == 2
+    assert (
+        refused.stderr.decode()
+        .strip()
+        .endswith("notify[1].secret_env: $TEST_MIRROR_SECRET is not set or empty")
+    )
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
 import mirror.targets
-from mirror import db, leases, recording, tables
+from mirror import db, leases, recording, repack, tables
 from mirror.domain import StoredEvent, Target
 from mirror.reader import History, Reader, SiteEntry, StoreStatus
 from mirror.recording import CheckRecord
@@ -114,6 +114,18 @@ class Archive(Reader):
         if not records:
             return []
         return self._write(lambda conn: recording.record_many(conn, records))
+
+    # -- re-packing --------------------------------------------------------------------------
+
+    def repack(
+        self,
+        *,
+        limit: int | None = None,
+        seconds: float | None = None,
+        on_blob: Callable[[], object] = lambda: None,
+    ) -> repack.GcReport:
+        """Re-pack the blobs checks stored at a cheap level (`mirror.repack`); return what was done."""
+        return repack.run(self._engine, limit=limit, seconds=seconds, on_blob=on_blob)
 
     # -- retention ---------------------------------------------------------------------------
 

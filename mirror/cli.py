@@ -334,6 +334,39 @@ def verify(app: AppContext, head_only: bool, published: str | None, as_json: boo
         raise SystemExit(EXIT_DAMAGED)
 
 
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Look at N blobs at most.")
+@json_option
+@pass_app
+def gc(app: AppContext, limit: int | None, as_json: bool) -> None:
+    """Re-pack blobs stored at a cheap level: per site, against similar content, compressed hard.
+
+    Checks may run meanwhile; each blob is its own short transaction. `mirror verify` proves the result.
+
+    Example:
+        mirror gc
+        mirror gc --limit 1000 --json
+    """
+    import structlog
+
+    from mirror.events import GC_FINISHED
+
+    store = app.archive()
+    bar = progress_bar(sys.stderr.isatty() and not as_json, "re-packing", "blob")
+    try:
+        report = store.repack(
+            limit=limit, on_blob=(lambda: bar.update(1)) if bar is not None else lambda: None
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    structlog.get_logger("mirror.gc").info(GC_FINISHED, **render.gc_json(report))
+    if as_json:
+        emit_json(render.gc_json(report))
+    else:
+        echo_lines(render.gc_text(report))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `mirror` command."""
     catch_sigint()

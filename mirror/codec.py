@@ -23,10 +23,10 @@ import zstandard
 
 ZSTD = "zstd"
 ZSTD_DELTA = "zstd-delta"
-# Level 6: on the benchmark corpus (Sphinx HTML) a whole page is 3% larger than at level 10 and takes
-# 0.66 ms instead of 1.2 ms (95 KB); a delta against a page of the same site is 8.4x smaller than the
-# page. Compression runs on every worker for every new page, and the machine's cores are shared.
-ZSTD_LEVEL = 6
+# Level 3 when a check stores new content: on the benchmark corpus (Sphinx HTML) 0.4 ms for a page
+# against its site's page, where level 6 took 0.8 ms and was 11% smaller. Compression runs for every
+# new page while the round waits; `mirror gc` (`mirror.repack`) re-packs at a high level later.
+ZSTD_LEVEL = 3
 # Deltas against a previous version search harder: one changed paragraph of a 4 MB page costs
 # ~1.5 KB at level 10 against ~4 KB at level 6, and few pages change per round.
 DELTA_LEVEL = 10
@@ -107,14 +107,26 @@ def decompress(data: bytes) -> bytes:
     return decompressor.decompress(data)
 
 
-def compress_delta(data: bytes, base: bytes) -> bytes:
-    """Return `data` as one zstd frame that needs `base` (a raw-content dictionary) to decode."""
+def compress_at(data: bytes, level: int) -> bytes:
+    """Return `data` as one zstd frame at `level` (a fresh context: `mirror gc`, not the round's)."""
+    with _slot():
+        return _exact(zstandard.ZstdCompressor(level=level).compress(data))
+
+
+def compress_delta(data: bytes, base: bytes, level: int | None = None) -> bytes:
+    """Return `data` as one zstd frame that needs `base` (a raw-content dictionary) to decode.
+
+    At `DELTA_LEVEL` unless `level` says otherwise.
+    """
     dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     # The window must reach back over the whole base from the end of the body, or a large
     # body matches only the start of its base (measured: 8 MB, one change: 1.5 MB vs 0.8 KB).
     window_log = min(max(10, (len(base) + len(data)).bit_length()), _MAX_WINDOW_LOG)
     params = zstandard.ZstdCompressionParameters.from_level(
-        DELTA_LEVEL, source_size=len(data), dict_size=len(base), window_log=window_log
+        DELTA_LEVEL if level is None else level,
+        source_size=len(data),
+        dict_size=len(base),
+        window_log=window_log,
     )
     with _slot():  # its context is made for this call; the slot bounds how many live at once
         return _exact(

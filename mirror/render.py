@@ -17,6 +17,7 @@ from mirror.domain import OutcomeKind
 if TYPE_CHECKING:
     from mirror.domain import StoredEvent
     from mirror.reader import History, StoreStatus, TargetSummary
+    from mirror.repack import GcReport
     from mirror.restore import Restored, SiteRestore
     from mirror.rounds import RoundReport
     from mirror.verify import Problem, VerifyReport
@@ -220,3 +221,26 @@ def _problem_lines(p: Problem) -> list[str]:
     if p.item == "blob":
         lines += [f"  spoils {name}" for name in p.snapshots]
     return lines
+
+
+def gc_json(report: GcReport) -> dict[str, Any]:
+    return {
+        "examined": report.examined,
+        "repacked": report.repacked,
+        "stored_before": report.stored_before,
+        "stored_after": report.stored_after,
+        "skipped": report.skipped,
+        "remaining": report.remaining,
+        "seconds": round(report.seconds, 3),
+    }
+
+
+def gc_text(report: GcReport) -> list[str]:
+    saved = report.stored_before - report.stored_after
+    return [
+        f"examined:   {report.examined} blobs in {report.seconds:.1f} s",
+        f"re-packed:  {report.repacked} ({fmt_size(report.stored_before)} -> "
+        f"{fmt_size(report.stored_after)}, {fmt_size(saved)} saved)",
+        f"skipped:    {report.skipped} (unreadable, or changed meanwhile: `mirror verify` names damage)",
+        f"remaining:  {report.remaining} not re-packed yet",
+    ]

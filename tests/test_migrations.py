@@ -24,7 +24,7 @@ from mirror.events import DOCUMENT_NEW, STORE_MIGRATED
 from mirror.tables import metadata
 from tests.fixtures_store import T0, save_version, watch
 
-HEAD = "0004"
+HEAD = "0005"
 URL = "https://www.prisoncensorship.info/archive/etext/wim/"
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CONCURRENCY = 8
+CONCURRENCY = 16  # mirror's threads and the bare client's, as the issue's harness
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,7 @@ class Timed:
     seconds: float
     stdout: str
     returncode: int = 0
+    peak_kb: int = 0  # the process's peak resident set size (its own, from wait4)
 
     def json(self) -> Any:
         """Return stdout parsed as the command's one JSON document."""
@@ -54,15 +55,33 @@ def write_config(
     return config
 
 
+def run_measured(argv: Sequence[str], *, env: dict[str, str] | None = None, stderr: Any = None) -> Timed:
+    """Run `argv`, reading its stdout; return its wall time, stdout, exit code and its own peak RSS.
+
+    The peak is the child's `ru_maxrss` from `wait4`: not the parent's, not a grandchild's.
+    """
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        list(argv), env=env, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    out = process.stdout.read()
+    process.stdout.close()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return Timed(seconds, out.decode(), process.returncode, usage.ru_maxrss)
+
+
 class Mirror:
     """One store and one config, driven through the `mirror` command line."""
 
-    def __init__(self, folder: Path, config: Path) -> None:
+    def __init__(self, folder: Path, config: Path, database: str | None = None) -> None:
         self.folder = folder
         self.store = folder / "store"
         self.store.mkdir(parents=True, exist_ok=True)
         self.config = config
-        self.database = f"sqlite:///{self.store / 'mirror.db'}"
+        self.database = database or f"sqlite:///{self.store / 'mirror.db'}"
         self.log = folder / "mirror.log"
         self.env = {**os.environ, "MIRROR_DATABASE_URL": self.database, "MIRROR_CONFIG": str(config)}
 
@@ -77,20 +96,15 @@ class Mirror:
             RuntimeError: it exited non-zero (with `check`); the log's tail is in the message.
         """
         with self.log.open("ab") as log:
-            started = time.perf_counter()
-            done = subprocess.run(
-                self.argv(*args),
-                env=self.env,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-            seconds = time.perf_counter() - started
+            done = run_measured(self.argv(*args), env=self.env, stderr=log)
         if check and done.returncode != 0:
             tail = [line[:300] for line in self.log.read_text(errors="replace").splitlines()[-5:]]
             raise RuntimeError(f"mirror {' '.join(args)} exited {done.returncode}: {' | '.join(tail)}")
-        return Timed(seconds, done.stdout.decode(), done.returncode)
+        return done
+
+    def verify(self) -> bool:
+        """Return whether `mirror verify` finds this store intact (exit 0)."""
+        return self.run("verify", "--json", check=False).returncode == 0
 
     def disk_bytes(self) -> int:
         """Return the bytes of every file of the store on disk."""

@@ -144,11 +144,15 @@ def targets(app: AppContext, state: str | None, as_json: bool) -> None:
     Example:
         mirror targets --state gone
     """
-    rows = app.reader().targets(state)
-    if as_json:
-        emit_json({"targets": rows})
-        return
-    echo_lines(render.targets_text(rows))
+    rows = app.reader().each_target(state)  # a page at a time: a million targets stream
+    chunks = render.targets_json_chunks(rows) if as_json else render.targets_text_chunks(rows)
+    out: list[str] = []
+    for chunk in chunks:  # written a thousand at a time: `click.echo` flushes each call
+        out.append(chunk)
+        if len(out) >= 1000:
+            click.echo("".join(out), nl=False)
+            out.clear()
+    click.echo("".join(out))
 
 
 @cli.command()

@@ -123,9 +123,12 @@ class Archive(Reader):
         limit: int | None = None,
         seconds: float | None = None,
         on_blob: Callable[[], object] = lambda: None,
+        count_remaining: bool = True,
     ) -> repack.GcReport:
         """Re-pack the blobs checks stored at a cheap level (`mirror.repack`); return what was done."""
-        return repack.run(self._engine, limit=limit, seconds=seconds, on_blob=on_blob)
+        return repack.run(
+            self._engine, limit=limit, seconds=seconds, on_blob=on_blob, count_remaining=count_remaining
+        )
 
     # -- retention ---------------------------------------------------------------------------
 

@@ -121,11 +121,13 @@ def run(
     limit: int | None = None,
     seconds: float | None = None,
     on_blob: Callable[[], object] = lambda: None,
+    count_remaining: bool = True,
 ) -> GcReport:
     """Re-pack the blobs not re-packed yet, one short transaction each; return what was done.
 
     `limit` bounds the blobs looked at, `seconds` the time (the daemon's idle slices);
-    `on_blob` is called after each one (progress).
+    `on_blob` is called after each one (progress). Without `count_remaining` the blobs
+    left are not counted (a scan of the table): `remaining` is then -1.
 
     Raises:
         StoreError: the database failed.
@@ -163,7 +165,7 @@ def run(
             on_blob()
     if repacked and engine.dialect.name == "sqlite":
         give_back(engine)
-    remaining = db.read(engine, _remaining)
+    remaining = db.read(engine, _remaining) if count_remaining else -1
     return GcReport(examined, repacked, before, after, skipped, remaining, time.monotonic() - started)
 
 

@@ -57,27 +57,33 @@ class Command:
 
 
 def run_command(mirror: Mirror, *args: str) -> Command:
-    """Run `mirror ARGS` reading its output as it comes; return its figures.
+    """Run `mirror ARGS` reading its output as it comes; return its figures (peak RSS: its `VmHWM`).
 
     Raises:
         RuntimeError: it exited non-zero.
     """
-    import os
+    import threading
     import time
+
+    from benchmarks.mirrorcli import _watch_peak
 
     started = time.perf_counter()
     process = subprocess.Popen(
         mirror.argv(*args), env=mirror.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
+    peak = [0]
+    watcher = threading.Thread(target=_watch_peak, args=(process, peak), daemon=True)
+    watcher.start()
     assert process.stdout is not None
     first, size = 0.0, 0
     while chunk := process.stdout.read(1 << 16):
         first = first or time.perf_counter() - started
         size += len(chunk)
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"mirror {' '.join(args)} exited {os.waitstatus_to_exitcode(status)}")
-    return Command(time.perf_counter() - started, first, size, usage.ru_maxrss)
+    code = process.wait()
+    watcher.join()
+    if code != 0:
+        raise RuntimeError(f"mirror {' '.join(args)} exited {code}")
+    return Command(time.perf_counter() - started, first, size, peak[0])
 
 
 def claim_ms(database: str) -> float:
@@ -88,7 +94,7 @@ def claim_ms(database: str) -> float:
         text=True,
         check=True,
     ).stdout
-    return statistics.median(json.loads(out)["seconds"]) * 1000
+    return float(statistics.median(json.loads(out)["seconds"])) * 1000
 
 
 @contextmanager

@@ -328,8 +328,10 @@ def _sqlite_pragmas(dbapi_connection: Any, *, new: bool) -> None:
             # overflow page on average; 2 KB pages waste half as much (benchmark store: -2.5%).
             cursor.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
             # Pages `mirror gc` frees by re-packing go back to the file system in small steps
-            # (`PRAGMA incremental_vacuum`), never in one VACUUM that would lock the store.
-            cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            # (`PRAGMA incremental_vacuum`), never in one VACUUM that would lock the store. Only
+            # on an empty file: on a store it would wait for the write lock (and change nothing).
+            if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+                cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA synchronous = NORMAL")

@@ -17,11 +17,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import corpus, depth, memory, nginx, notify, throughput, web
+from benchmarks import corpus, depth, memory, nginx, notify, scale, throughput, web
 from benchmarks.table import Row, machine, markdown, render
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -44,11 +44,12 @@ class Plan:
     web_versions: int = web.VERSIONS
     notify_checks: int = 500
     notify_repeats: int = 5
+    million: int = 0  # targets of the scale figures (`--million`); 0: left out
 
 
 FULL = Plan(
     (2000, 10000),
-    10000,
+    2000,
     (10_000, 30_000, 100_000),
     2000,
     memory.OBSERVE_SECONDS,
@@ -94,6 +95,16 @@ def run(plan: Plan, work: Path) -> tuple[list[Row], list[str]]:
     row, note = notify.run(work, plan.notify_checks, plan.notify_repeats)
     report.rows.append(row)
     report.notes.append(note)
+
+    if plan.million:
+        _step(f"scale: mirror run, status, targets --json and claims with {plan.million:,} targets")
+        site = work / "site-scale"
+        built = corpus.build(site, plan.memory_served)
+        with nginx.serve(site, work / "nginx-scale") as base:
+            rows, notes = scale.run(work, built.urls(base), base, plan.million)
+        corpus.remove(site)
+        report.rows.extend(rows)
+        report.notes.extend(notes)
     return report.rows, report.notes
 
 
@@ -184,10 +195,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (stores, logs)")
     parser.add_argument("--no-results", action="store_true", help="do not write benchmarks/RESULTS.md")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a figure missed its target")
+    parser.add_argument(
+        "--million",
+        action="store_true",
+        help="add the 1,000,000-target figures on SQLite and PostgreSQL (~10 more minutes)",
+    )
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so nginx and the daemons are stopped and the temporary folder removed.
     signal.signal(signal.SIGTERM, _terminate)
     plan = QUICK if args.quick else FULL
+    if args.million:
+        plan = replace(plan, million=20_000 if args.quick else 1_000_000)
     work = Path(tempfile.mkdtemp(prefix="mirror-bench-"))
     started = time.perf_counter()
     try:

@@ -62,13 +62,15 @@ def peak_rss_kb(pid: int) -> int:
     return 0
 
 
-def measure_daemon(folder: Path, urls: Sequence[str], observe: float = OBSERVE_SECONDS) -> DaemonMemory:
+def measure_daemon(
+    folder: Path, urls: Sequence[str], observe: float = OBSERVE_SECONDS, database: str | None = None
+) -> DaemonMemory:
     """Start `mirror run` on `urls`, watch it through its first dispatch rounds, stop it; return its memory.
 
     Raises:
         RuntimeError: the daemon exited early or did not start within the timeout.
     """
-    mirror = Mirror(folder, write_config(folder, urls, interval=INTERVAL, tick=TICK))
+    mirror = Mirror(folder, write_config(folder, urls, interval=INTERVAL, tick=TICK), database)
     peak = 0
     with mirror.log.open("ab") as log:
         started = time.perf_counter()
@@ -94,7 +96,8 @@ def measure_daemon(folder: Path, urls: Sequence[str], observe: float = OBSERVE_S
                 process.kill()
                 process.wait()
     crashed = sum(1 for line in mirror.log.open(errors="replace") if '"check.crashed"' in line)
-    return DaemonMemory(len(urls), peak, start_seconds, count_checks(mirror.store / "mirror.db"), crashed)
+    checks = count_checks(mirror.store / "mirror.db") if database is None else -1
+    return DaemonMemory(len(urls), peak, start_seconds, checks, crashed)
 
 
 def count_checks(database: Path) -> int:

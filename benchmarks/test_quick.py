@@ -16,7 +16,10 @@ FIGURES = (
     "check unchanged round",
     "check mutated round",
     "mutated round reports exactly the mutations",
-    "bytes on disk after round 1",
+    "peak RSS of mirror check",
+    "mirror verify of the store after 3 rounds",
+    "bytes on disk after round 1 (as checks stored it)",
+    "bytes on disk after round 1 and mirror gc",
     "bytes added per changed page",
     "versions of a",
     "peak RSS of mirror run",
@@ -44,3 +47,5 @@ def test_quick_run_prints_a_row_for_every_figure_and_the_mutations_are_reported_
         assert figure in done.stdout, figure
     exact = [line for line in done.stdout.splitlines() if line.startswith("mutated round reports exactly")]
     assert exact and all(line.rstrip().endswith("pass") for line in exact), exact
+    verified = [line for line in done.stdout.splitlines() if line.startswith("mirror verify")]
+    assert verified and all(line.rstrip().endswith("pass") for line in verified), verified

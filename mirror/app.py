@@ -60,6 +60,15 @@ class AppContext:
             self._config = load_config(config_path(self.config_option, os.environ), os.environ)
         return self._config
 
+    def database(self) -> str:
+        """Return the store's URL; unless the whole config is loaded already, without reading the targets."""
+        if self._config is not None:
+            return self._config.storage.database
+        from mirror.config import config_path, load_config
+
+        path = config_path(self.config_option, os.environ)
+        return load_config(path, os.environ, targets=False).storage.database
+
     def archive(self, *, create: bool = False) -> Archive:
         """Return the store; only `create=True` (`check`; `run` opens its own) makes or migrates one.
 
@@ -71,7 +80,8 @@ class AppContext:
         if isinstance(self._store, Archive):
             return self._store
         self.close()
-        archive = Archive.open(self.config().storage.database, existing=not create)
+        database = self.config().storage.database if create else self.database()
+        archive = Archive.open(database, existing=not create)
         self._store = archive
         return archive
 
@@ -84,7 +94,7 @@ class AppContext:
         if self._store is None:
             from mirror.reader import Reader
 
-            self._store = Reader.open(self.config().storage.database, existing=True)
+            self._store = Reader.open(self.database(), existing=True)
         return self._store
 
     def adopt(self, store: Reader) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
 import mirror.targets
-from mirror import browse, db, importing, leases, ledger, mending, outbox, recording, tables
+from mirror import browse, db, importing, leases, ledger, mending, outbox, recording, repack, tables
 from mirror.browse import VerifyRun
 from mirror.codec import Packed
 from mirror.domain import StoredEvent, Target
@@ -180,6 +180,21 @@ class Archive(Reader):
         unwatched target of source `warc`.
         """
         return self._write(lambda conn: importing.import_captures(conn, captures, now, interval_seconds))
+
+    # -- re-packing --------------------------------------------------------------------------
+
+    def repack(
+        self,
+        *,
+        limit: int | None = None,
+        seconds: float | None = None,
+        on_blob: Callable[[], object] = lambda: None,
+        count_remaining: bool = True,
+    ) -> repack.GcReport:
+        """Re-pack the blobs checks stored at a cheap level (`mirror.repack`); return what was done."""
+        return repack.run(
+            self._engine, limit=limit, seconds=seconds, on_blob=on_blob, count_remaining=count_remaining
+        )
 
     # -- retention ---------------------------------------------------------------------------
 

@@ -191,7 +191,9 @@ class Checker:
         check_id = _check_id()
         with bound_contextvars(url=target.url, check_id=check_id):
             record = self.build(target, state)
-            writer.submit(record, functools.partial(self._written, record, check_id, done))
+            # The writer needs the packed blob, not the body: a queued check holds no page.
+            light = record.lightened()
+            writer.submit(light, functools.partial(self._written, light, check_id, done))
             self.packer.offer(record)  # queued: any page that uses it is written in a later place
             return self._discover_and_report(target, record)
 

@@ -108,9 +108,13 @@ class Claims:
 
 
 class Feed:
-    """The targets of one round, claimed `chunk` at a time as workers need them, each with its state.
+    """The targets of one round, claimed `chunk` at a time ahead of the workers, each with its state.
 
-    Targets another process holds are skipped and counted (`skipped`). Thread-safe.
+    When half a chunk is left, the worker that takes a target claims the next chunk
+    (outside the feed's lock), so the others keep taking targets meanwhile and no
+    worker waits on a claim's transaction (which queues behind the writer's) unless
+    the feed has run dry. Targets another process holds are skipped and counted
+    (`skipped`). Thread-safe.
     """
 
     def __init__(self, claims: Claims, targets: Iterable[Target], chunk: int) -> None:
@@ -119,22 +123,48 @@ class Feed:
         self._todo: Iterator[Target] = iter(targets)
         self._chunk = max(1, chunk)
         self._ready: deque[tuple[Target, TargetState]] = deque()
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._filling = False  # a worker is claiming the next chunk (only it reads `_todo`)
+        self._exhausted = False
+        self._error: Exception | None = None
 
     def next(self) -> tuple[Target, TargetState] | None:
         """Return the next claimed target and its state, or None when the round has no more.
 
         Raises:
-            StoreError: the database failed.
+            StoreError: the database failed (claiming, or loading the states).
         """
-        with self._lock:
-            while not self._ready:
-                chunk = list(itertools.islice(self._todo, self._chunk))
-                if not chunk:
+        with self._cond:
+            while True:
+                if self._error is not None:
+                    raise self._error
+                if self._ready and (len(self._ready) > self._chunk // 2 or self._filling or self._exhausted):
+                    return self._ready.popleft()
+                if self._exhausted and not self._filling and not self._ready:
                     return None
+                if not self._filling:
+                    self._filling = True
+                    break
+                self._cond.wait()
+        # This worker claims the next chunk; the others go on taking what is ready.
+        fresh: list[tuple[Target, TargetState]] = []
+        exhausted = False
+        error: Exception | None = None
+        try:
+            chunk = list(itertools.islice(self._todo, self._chunk))
+            exhausted = not chunk
+            if chunk:
                 claimed = self.claims.these(chunk)
                 self.skipped += len(chunk) - len(claimed)
                 if claimed:
                     states = self.claims.archive.states_of([t.url for t in claimed])
-                    self._ready.extend((t, states[t.url]) for t in claimed)
-            return self._ready.popleft()
+                    fresh = [(t, states[t.url]) for t in claimed]
+        except Exception as exc:  # raised to every worker that takes from the feed
+            error = exc
+        with self._cond:
+            self._ready.extend(fresh)
+            self._exhausted = self._exhausted or exhausted
+            self._error = self._error or error
+            self._filling = False
+            self._cond.notify_all()
+        return self.next()

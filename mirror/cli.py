@@ -35,6 +35,7 @@ from mirror.app import (
 from mirror.cli_integrity import restore, verify
 from mirror.cli_notify import notify
 from mirror.domain import Status
+from mirror.progress import progress_bar
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -139,11 +140,15 @@ def targets(app: AppContext, state: str | None, as_json: bool) -> None:
     Example:
         mirror targets --state gone
     """
-    rows = app.reader().targets(state)
-    if as_json:
-        emit_json({"targets": rows})
-        return
-    echo_lines(render.targets_text(rows))
+    rows = app.reader().each_target(state)  # a page at a time: a million targets stream
+    chunks = render.targets_json_chunks(rows) if as_json else render.targets_text_chunks(rows)
+    out: list[str] = []
+    for chunk in chunks:  # written a thousand at a time: `click.echo` flushes each call
+        out.append(chunk)
+        if len(out) >= 1000:
+            click.echo("".join(out), nl=False)
+            out.clear()
+    click.echo("".join(out))
 
 
 @cli.command()
@@ -268,6 +273,39 @@ def _add_format_commands() -> None:
 
 
 _add_format_commands()
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Look at N blobs at most.")
+@json_option
+@pass_app
+def gc(app: AppContext, limit: int | None, as_json: bool) -> None:
+    """Re-pack blobs stored at a cheap level: per site, against similar content, compressed hard.
+
+    Checks may run meanwhile; each blob is its own short transaction. `mirror verify` proves the result.
+
+    Example:
+        mirror gc
+        mirror gc --limit 1000 --json
+    """
+    import structlog
+
+    from mirror.events import GC_FINISHED
+
+    store = app.archive()
+    bar = progress_bar(sys.stderr.isatty() and not as_json, "re-packing", "blob")
+    try:
+        report = store.repack(
+            limit=limit, on_blob=(lambda: bar.update(1)) if bar is not None else lambda: None
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    structlog.get_logger("mirror.gc").info(GC_FINISHED, **render.gc_json(report))
+    if as_json:
+        emit_json(render.gc_json(report))
+    else:
+        echo_lines(render.gc_text(report))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,17 +12,21 @@ it); `blobs` stores and reads packed blobs. Codecs:
 from __future__ import annotations
 
 import hashlib
+import os
+import queue
 import threading
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 import zstandard
 
 ZSTD = "zstd"
 ZSTD_DELTA = "zstd-delta"
-# Level 6: on the benchmark corpus (Sphinx HTML) a whole page is 3% larger than at level 10 and takes
-# 0.66 ms instead of 1.2 ms (95 KB); a delta against a page of the same site is 8.4x smaller than the
-# page. Compression runs on every worker for every new page, and the machine's cores are shared.
-ZSTD_LEVEL = 6
+# Level 3 when a check stores new content: on the benchmark corpus (Sphinx HTML) 0.4 ms for a page
+# against its site's page, where level 6 took 0.8 ms and was 11% smaller. Compression runs for every
+# new page while the round waits; `mirror gc` (`mirror.repack`) re-packs at a high level later.
+ZSTD_LEVEL = 3
 # Deltas against a previous version search harder: one changed paragraph of a 4 MB page costs
 # ~1.5 KB at level 10 against ~4 KB at level 6, and few pages change per round.
 DELTA_LEVEL = 10
@@ -42,17 +46,53 @@ MAX_CHAIN = 64
 MAX_DELTA_BYTES = 32 * 1024 * 1024
 # zstd's default decoder limit (2**27): a delta's window covers its base and its body.
 _MAX_WINDOW_LOG = 27
-# zstd compressors and decompressors are not thread-safe but are costly to build:
-# one of each per worker thread.
+# zstd decompressors are not thread-safe but are cheap: one per thread.
 _local = threading.local()
+# Compression contexts are not thread-safe and large (~6 MB each at level 6 for a 100 KB page with
+# a prepared site dictionary): 16 worker threads each keeping theirs held ~100 MB. Compression
+# lets go of the GIL, so more contexts than cores buy nothing: a few, shared by every thread.
+COMPRESSORS = max(2, min(4, os.cpu_count() or 2))
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One compression context's worth of state: a plain compressor, and the last shared base's."""
+
+    plain: zstandard.ZstdCompressor | None = None
+    shared: tuple[bytes, int, zstandard.ZstdCompressor] | None = field(default=None)
+
+
+_slots: queue.LifoQueue[_Slot] = queue.LifoQueue()
+for _ in range(COMPRESSORS):
+    _slots.put(_Slot())
+
+
+@contextmanager
+def _slot() -> Iterator[_Slot]:
+    """Hold one of the `COMPRESSORS` compression slots (waiting while all are in use)."""
+    slot = _slots.get()
+    try:
+        yield slot
+    finally:
+        _slots.put(slot)
+
+
+def _exact(frame: bytes) -> bytes:
+    """Return `frame` in an allocation of its own size.
+
+    python-zstandard's `compress` returns bytes that keep the allocation of the worst case
+    (`compressBound`, about the input's size): a 10 KB frame of a 100 KB page held 100 KB
+    (measured: 2,000 pages compressed to 23 MB took 77 MB of RSS; copied, 30 MB).
+    """
+    return bytes(memoryview(frame))
 
 
 def compress(data: bytes) -> bytes:
     """Return `data` as one zstd frame (with its content size, so `decompress` needs no limit)."""
-    compressor: zstandard.ZstdCompressor | None = getattr(_local, "compressor", None)
-    if compressor is None:
-        compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    return compressor.compress(data)
+    with _slot() as slot:
+        if slot.plain is None:
+            slot.plain = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        return _exact(slot.plain.compress(data))
 
 
 def decompress(data: bytes) -> bytes:
@@ -67,34 +107,47 @@ def decompress(data: bytes) -> bytes:
     return decompressor.decompress(data)
 
 
-def compress_delta(data: bytes, base: bytes) -> bytes:
-    """Return `data` as one zstd frame that needs `base` (a raw-content dictionary) to decode."""
+def compress_at(data: bytes, level: int) -> bytes:
+    """Return `data` as one zstd frame at `level` (a fresh context: `mirror gc`, not the round's)."""
+    with _slot():
+        return _exact(zstandard.ZstdCompressor(level=level).compress(data))
+
+
+def compress_delta(data: bytes, base: bytes, level: int | None = None) -> bytes:
+    """Return `data` as one zstd frame that needs `base` (a raw-content dictionary) to decode.
+
+    At `DELTA_LEVEL` unless `level` says otherwise.
+    """
     dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     # The window must reach back over the whole base from the end of the body, or a large
     # body matches only the start of its base (measured: 8 MB, one change: 1.5 MB vs 0.8 KB).
     window_log = min(max(10, (len(base) + len(data)).bit_length()), _MAX_WINDOW_LOG)
     params = zstandard.ZstdCompressionParameters.from_level(
-        DELTA_LEVEL, source_size=len(data), dict_size=len(base), window_log=window_log
+        DELTA_LEVEL if level is None else level,
+        source_size=len(data),
+        dict_size=len(base),
+        window_log=window_log,
     )
-    return zstandard.ZstdCompressor(compression_params=params, dict_data=dictionary).compress(data)
+    with _slot():  # its context is made for this call; the slot bounds how many live at once
+        return _exact(
+            zstandard.ZstdCompressor(compression_params=params, dict_data=dictionary).compress(data)
+        )
 
 
-def _shared_base_compressor(base: bytes, level: int) -> zstandard.ZstdCompressor:
-    """Return this thread's compressor with `base` as a prepared raw-content dictionary.
+def _compress_shared(data: bytes, base: bytes, level: int) -> bytes:
+    """Return `data` compressed with `base` (a site's page) as a prepared raw-content dictionary.
 
     Preparing the dictionary costs about a quarter of compressing a 100 KB page against it;
-    a site's base serves many pages in a row, so each thread keeps the last one.
+    a site's base serves many pages in a row, so each slot keeps the last one.
     """
-    cached: tuple[bytes, int, zstandard.ZstdCompressor] | None = getattr(_local, "shared_base", None)
-    if cached is None or cached[0] is not base or cached[1] != level:
-        dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-        dictionary.precompute_compress(level=level)
-        cached = _local.shared_base = (
-            base,
-            level,
-            zstandard.ZstdCompressor(level=level, dict_data=dictionary),
-        )
-    return cached[2]
+    with _slot() as slot:
+        cached = slot.shared
+        if cached is None or cached[0] is not base or cached[1] != level:
+            slot.shared = None  # the old context goes before the new one is built
+            dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+            dictionary.precompute_compress(level=level)
+            cached = slot.shared = (base, level, zstandard.ZstdCompressor(level=level, dict_data=dictionary))
+        return _exact(cached[2].compress(data))
 
 
 def decompress_delta(delta: bytes, base: bytes) -> bytes:
@@ -161,7 +214,7 @@ def pack(
             actual, len(data), 0, ZSTD_DELTA, base.sha256, base.root_sha256, base.chain_length + 1, b""
         )
         if base.level:  # a site's page shared by many new pages: its dictionary is prepared once
-            packed = _shared_base_compressor(base_bytes, base.level).compress(data)
+            packed = _compress_shared(data, base_bytes, base.level)
         else:
             packed = compress_delta(data, base_bytes)
         delta = replace(delta, stored_size=len(packed), data=packed)

@@ -243,8 +243,13 @@ def config_path(cli_value: str | None, env: Mapping[str, str]) -> str:
     return cli_value or env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, targets: bool = True
+) -> Config:
     """Return the config read from `path`, `$MIRROR_DATABASE_URL` from `env` (default `os.environ`) applied.
+
+    With `targets=False` the targets (and their file) and sources are neither read nor checked:
+    what the commands that only open the store need (a million targets take ~10 s to check).
 
     Raises:
         ConfigError: the file or its targets file is missing, unreadable, not TOML,
@@ -266,14 +271,16 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
             problem = problem_of(exc.errors(include_url=False)[0], StorageConfig)
             raise ConfigError(name, "storage.database", f"${DATABASE_ENV}: {problem}") from None
     _check_block_rules(name, parsed.detect)
-    targets = Targets(name, parsed.schedule.interval)
-    targets.add_entries(parsed.targets)
+    if not targets:
+        return Config(name, storage, parsed.schedule, parsed.fetch, parsed.detect, ())
+    found = Targets(name, parsed.schedule.interval)
+    found.add_entries(parsed.targets)
     if parsed.targets_file is not None:
-        targets.add_file(parsed.targets_file)
+        found.add_file(parsed.targets_file)
     sources = tuple(
         source(name, index, entry, parsed.schedule.interval) for index, entry in enumerate(parsed.sources)
     )
-    ignore = IgnoreIndex(targets.ignore, tuple((s.scope, s.ignore) for s in sources if s.ignore))
+    ignore = IgnoreIndex(found.ignore, tuple((s.scope, s.ignore) for s in sources if s.ignore))
     notify = destinations(name, parsed.notify, env)
     return Config(
         name,
@@ -281,7 +288,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         parsed.schedule,
         parsed.fetch,
         parsed.detect,
-        tuple(targets.found),
+        tuple(found.found),
         sources,
         ignore,
         notify,

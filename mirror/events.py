@@ -63,6 +63,7 @@ ROBOTS_UNREACHABLE = "robots.unreachable"  # warning: a site's robots.txt failed
 # The store and the writer.
 STORE_RETRY = "store.retry"
 STORE_MIGRATED = "store.migrated"
+GC_FINISHED = "gc.finished"  # `mirror gc`, or the daemon's idle slice of it: blobs re-packed
 STORE_FAILED = "store.failed"  # error: the writer could not record a batch after retries
 WRITER_CALLBACK_FAILED = "writer.callback_failed"  # error: the step after a recorded check crashed
 CHECKS_PRUNED = "checks.pruned"

@@ -19,7 +19,7 @@ lease, so no version is recorded twice and no event announces a version number t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,6 +62,22 @@ class CheckRecord:
     # The whole blob of a site's shared base `blob` is a delta against, which may not be stored yet
     # (queued, or its own check superseded): written first when the store has not got it.
     base_blob: blobs.Packed | None = None
+    body_size: int | None = None  # the body's length once `lightened` let go of the body
+
+    def size(self) -> int | None:
+        """Return the length of the fetched body (None when there was none)."""
+        body = self.result.body
+        return len(body) if body is not None else self.body_size
+
+    def lightened(self) -> CheckRecord:
+        """Return this record without the fetched body: what the store writes is packed already.
+
+        A queued check then holds its compressed blob, not its body too, while it waits for the writer.
+        """
+        body = self.result.body
+        if body is None:
+            return self
+        return replace(self, result=replace(self.result, body=None), body_size=len(body))
 
 
 @dataclass(slots=True)
@@ -104,14 +120,14 @@ def record_many(conn: Connection, records: Sequence[CheckRecord]) -> list[list[S
     superseded: list[dict[str, Any]] = []
     for record in records:
         target = current.get(record.url) or current[normalized(record.url)]
-        state, result, now = record.outcome.state, record.result, record.now
+        state, now = record.outcome.state, record.now
         if _superseded(target, record):
             superseded.append({"b_id": target.id, "b_owner": record.worker})
             counts.append(None)
             continue
         outcome_events = record.outcome.events
         if record.outcome.new_version:
-            if result.body is None or record.blob is None:
+            if record.size() is None or record.blob is None:
                 raise StoreError(f"{record.url}: a new version needs a body and its packed blob")
             target.version += 1
             target.sha256 = record.blob.sha256
@@ -268,12 +284,12 @@ def _load_targets(conn: Connection, urls: Sequence[str]) -> dict[str, _Current]:
 
 def _snapshot(target: _Current, record: CheckRecord) -> dict[str, Any]:
     result = record.result
-    assert result.body is not None and record.blob is not None  # checked by the caller
+    assert record.blob is not None  # checked by the caller
     return {
         "target_id": target.id,
         "version": target.version,
         "sha256": record.blob.sha256,
-        "size": len(result.body),
+        "size": record.blob.size,
         "first_seen": record.now,
         "last_seen": record.now,
         "http_status": result.status,
@@ -293,7 +309,7 @@ def _check(target: _Current, record: CheckRecord) -> dict[str, Any]:
         "error_kind": error.kind if error else None,
         "error_message": error.message[:MAX_ERROR_MESSAGE] if error else None,
         "outcome": record.outcome.kind.value,
-        "bytes": len(result.body) if result.body is not None else None,
+        "bytes": record.size(),
         "worker": record.worker,
         "evidence_sha256": record.evidence.sha256 if record.evidence is not None else None,
     }

@@ -33,6 +33,7 @@ from typing import IO
 
 import structlog
 
+from mirror import render
 from mirror.archive import Archive
 from mirror.check import Checker, CheckReport
 from mirror.claims import Claims, lease_owner
@@ -47,6 +48,7 @@ from mirror.events import (
     DISPATCH_CLAIMED,
     DOCUMENT_CHANGED,
     DOCUMENT_NEW,
+    GC_FINISHED,
     SERVICE_STARTED,
     SERVICE_STOPPED,
     SERVICE_STOPPING,
@@ -135,6 +137,8 @@ class Daemon:
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.freed = threading.Event()  # set when a worker finishes: dispatch may claim more
         self.tally: Counter[str] = Counter()  # checks queued since the last summary: done, changed, failed
+        self.new_versions = 0  # since the start: an idle daemon re-packs (`_idle`) when it grew
+        self.repacked_at = -1  # `new_versions` when an idle slice last found nothing to re-pack
         self.summarised = time.monotonic()
         self.store_error: StoreError | None = None
         self.writer = BatchWriter(self.archive, on_error=self._store_failed)
@@ -187,7 +191,28 @@ class Daemon:
             if claimed:
                 logger.debug(DISPATCH_CLAIMED, count=len(claimed))
             if len(claimed) < free:
+                if not claimed:
+                    self._idle(until)
                 return  # nothing more is due now
+
+    def _idle(self, until: float) -> None:
+        """Nothing is due: re-pack blobs (`mirror gc`) until the tick is over or a check is under way.
+
+        A slice at most as long as the rest of this tick, only with no check under way; once
+        nothing is left, not again until a check records a new version.
+        """
+        with self.lock:
+            busy, changed = self.in_flight, self.new_versions
+        if busy or self.repacked_at == changed or self.stop.is_set():
+            return
+        seconds = until - time.monotonic()
+        if seconds <= 0:
+            return
+        report = self.archive.repack(seconds=seconds, count_remaining=False)
+        if report.examined == 0:
+            self.repacked_at = changed
+        if report.repacked:
+            logger.info(GC_FINISHED, **render.gc_json(report))
 
     def _take(self) -> tuple[Target, TargetState] | None:
         """Return the next claimed target for a worker; None once the daemon stops."""
@@ -200,6 +225,7 @@ class Daemon:
         with self.lock:
             self.tally["checks"] += 1
             self.tally["changed"] += any(e in _NEW_VERSION_EVENTS for e in report.events)
+            self.new_versions += any(e in _NEW_VERSION_EVENTS for e in report.events)
             self.tally["failed"] += report.error is not None and report.outcome != OutcomeKind.SKIPPED
 
     def _crashed(self, _url: str) -> None:

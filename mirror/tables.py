@@ -23,6 +23,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Row,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -106,7 +107,9 @@ blobs = Table(
     # (root, chain_length) so each base is decoded once. NULL-able only because SQLite cannot
     # add a NOT NULL column without a default; `put` and migration 0002 always fill it.
     Column("root_sha256", String(64)),
+    Column("packed_level", SmallInteger),  # the level `mirror gc` re-packed it at; NULL: as checked in
     Index("ix_blobs_chain_order", "root_sha256", "chain_length", "sha256"),
+    Index("ix_blobs_base_sha256", "base_sha256"),
 )
 
 snapshots = Table(

@@ -244,10 +244,13 @@ def active_targets(conn: Connection, urls: Sequence[str] | None = None) -> list[
     return [found[url] for url in dict.fromkeys(wanted)]
 
 
-def summaries(conn: Connection, status: str | None = None) -> list[TargetSummary]:
+def summaries(
+    conn: Connection, status: str | None = None, *, after: str | None = None, limit: int | None = None
+) -> list[TargetSummary]:
     """Return every target (in one `status`, or watched and flagged when it is `SUSPICIOUS`), by URL.
 
-    A target no longer in the config is `unwatched`, whatever its last check found.
+    A target no longer in the config is `unwatched`, whatever its last check found. With
+    `after` and `limit`: only the first `limit` whose URL sorts after `after` (a page of them).
     """
     cond: ColumnElement[bool] = T.c.active.is_(True)
     if status is None:
@@ -258,6 +261,11 @@ def summaries(conn: Connection, status: str | None = None) -> list[TargetSummary
         cond = and_(cond, T.c.suspicious.is_not(None))
     else:
         cond = and_(cond, T.c.status == status)
+    if after is not None:
+        cond = and_(cond, T.c.url > after)
+    query = select(T).where(cond).order_by(T.c.url)
+    if limit is not None:
+        query = query.limit(limit)
     return [
         TargetSummary(
             url=r.url,
@@ -272,7 +280,7 @@ def summaries(conn: Connection, status: str | None = None) -> list[TargetSummary
             suspicious_since=r.suspicious_since,
             unwatched_since=r.unwatched_since,
         )
-        for r in conn.execute(select(T).where(cond).order_by(T.c.url))
+        for r in conn.execute(query)
     ]
 
 

@@ -35,6 +35,27 @@ logger = structlog.get_logger("mirror.check")
 
 Take = Callable[[], tuple[Target, TargetState] | None]
 
+MALLOC_ARENAS = 2  # glibc's default is 8 per core: a heap per busy thread
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def bound_malloc_arenas() -> bool:
+    """Cap glibc's malloc arenas at `MALLOC_ARENAS`; return whether it took (glibc only).
+
+    Each worker thread that allocates a page gets an arena of its own, and freed pages stay
+    in it: measured on a round of 2,000 pages with 200 changes, 16 threads, peak RSS 255 MB
+    with the default and 135 MB with 2 arenas, and the round no slower (the interpreter lock
+    serialises most allocations anyway). As `MALLOC_ARENA_MAX=2` would, before the threads start.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
+    except (OSError, AttributeError):  # not glibc: its allocator has no such knob
+        return False
+
 
 class Workers:
     """`size` threads checking what `take` hands them, each check queued on `writer`.
@@ -66,6 +87,7 @@ class Workers:
         self._on_crash = on_crash
         self._on_finished = on_finished
         self._threads: list[threading.Thread] = []
+        bound_malloc_arenas()  # before the pool's (and the writer's) threads allocate
 
     def start(self, take: Take) -> None:
         """Start the threads; each takes targets from `take` until it returns None or `stop` is set."""

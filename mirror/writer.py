@@ -33,6 +33,8 @@ logger = structlog.get_logger("mirror.writer")
 
 MAX_BATCH = 200  # checks per transaction: past ~200 a commit costs nothing more per check
 MAX_WAIT = 0.25  # seconds a check waits for company before its batch is written
+# Checks queued at most: workers wait (`submit` blocks) rather than memory grow with a round's pages.
+MAX_QUEUED = 2 * MAX_BATCH
 
 Done = Callable[[list[StoredEvent] | None], None]
 
@@ -75,7 +77,7 @@ class BatchWriter:
         self.on_error = on_error
         self.error: StoreError | None = None
         self.written = 0  # checks committed so far
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._queue: queue.Queue[object] = queue.Queue(max(MAX_QUEUED, 2 * max_batch))
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
 
     def __enter__(self) -> BatchWriter:
@@ -90,6 +92,8 @@ class BatchWriter:
 
     def submit(self, record: CheckRecord, done: Done | None = None) -> None:
         """Queue `record` for the next batch; `done` runs once it is written (or not).
+
+        Waits while `MAX_QUEUED` checks are queued already (the writer is behind).
 
         Raises:
             StoreError: the writer has stopped on a store error.

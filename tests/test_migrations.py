@@ -24,7 +24,7 @@ from mirror.events import DOCUMENT_NEW, STORE_MIGRATED
 from mirror.tables import metadata
 from tests.fixtures_store import T0, save_version, watch
 
-HEAD = "0006"
+HEAD = "0007"
 URL = "https://www.prisoncensorship.info/archive/etext/wim/"
 
 

@@ -1,0 +1,199 @@
+"""The 1,000,000-target figures (`python -m benchmarks --million`), on SQLite and on PostgreSQL.
+
+For each backend: `mirror run` on a config of N targets (the corpus's pages, then paths that
+answer 404): its start-up (config, sync of N new targets) and peak RSS over its first dispatch
+ticks; then, on the store it made, the cost of one claim of due targets (100 at a time, as a
+round claims them), and `mirror status` and `mirror targets --json` as a person runs them:
+wall time, time to the first byte of output, bytes and peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import memory
+from benchmarks.mirrorcli import Mirror
+from benchmarks.table import Row
+
+PG_URL = "postgresql+psycopg://{user}@127.0.0.1:5432/{name}"
+PG_USERS = ("postgres", "root")
+PG_ADMIN_DATABASE = "postgres"
+CLAIM = 100
+CLAIMS = 7
+
+_CLAIM_CHILD = """
+import json, sys, time
+from datetime import UTC, datetime, timedelta
+from mirror.archive import Archive
+archive = Archive.open(sys.argv[1], existing=True)
+far = datetime(2100, 1, 1, tzinfo=UTC)
+times = []
+for n in range(int(sys.argv[2])):
+    started = time.perf_counter()
+    claimed = archive.claim_due(f"bench-{n}", far, int(sys.argv[3]), timedelta(minutes=5))
+    times.append(time.perf_counter() - started)
+    archive.release_leases(f"bench-{n}")
+archive.close()
+print(json.dumps({"seconds": times, "claimed": len(claimed)}))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One command's wall time, time to its first byte of output, bytes of output and peak RSS."""
+
+    seconds: float
+    first_byte: float
+    size: int
+    peak_kb: int
+
+
+def run_command(mirror: Mirror, *args: str) -> Command:
+    """Run `mirror ARGS` reading its output as it comes; return its figures (peak RSS: its `VmHWM`).
+
+    Raises:
+        RuntimeError: it exited non-zero.
+    """
+    import threading
+    import time
+
+    from benchmarks.mirrorcli import _watch_peak
+
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        mirror.argv(*args), env=mirror.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    peak = [0]
+    watcher = threading.Thread(target=_watch_peak, args=(process, peak), daemon=True)
+    watcher.start()
+    assert process.stdout is not None
+    first, size = 0.0, 0
+    while chunk := process.stdout.read(1 << 16):
+        first = first or time.perf_counter() - started
+        size += len(chunk)
+    code = process.wait()
+    watcher.join()
+    if code != 0:
+        raise RuntimeError(f"mirror {' '.join(args)} exited {code}")
+    return Command(time.perf_counter() - started, first, size, peak[0])
+
+
+def claim_ms(database: str) -> float:
+    """Return the median milliseconds of one claim of `CLAIM` due targets on the store at `database`."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CLAIM_CHILD, database, str(CLAIMS), str(CLAIM)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(statistics.median(json.loads(out)["seconds"])) * 1000
+
+
+@contextmanager
+def postgres_database() -> Iterator[str | None]:
+    """Yield the URL of a new PostgreSQL database (dropped at the end), or None when none is reachable."""
+    try:
+        import psycopg
+    except ImportError:
+        yield None
+        return
+    for user in PG_USERS:
+        try:
+            admin = psycopg.connect(
+                host="127.0.0.1", user=user, dbname=PG_ADMIN_DATABASE, autocommit=True, connect_timeout=3
+            )
+        except psycopg.Error:
+            continue
+        name = f"mirror_bench_{uuid.uuid4().hex[:10]}"
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield PG_URL.format(user=user, name=name)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.close()
+        return
+    yield None
+
+
+def measure(
+    work: Path, urls: Sequence[str], backend: str, database: str | None
+) -> tuple[list[Row], list[str]]:
+    """Measure the daemon and the commands on `urls` with one backend; return rows and notes."""
+    n = len(urls)
+    folder = work / f"scale-{backend}"
+    daemon = memory.measure_daemon(folder, urls, observe=memory.OBSERVE_SECONDS, database=database)
+    mirror = Mirror(folder, folder / "mirror.toml", database)
+    status = run_command(mirror, "status", "--json")
+    listing = run_command(mirror, "targets", "--json")
+    claim = claim_ms(mirror.database)
+    label = f"{n:,} targets, {backend}"
+    rows = [
+        Row(
+            f"mirror run start-up (sync of new targets), {label}",
+            f"{daemon.start_seconds:.0f} s",
+            "-",
+            None,
+            "(context)",
+            None,
+        ),
+        Row(
+            f"peak RSS of mirror run, {label}",
+            f"{daemon.peak_kb / 1024:.0f} MiB",
+            "-",
+            None,
+            f"< {memory.RSS_LIMIT_MB:.0f} MiB",
+            daemon.peak_kb / 1024 < memory.RSS_LIMIT_MB,
+        ),
+        Row(f"claim of {CLAIM} due targets, {label}", f"{claim:.1f} ms", "-", None, "(context)", None),
+        Row(
+            f"mirror status, {label}",
+            f"{status.seconds:.2f} s, {status.peak_kb / 1024:.0f} MiB",
+            "-",
+            None,
+            "(context)",
+            None,
+        ),
+        Row(
+            f"mirror targets --json, {label}",
+            f"{listing.seconds:.1f} s (first byte {listing.first_byte:.1f} s), "
+            f"{listing.peak_kb / 1024:.0f} MiB",
+            "-",
+            None,
+            "(context)",
+            None,
+        ),
+    ]
+    notes = [
+        f"{label}: mirror run started in {daemon.start_seconds:.1f} s, "
+        f"peak RSS {daemon.peak_kb / 1024:.0f} MiB, {daemon.crashed} checks crashed "
+        f"in its first {memory.OBSERVE_SECONDS:.0f} s; "
+        f"targets --json wrote {listing.size / 1e6:.0f} MB"
+    ]
+    if backend == "sqlite":
+        intact = mirror.verify()
+        rows.append(
+            Row(f"mirror verify, {label}", "intact" if intact else "DAMAGED", "-", None, "intact", intact)
+        )
+    return rows, notes
+
+
+def run(work: Path, served: Sequence[str], base: str, n: int) -> tuple[list[Row], list[str]]:
+    """Measure `n` targets on SQLite, then on PostgreSQL when it is reachable; return rows and notes."""
+    urls = memory.target_urls(served, base, n)
+    rows, notes = measure(work, urls, "sqlite", None)
+    with postgres_database() as url:
+        if url is None:
+            notes.append("PostgreSQL: not reachable on 127.0.0.1:5432 (trust auth), its figures are left out")
+        else:
+            more, more_notes = measure(work, urls, "postgresql", url)
+            rows += more
+            notes += more_notes
+    return rows, notes

@@ -347,7 +347,12 @@ def test_the_page_answers_while_a_daemon_writes_to_the_same_sqlite_store(site, t
             lambda: (tmp_path / "mirror.db").exists() and daemon.named("service.started"), 30, "the daemon"
         )
         server = Server(config, database_url, tmp_path / "serve.log")
-        wait_for(lambda: len(daemon.named("document.new")) >= 10, 30, "first versions")
+
+        def first_versions() -> bool:  # the pages asked for below among them: no 404 for a URL not yet seen
+            new = daemon.named("document.new")
+            return len(new) >= 10 and urls[0] in {e.get("url") for e in new}
+
+        wait_for(first_versions, 30, "first versions")
         checks_before = len(daemon.named("check.done"))
         answers, slowest, rounds = [], 0.0, 0
         deadline = time.monotonic() + 3

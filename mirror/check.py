@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -81,6 +82,9 @@ _LEVELS = {
 }
 
 
+# Changes weighed at once per checker: each holds both versions, both texts and lxml trees of
+# both sides (5-15 MB for a large page), and the text helper serves one at a time anyway.
+WEIGH_AT_ONCE = 4
 JITTER = 0.05  # next checks land within ±5% of the interval, so targets added together drift apart
 DEFAULT_LEASE = timedelta(minutes=5)  # as `schedule.lease`
 
@@ -143,6 +147,7 @@ class Checker:
         self.packer = Packer(archive)  # chooses delta bases and packs, before the write
         self.texts = TextPool()  # its helper process starts with the first large change
         self.sessions = Sessions(limits)  # one per worker thread
+        self._weighing = threading.BoundedSemaphore(WEIGH_AT_ONCE)
 
     @classmethod
     def from_config(cls, config: Config, archive: Archive, worker: str | None = None) -> Checker:
@@ -208,8 +213,21 @@ class Checker:
         if result.error is None and result.final_url != result.url:  # how many share this redirect
             shared = self.archive.redirected_to(result.final_url, besides=target.url)
         outcome = judge(state, result, self.policy, now, shared_redirects=shared)
-        old = None
-        if outcome.diff_from is not None and result.body is not None:
+        next_check_in = blocking.next_check_in(outcome, result, jittered(target.interval), now)
+        if outcome.diff_from is None or result.body is None:
+            return self.packer.record(
+                target.url,
+                result,
+                outcome,
+                now,
+                state=state,
+                worker=self.worker,
+                next_check_in=next_check_in,
+                judged=state,
+            )
+        # A change: read the old version, weigh it and pack the delta, a bounded few at once
+        # (memory: the peak of a round with many changes).
+        with self._weighing:
             old = self.archive.read(outcome.diff_from)
             diff = compare(
                 old,
@@ -222,17 +240,17 @@ class Checker:
                 rules=self.ignore.rules_for(target.url),
             )
             outcome = with_diff(outcome, diff, self.policy)
-        return self.packer.record(
-            target.url,
-            result,
-            outcome,
-            now,
-            state=state,
-            old=old,
-            worker=self.worker,
-            next_check_in=blocking.next_check_in(outcome, result, jittered(target.interval), now),
-            judged=state,
-        )
+            return self.packer.record(
+                target.url,
+                result,
+                outcome,
+                now,
+                state=state,
+                old=old,
+                worker=self.worker,
+                next_check_in=next_check_in,
+                judged=state,
+            )
 
     def _written(
         self, record: CheckRecord, check_id: str, done: Done | None, stored: list[StoredEvent] | None

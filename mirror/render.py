@@ -27,12 +27,20 @@ if TYPE_CHECKING:
     from mirror.webhook import Answer
 
 
+_SCALARS = (str, int, float, type(None))  # bool is an int; a str enum is a str: as they are
+_FIELDS: dict[type, tuple[str, ...]] = {}  # a dataclass's field names, looked up once per class
+
+
 def jsonable(value: Any) -> Any:
     """Return `value` as plain JSON types: dataclasses as objects, times as ISO 8601."""
-    if is_dataclass(value) and not isinstance(value, type):
-        # Field by field, not `asdict`: that deep-copies every value first (a round's report
-        # holds thousands of checks).
-        return {f.name: jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, _SCALARS):  # most values: a round's report holds thousands of checks
+        return value
+    names = _FIELDS.get(type(value))
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS[type(value)] = tuple(f.name for f in fields(value))
+    if names is not None:
+        # Field by field, not `asdict`: that deep-copies every value first.
+        return {name: jsonable(getattr(value, name)) for name in names}
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import corpus, depth, memory, nginx, notify, scale, throughput, web
+from benchmarks import corpus, depth, memory, nginx, notify, scale, startup, throughput, web
 from benchmarks.table import Row, machine, markdown, render
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -80,6 +80,11 @@ def run(plan: Plan, work: Path) -> tuple[list[Row], list[str]]:
 
     _step(f"memory of mirror run with {', '.join(map(str, plan.memory_targets))} targets")
     report.rows.extend(memory_rows(plan, work, report.notes))
+
+    _step("start-up of status, history, targets and --help on a small store")
+    rows, notes = startup.run(work, 3 * plan.repeats)
+    report.rows.extend(rows)
+    report.notes.extend(notes)
 
     _step(f"history and diff of a page with {plan.history_versions} versions")
     rows, notes = depth.history(work, html, plan.history_versions, plan.repeats)

@@ -24,6 +24,8 @@ FIGURES = (
     "versions of a",
     "peak RSS of mirror run",
     "RSS growth",
+    "start-up: mirror status",
+    "start-up: mirror history URL",
     "mirror history URL",
     "mirror diff URL",
     "mirror serve: index",

@@ -168,11 +168,11 @@ def history(app: AppContext, url: str, significant: bool, as_json: bool) -> None
     Example:
         mirror history https://www.prisoncensorship.info/archive/etext/wim/ --significant
     """
-    from mirror.history import significant_only
-
     wanted = url_argument(url)
     h = app.reader().history(wanted)
     if significant:
+        from mirror.history import significant_only  # with the text tools: only for --significant
+
         h = significant_only(h)
     if as_json:
         emit_json(render.history_json(h))

@@ -32,13 +32,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BeforeValidator, ByteSize, Field, ValidationError
 
 from mirror import PROJECT_URL, __version__
-from mirror.config_notify import Destination, destinations
-from mirror.config_targets import Source, Targets, source
 from mirror.config_values import (
     DEFAULT_DATABASE,
     TOP_LEVEL_KEYS,
@@ -54,6 +52,10 @@ from mirror.config_values import (
 from mirror.domain import KEPT_HEADERS, BlockRule, DetectPolicy, FetchLimits, Target
 from mirror.errors import ConfigError
 from mirror.ignore import EMPTY_INDEX, IgnoreIndex
+
+if TYPE_CHECKING:  # loaded by `load_config` when it reads targets: `status` and `history` never need them
+    from mirror.config_notify import Destination
+    from mirror.config_targets import Source
 
 DEFAULT_CONFIG_PATH = "config/mirror.toml"
 CONFIG_ENV = "MIRROR_CONFIG"
@@ -273,6 +275,9 @@ def load_config(
     _check_block_rules(name, parsed.detect)
     if not targets:
         return Config(name, storage, parsed.schedule, parsed.fetch, parsed.detect, ())
+    from mirror.config_notify import destinations
+    from mirror.config_targets import Targets, source
+
     found = Targets(name, parsed.schedule.interval)
     found.add_entries(parsed.targets)
     if parsed.targets_file is not None:

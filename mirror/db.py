@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
 from sqlalchemy import Column, Insert, Table, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import (
@@ -44,8 +43,6 @@ from mirror.events import STORE_MIGRATED, STORE_RETRY
 
 if TYPE_CHECKING:  # alembic is imported only when a migration is due (it costs ~0.1 s per command)
     from alembic.config import Config
-
-logger = structlog.get_logger("mirror.db")
 
 T = TypeVar("T")
 
@@ -211,7 +208,7 @@ def run_in_transaction(
             if not is_transient(exc) or attempt >= retry.attempts:
                 raise _translate(exc, engine.url) from exc
             pause = min(retry.wait * 2 ** (attempt - 1), retry.max_wait)
-            logger.warning(STORE_RETRY, attempt=attempt, wait=pause, error=one_line(exc))
+            _log().warning(STORE_RETRY, attempt=attempt, wait=pause, error=one_line(exc))
             time.sleep(pause)
             attempt += 1
         except DBAPIError as exc:
@@ -251,6 +248,13 @@ def one_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     message = str(orig if orig is not None else exc)
     return " ".join(message.split())[:300] or type(exc).__name__
+
+
+def _log() -> Any:
+    """Return the store's logger; structlog is loaded on the first line logged, not by every command."""
+    import structlog
+
+    return structlog.get_logger("mirror.db")
 
 
 def _translate(exc: DBAPIError, url: URL) -> StoreError:
@@ -420,4 +424,4 @@ def _upgrade(engine: Engine) -> None:
             ) from None
         after = MigrationContext.configure(conn).get_current_revision()
     if after != before:
-        logger.info(STORE_MIGRATED, database=mask_url(engine.url), from_revision=before, to_revision=after)
+        _log().info(STORE_MIGRATED, database=mask_url(engine.url), from_revision=before, to_revision=after)

@@ -19,7 +19,6 @@ import zlib
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from mirror.text import decode, is_text
 from mirror.urls import BadURL, mask_userinfo, normalize_url
 
 # The sitemap protocol caps a sitemap at 50 MB uncompressed; a gzip'd one inflating past
@@ -103,6 +102,8 @@ def folder_of(url: str) -> str:
 
 
 def _is_html(body: bytes, content_type: str | None) -> bool:
+    from mirror.text import is_text  # here: the config reads scopes (`in_scope`) without the HTML stack
+
     if not body or not is_text(content_type, body):
         return False  # PDFs and zips have no links we can read, whatever type they were served as
     media = (content_type or "").split(";", 1)[0].strip().lower()
@@ -133,6 +134,8 @@ def links(body: bytes, content_type: str | None, base_url: str) -> list[str]:
     """
     if not _is_html(body, content_type):
         return []
+    from mirror.text import decode
+
     # lxml refuses a str that declares an encoding: `decode` has applied it already.
     markup = _XML_DECLARATION_RE.sub("", decode(body, content_type), count=1)
     if not markup.strip():

@@ -19,8 +19,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from cssselect import GenericTranslator, SelectorError
-
 from mirror.discover import in_scope
 
 
@@ -79,6 +77,8 @@ def selector_rule(selector: str) -> str:
     Raises:
         BadRule: not a CSS selector cssselect understands (pseudo-elements are refused too).
     """
+    from cssselect import GenericTranslator, SelectorError  # here: a config without selectors never needs it
+
     try:
         return str(GenericTranslator().css_to_xpath(selector))
     except SelectorError as exc:

@@ -25,11 +25,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import zstandard
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
-from mirror import blobs, tables
+from mirror import tables
 from mirror.domain import Event, StoredEvent
 from mirror.errors import StoreError
 from mirror.events import DOCUMENT_CHANGED, DOCUMENT_NEW
@@ -115,6 +114,8 @@ def append(conn: Connection, events: Sequence[tuple[Event, int, str | None]]) ->
     """
     if not events:
         return []
+    from mirror import blobs  # here, not at the top: reading the chain needs no compressor
+
     seq, prev = _head(conn, _LOCK_HEAD)
     rows: list[dict[str, Any]] = []
     stored: list[StoredEvent] = []
@@ -202,6 +203,10 @@ def diff_text(seq: int, stored: Any) -> str | None:
     """
     if stored is None:
         return None
+    import zstandard  # here, not at the top: `status`, and `history` of a page without diffs, never load it
+
+    from mirror import blobs
+
     try:
         if not isinstance(stored, bytes):
             raise TypeError(f"it is {type(stored).__name__}, not bytes")

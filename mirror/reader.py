@@ -12,21 +12,23 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 import mirror.targets
-from mirror import blobs, browse, db, ledger, mending, outbox, tables
-from mirror import verify as fixity
-from mirror.browse import IndexRow, Page, VerifyRun
-from mirror.captures import Document, documents_page
+from mirror import db, ledger, tables
 from mirror.db import DEFAULT_RETRY, RetrySettings
 from mirror.domain import Status, StoredEvent, Target, TargetState, VerifyOutcome, Version
-from mirror.integrity import VerifyReport
 from mirror.targets import TargetSummary, target_row
 from mirror.versions import SiteEntry, site_batch, version_of, version_row
+
+if TYPE_CHECKING:  # imported where used: `status` and `history` load neither zstandard nor the web's pages
+    from mirror import blobs, outbox
+    from mirror.browse import IndexRow, Page, VerifyRun
+    from mirror.captures import Document
+    from mirror.integrity import VerifyReport
 
 T = tables.targets
 S = tables.snapshots
@@ -41,14 +43,11 @@ EXPORT_CACHE_BYTES = 32 * 1024 * 1024  # decoded bases kept while an export read
 
 __all__ = [
     "History",
-    "IndexRow",
-    "Page",
     "Reader",
     "SiteEntry",
     "Snapshot",
     "StoreStatus",
     "TargetSummary",
-    "VerifyRun",
 ]
 
 
@@ -134,6 +133,8 @@ class Reader:
         Raises:
             StoreError: no such blob, or it is damaged.
         """
+        from mirror import blobs
+
         return self._read(lambda conn: blobs.get(conn, sha256))
 
     def blob_reader(self, cache_bytes: int = EXPORT_CACHE_BYTES) -> Callable[[str], bytes]:
@@ -142,6 +143,8 @@ class Reader:
         A version stored as a delta is rebuilt from its bases; reading a document's versions
         oldest first through one cache decodes each base once (an export), in bounded memory.
         """
+        from mirror import blobs
+
         cache = blobs.Reader(cache_bytes)
         return lambda sha256: self._read(lambda conn: cache.get(conn, sha256))
 
@@ -213,6 +216,8 @@ class Reader:
 
         Reads `batch` targets per short read transaction (`mirror.captures`), for exports.
         """
+        from mirror.captures import documents_page
+
         after = ""
         while True:
             page = self._read(partial(documents_page, urls=urls, after=after, limit=batch))
@@ -243,6 +248,8 @@ class Reader:
     ) -> Page[IndexRow]:
         """Return a page of targets by URL after `after`: in `state` (`browse.INDEX_STATES`; `changed`
         means a change recorded since `changed_since`) and under `prefix`, each with its last change."""
+        from mirror import browse
+
         return self._read(
             partial(
                 browse.targets_page,
@@ -256,34 +263,50 @@ class Reader:
 
     def target(self, url: str) -> TargetSummary:
         """Return one target's summary. Raises: TargetNotFound."""
+        from mirror import browse
+
         return self._read(lambda conn: browse.target(conn, url))
 
     def versions_page(self, url: str, before: int | None = None, limit: int = 50) -> Page[Version]:
         """Return a page of `url`'s versions, newest first, below number `before`. Raises: TargetNotFound."""
+        from mirror import browse
+
         return self._read(lambda conn: browse.versions_page(conn, url, before, limit))
 
     def events_page(self, url: str, before: int | None = None, limit: int = 50) -> Page[StoredEvent]:
         """Return a page of `url`'s events in time order, before `before` (seq). Raises: TargetNotFound."""
+        from mirror import browse
+
         return self._read(lambda conn: browse.events_page(conn, url, before, limit))
 
     def versions(self, url: str) -> list[Version]:
         """Return every version of `url`, oldest first (without its events). Raises: TargetNotFound."""
+        from mirror import browse
+
         return self._read(lambda conn: browse.all_versions(conn, url))
 
     def neighbours(self, url: str, at: datetime) -> list[Version]:
         """Return the versions of `url` either side of `at` (none, one or two). Raises: TargetNotFound."""
+        from mirror import browse
+
         return self._read(lambda conn: browse.neighbours(conn, url, at))
 
     def last_verify(self) -> VerifyRun | None:
         """Return the last recorded `mirror verify` run, or None."""
+        from mirror import browse
+
         return self._read(browse.last_verify)
 
     def verify_runs_after(self, run: int) -> list[VerifyOutcome]:
         """Return the recorded `mirror verify` runs after `verify_runs.id` `run`, oldest first (up to 100)."""
+        from mirror import outbox
+
         return self._read(lambda conn: outbox.verify_runs_after(conn, run))
 
     def cursors(self) -> list[outbox.Cursor]:
         """Return every notification destination's cursor (`mirror.outbox`), by name."""
+        from mirror import outbox
+
         return self._read(outbox.cursors)
 
     # -- fixity (see `mirror.verify`) --------------------------------------------------------
@@ -292,18 +315,26 @@ class Reader:
         self, *, progress: Callable[[int], object] | None = None, published: tuple[int, str] | None = None
     ) -> VerifyReport:
         """Return every problem of the store: blobs re-hashed, snapshots checked, the chain recomputed."""
+        from mirror import verify as fixity
+
         return fixity.run(self._engine, progress=progress, published=published)
 
     def chain_head(self) -> tuple[int, str]:
         """Return the hash chain's head: its last sequence number and hash, to publish elsewhere."""
+        from mirror import verify as fixity
+
         return fixity.head(self._engine)
 
     def unreadable_blobs(self, keys: Collection[str]) -> set[str]:
         """Return those of `keys` whose blob is missing or does not read back intact (one transaction)."""
+        from mirror import mending
+
         return self._read(lambda conn: mending.unreadable(conn, keys))
 
     def blob_bytes(self) -> int:
         """Return the content bytes of every stored blob (what `verify` will hash)."""
+        from mirror import verify as fixity
+
         return fixity.total_blob_bytes(self._engine)
 
     # -- targets and their schedule ----------------------------------------------------------
@@ -448,4 +479,6 @@ class Reader:
 
     def delta_base(self, sha256: str) -> blobs.DeltaBase | None:
         """Return what packing a delta against the stored blob `sha256` needs of it; None if missing."""
+        from mirror import blobs
+
         return self._read(lambda conn: blobs.base_of(conn, sha256))

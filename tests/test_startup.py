@@ -1,0 +1,98 @@
+"""Start-up: the commands a person types to look at the record load only what they need.
+
+Not a timing test (timings belong to the benchmarks: `benchmarks/startup.py`): each command runs
+under `python -X importtime`, which names every module the process imports, and the heavy
+libraries of the other commands must not be among them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Fetching, scheduling, serving, notifying, WARC, migrations, PostgreSQL, HTML and logging's extras.
+NEVER = {
+    "requests",
+    "urllib3",
+    "charset_normalizer",
+    "lxml",
+    "resiliparse",
+    "cssselect",
+    "w3lib",
+    "protego",
+    "apscheduler",
+    "flask",
+    "werkzeug",
+    "jinja2",
+    "waitress",
+    "apprise",
+    "warcio",
+    "alembic",
+    "psycopg",
+    "tqdm",
+    "structlog",
+    "rich",
+}
+READ_ONLY = NEVER | {"zstandard"}  # no blob is decoded: counts, and a history without diffs
+
+
+def imported(argv: list[str], cwd: Path) -> set[str]:
+    """Return the top-level packages `python -X importtime -m mirror ARGV` imports; it must exit 0."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MIRROR_CONFIG", "MIRROR_DATABASE_URL")}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "mirror", "--config", "mirror.toml", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", proc.stderr, re.MULTILINE)
+    assert "mirror.cli" in names  # the report is there: an empty set would prove nothing
+    return {name.split(".")[0] for name in names}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, archive_server):
+    """A SQLite store with one page checked once; the folder with its `mirror.toml`."""
+    folder = tmp_path_factory.mktemp("startup")
+    archive_server.put("/startup.html", b"<html><body><p>One version, no diff.</p></body></html>")
+    url = archive_server.url("/startup.html")
+    (folder / "mirror.toml").write_text(
+        f'targets = ["{url}"]\n\n[storage]\ndatabase = "sqlite:///{folder / "mirror.db"}"\n\n'
+        '[fetch]\nper_host_delay = "0"\nretries = 0\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "mirror", "--config", "mirror.toml", "check"],
+        capture_output=True,
+        cwd=folder,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return folder, url
+
+
+@pytest.mark.parametrize(
+    ("argv", "forbidden"),
+    [
+        (["status"], READ_ONLY),
+        (["status", "--json"], READ_ONLY),
+        (["history", "URL"], READ_ONLY),
+        (["targets"], READ_ONLY),
+        (["show", "URL"], NEVER),
+        (["--help"], NEVER | {"sqlalchemy", "pydantic", "zstandard"}),
+        (["--version"], NEVER | {"sqlalchemy", "pydantic", "zstandard"}),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_commands_that_read_the_record_load_none_of_the_heavy_libraries(store, argv, forbidden):
+    folder, url = store
+    loaded = imported([url if a == "URL" else a for a in argv], folder)
+
+    assert loaded & forbidden == set()

@@ -15,8 +15,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from contextlib import closing
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,29 +72,12 @@ def measure_daemon(
     """
     mirror = Mirror(folder, write_config(folder, urls, interval=INTERVAL, tick=TICK), database)
     peak = 0
-    with mirror.log.open("ab") as log:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            mirror.argv("run"),
-            env=mirror.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        try:
-            start_seconds = _wait_started(process, mirror.log, started)
-            deadline = time.perf_counter() + observe
-            while time.perf_counter() < deadline and process.poll() is None:
-                peak = max(peak, peak_rss_kb(process.pid))
-                time.sleep(0.2)
+    with running_daemon(mirror) as (process, start_seconds):
+        deadline = time.perf_counter() + observe
+        while time.perf_counter() < deadline and process.poll() is None:
             peak = max(peak, peak_rss_kb(process.pid))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            time.sleep(0.2)
+        peak = max(peak, peak_rss_kb(process.pid))
     crashed = sum(1 for line in mirror.log.open(errors="replace") if '"check.crashed"' in line)
     checks = count_checks(mirror.store / "mirror.db") if database is None else -1
     return DaemonMemory(len(urls), peak, start_seconds, checks, crashed)
@@ -105,6 +88,34 @@ def count_checks(database: Path) -> int:
     with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
         row = conn.execute("SELECT count(*) FROM checks").fetchone()
         return int(row[0])
+
+
+@contextmanager
+def running_daemon(mirror: Mirror) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """Start `mirror run`, wait for `service.started`; yield the process and its start-up seconds;
+    stop it with SIGTERM (SIGKILL after a minute).
+
+    Raises:
+        RuntimeError: the daemon exited early or did not start within the timeout.
+    """
+    with mirror.log.open("ab") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            mirror.argv("run"),
+            env=mirror.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            yield process, _wait_started(process, mirror.log, started)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _wait_started(process: subprocess.Popen[bytes], log: Path, started: float) -> float:

@@ -12,9 +12,7 @@ the round, best of `repeats` runs each, the two kinds alternating.
 
 from __future__ import annotations
 
-import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -23,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from benchmarks import nginx
-from benchmarks.memory import _wait_started, count_checks
+from benchmarks.memory import count_checks, running_daemon
 from benchmarks.mirrorcli import Mirror, write_config
 from benchmarks.table import Row
 
@@ -76,30 +74,13 @@ def round_seconds(folder: Path, urls: list[str], webhook: str | None) -> float:
     with closing(sqlite3.connect(database)) as conn, conn:
         conn.execute("UPDATE targets SET next_check_at = '2000-01-01 00:00:00.000000'")
     before = count_checks(database)
-    with mirror.log.open("ab") as log:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            mirror.argv("run"),
-            env=mirror.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        try:
-            _wait_started(process, mirror.log, started)
-            ready = time.perf_counter()
-            while count_checks(database) < before + len(urls):
-                if time.perf_counter() - ready > ROUND_TIMEOUT or process.poll() is not None:
-                    raise RuntimeError(f"mirror run did not finish its round; see {mirror.log}")
-                time.sleep(0.02)
-            return time.perf_counter() - ready
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running_daemon(mirror) as (process, _start_seconds):
+        ready = time.perf_counter()
+        while count_checks(database) < before + len(urls):
+            if time.perf_counter() - ready > ROUND_TIMEOUT or process.poll() is not None:
+                raise RuntimeError(f"mirror run did not finish its round; see {mirror.log}")
+            time.sleep(0.02)
+        return time.perf_counter() - ready
 
 
 def run(work: Path, n: int, repeats: int = 5) -> tuple[Row, str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
@@ -37,6 +37,14 @@ E = tables.events
 B = tables.blobs
 
 R = TypeVar("R")
+
+
+class _ByUrl(Protocol):
+    @property
+    def url(self) -> str: ...
+
+
+U = TypeVar("U", bound=_ByUrl)
 
 SITE_BATCH = 500  # targets per read transaction of `site_at`
 EXPORT_CACHE_BYTES = 32 * 1024 * 1024  # decoded bases kept while an export reads versions in order
@@ -125,6 +133,16 @@ class Reader:
     def _read(self, fn: Callable[[Connection], R]) -> R:
         return db.read(self._engine, fn, retry=self.retry)
 
+    def _by_url(self, read_page: Callable[..., Sequence[U]], batch: int, *, after: str | None) -> Iterator[U]:
+        """Yield what `read_page(conn, after=URL, limit=batch)` returns, page after page by URL, each
+        page its own short read transaction: memory stays flat however many rows there are."""
+        while True:
+            page = self._read(partial(read_page, after=after, limit=batch))
+            yield from page
+            if len(page) < batch:
+                return
+            after = page[-1].url
+
     # -- the record --------------------------------------------------------------------------
 
     def read(self, sha256: str) -> bytes:
@@ -203,13 +221,7 @@ class Reader:
         time it disappeared. Reads `batch` targets per short read transaction, so a
         site of 100,000 documents never loads at once.
         """
-        after = ""
-        while True:
-            entries = self._read(partial(site_batch, at=at, after=after, limit=batch))
-            yield from entries
-            if len(entries) < batch:
-                return
-            after = entries[-1].url
+        return self._by_url(partial(site_batch, at=at), batch, after="")
 
     def documents(self, urls: Sequence[str] | None = None, *, batch: int = SITE_BATCH) -> Iterator[Document]:
         """Yield, by URL, every target's record (of `urls`): versions with headers, events, re-checks.
@@ -218,13 +230,7 @@ class Reader:
         """
         from mirror.captures import documents_page
 
-        after = ""
-        while True:
-            page = self._read(partial(documents_page, urls=urls, after=after, limit=batch))
-            yield from page
-            if len(page) < batch:
-                return
-            after = page[-1].url
+        return self._by_url(partial(documents_page, urls=urls), batch, after="")
 
     def events_after(self, seq: int, limit: int = 1000) -> list[StoredEvent]:
         """Return up to `limit` events of the chain after sequence number `seq`, in chain order.
@@ -422,13 +428,7 @@ class Reader:
         Each page is its own read (by URL, after the last one seen): a target checked meanwhile
         shows the state its page read.
         """
-        after: str | None = None
-        while True:
-            page = self._read(partial(mirror.targets.summaries, status=status, after=after, limit=batch))
-            yield from page
-            if len(page) < batch:
-                return
-            after = page[-1].url
+        return self._by_url(partial(mirror.targets.summaries, status=status), batch, after=None)
 
     def schedule(self, now: datetime) -> tuple[int, int, datetime | None]:
         """Return the active targets, how many are due by `now`, and when the next is due (one query)."""

@@ -361,15 +361,8 @@ def notify_status_text(rows: list[DestinationStatus], head_seq: int) -> list[str
 
 
 def gc_json(report: GcReport) -> dict[str, Any]:
-    return {
-        "examined": report.examined,
-        "repacked": report.repacked,
-        "stored_before": report.stored_before,
-        "stored_after": report.stored_after,
-        "skipped": report.skipped,
-        "remaining": report.remaining,
-        "seconds": round(report.seconds, 3),
-    }
+    document: dict[str, Any] = jsonable(report)
+    return {**document, "seconds": round(report.seconds, 3)}
 
 
 def gc_text(report: GcReport) -> list[str]:

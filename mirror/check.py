@@ -17,6 +17,7 @@ import functools
 import random
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -214,32 +215,25 @@ class Checker:
             shared = self.archive.redirected_to(result.final_url, besides=target.url)
         outcome = judge(state, result, self.policy, now, shared_redirects=shared)
         next_check_in = blocking.next_check_in(outcome, result, jittered(target.interval), now)
-        if outcome.diff_from is None or result.body is None:
-            return self.packer.record(
-                target.url,
-                result,
-                outcome,
-                now,
-                state=state,
-                worker=self.worker,
-                next_check_in=next_check_in,
-                judged=state,
-            )
+        changed = outcome.diff_from is not None and result.body is not None
         # A change: read the old version, weigh it and pack the delta, a bounded few at once
         # (memory: the peak of a round with many changes).
-        with self._weighing:
-            old = self.archive.read(outcome.diff_from)
-            diff = compare(
-                old,
-                state.content_type,
-                result.body,
-                result.content_type,
-                old_sha256=outcome.diff_from,
-                new_sha256=result.body_sha256,
-                run=self.texts.run,
-                rules=self.ignore.rules_for(target.url),
-            )
-            outcome = with_diff(outcome, diff, self.policy)
+        with self._weighing if changed else nullcontext():
+            old = None
+            if changed:
+                assert outcome.diff_from is not None and result.body is not None  # `changed` says so
+                old = self.archive.read(outcome.diff_from)
+                diff = compare(
+                    old,
+                    state.content_type,
+                    result.body,
+                    result.content_type,
+                    old_sha256=outcome.diff_from,
+                    new_sha256=result.body_sha256,
+                    run=self.texts.run,
+                    rules=self.ignore.rules_for(target.url),
+                )
+                outcome = with_diff(outcome, diff, self.policy)
             return self.packer.record(
                 target.url,
                 result,

@@ -187,7 +187,7 @@ def record_verify_run(archive: Archive, report: VerifyReport, started: datetime)
 
     The report stands either way: a copy of the store on read-only media verifies as well.
     """
-    from mirror.browse import VerifyRun
+    from mirror.domain import VerifyRun
 
     run = VerifyRun(datetime.now(UTC), report.ok, len(report.problems), report.head_seq, report.head_hash)
     try:

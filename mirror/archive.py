@@ -20,9 +20,8 @@ from sqlalchemy.engine import Connection
 
 import mirror.targets
 from mirror import browse, db, importing, leases, ledger, mending, outbox, recording, repack, tables
-from mirror.browse import VerifyRun
 from mirror.codec import Packed
-from mirror.domain import StoredEvent, Target
+from mirror.domain import StoredEvent, Target, VerifyRun
 from mirror.importing import ImportBatch
 from mirror.outbox import Cursor
 from mirror.reader import History, Reader, SiteEntry, StoreStatus

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, select, true
 from sqlalchemy.engine import Connection
 
 from mirror import ledger, tables
-from mirror.domain import Status, StoredEvent, Version
+from mirror.domain import Status, StoredEvent, VerifyRun, Version
 from mirror.events import DOCUMENT_CHANGED, DOCUMENT_NEW
 from mirror.targets import SUSPICIOUS, TargetSummary, target_row
 from mirror.versions import version_of
@@ -53,17 +53,6 @@ class Page(Generic[Item]):
 
     items: list[Item]
     next_key: Any
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyRun:
-    """The last `mirror verify` run: when, what it found, and the chain head it checked."""
-
-    finished_at: datetime
-    ok: bool
-    problems: int
-    head_seq: int
-    head_hash: str
 
 
 def _filter(state: str | None, prefix: str, changed_since: datetime) -> ColumnElement[bool]:
@@ -208,7 +197,7 @@ def last_verify(conn: Connection) -> VerifyRun | None:
     r = conn.execute(select(V).order_by(V.c.id.desc()).limit(1)).first()
     if r is None:
         return None
-    return VerifyRun(r.finished_at, bool(r.ok), r.problems, r.head_seq, r.head_hash)
+    return VerifyRun(r.finished_at, bool(r.ok), r.problems, r.head_seq, r.head_hash, r.id)
 
 
 def record_verify(conn: Connection, run: VerifyRun, started_at: datetime) -> None:

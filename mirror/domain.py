@@ -295,12 +295,15 @@ def retry_after(value: str | None, now: datetime) -> timedelta | None:
 
 
 @dataclass(frozen=True, slots=True)
-class VerifyOutcome:
-    """One recorded `mirror verify` run, as `integrity.damaged` tells of it."""
+class VerifyRun:
+    """A `mirror verify` run: when it ended, what it found, and the chain head it checked.
 
-    id: int
+    The web page's footer shows the last one; `integrity.damaged` tells of each that found damage.
+    """
+
     finished_at: datetime
     ok: bool
     problems: int
     head_seq: int
     head_hash: str
+    id: int = 0  # its `verify_runs.id` once recorded

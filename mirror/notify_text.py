@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mirror.config_notify import Destination
-from mirror.domain import StoredEvent, VerifyOutcome, Version
+from mirror.domain import StoredEvent, VerifyRun, Version
 from mirror.events import (
     DOCUMENT_BLOCKED,
     DOCUMENT_CHANGED,
@@ -222,7 +222,7 @@ def event_document(event: StoredEvent) -> dict[str, Any]:
     }
 
 
-def damaged_message(run: VerifyOutcome) -> Message:
+def damaged_message(run: VerifyRun) -> Message:
     """Return the message that tells of a `mirror verify` run that found damage."""
     s = "" if run.problems == 1 else "s"
     body = (
@@ -237,7 +237,7 @@ def damaged_message(run: VerifyOutcome) -> Message:
     return Message(f"mirror: DAMAGE found by verify ({run.problems} problem{s})", body)
 
 
-def damaged_document(run: VerifyOutcome) -> dict[str, Any]:
+def damaged_document(run: VerifyRun) -> dict[str, Any]:
     """Return what a webhook gets for `integrity.damaged`: the verify run, by its id."""
     return {
         "kind": INTEGRITY_DAMAGED,

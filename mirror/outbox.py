@@ -25,7 +25,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from mirror import tables
-from mirror.domain import VerifyOutcome
+from mirror.domain import VerifyRun
 
 N = tables.notify_cursors
 V = tables.verify_runs
@@ -173,7 +173,7 @@ def cursors(conn: Connection) -> list[Cursor]:
     return [_cursor(row) for row in conn.execute(select(N).order_by(N.c.name)).all()]
 
 
-def verify_runs_after(conn: Connection, run: int, limit: int = 100) -> list[VerifyOutcome]:
+def verify_runs_after(conn: Connection, run: int, limit: int = 100) -> list[VerifyRun]:
     """Return the recorded `mirror verify` runs after `verify_runs.id` `run`, oldest first."""
     rows = conn.execute(select(V).where(V.c.id > run).order_by(V.c.id).limit(limit)).all()
-    return [VerifyOutcome(r.id, r.finished_at, bool(r.ok), r.problems, r.head_seq, r.head_hash) for r in rows]
+    return [VerifyRun(r.finished_at, bool(r.ok), r.problems, r.head_seq, r.head_hash, r.id) for r in rows]

@@ -20,13 +20,13 @@ from sqlalchemy.engine import Connection, Engine
 import mirror.targets
 from mirror import db, ledger, tables
 from mirror.db import DEFAULT_RETRY, RetrySettings
-from mirror.domain import Status, StoredEvent, Target, TargetState, VerifyOutcome, Version
+from mirror.domain import Status, StoredEvent, Target, TargetState, VerifyRun, Version
 from mirror.targets import TargetSummary, target_row
 from mirror.versions import SiteEntry, site_batch, version_of, version_row
 
 if TYPE_CHECKING:  # imported where used: `status` and `history` load neither zstandard nor the web's pages
     from mirror import blobs, outbox
-    from mirror.browse import IndexRow, Page, VerifyRun
+    from mirror.browse import IndexRow, Page
     from mirror.captures import Document
     from mirror.integrity import VerifyReport
 
@@ -303,7 +303,7 @@ class Reader:
 
         return self._read(browse.last_verify)
 
-    def verify_runs_after(self, run: int) -> list[VerifyOutcome]:
+    def verify_runs_after(self, run: int) -> list[VerifyRun]:
         """Return the recorded `mirror verify` runs after `verify_runs.id` `run`, oldest first (up to 100)."""
         from mirror import outbox
 

@@ -238,7 +238,7 @@ def test_integrity_head_is_published_once_a_day(archive, receiver):
 
 def verified(archive: Archive, at) -> None:
     """Run a real verify of the store and record it, as `mirror verify` does."""
-    from mirror.browse import VerifyRun
+    from mirror.domain import VerifyRun
 
     report = archive.verify()
     archive.record_verify(

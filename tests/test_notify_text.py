@@ -203,10 +203,10 @@ def test_every_document_event_has_words_in_a_title():
 def test_damage_found_by_verify_says_how_much_and_the_commands_that_show_and_repair_it():
     from datetime import UTC, datetime
 
-    from mirror.domain import VerifyOutcome
+    from mirror.domain import VerifyRun
     from mirror.notify_text import damaged_document, damaged_message, event_id
 
-    run = VerifyOutcome(7, datetime(2025, 3, 1, 12, tzinfo=UTC), False, 3, 41, "ab" * 32)
+    run = VerifyRun(datetime(2025, 3, 1, 12, tzinfo=UTC), False, 3, 41, "ab" * 32, id=7)
     told = damaged_message(run)
     assert told.title == "mirror: DAMAGE found by verify (3 problems)"
     assert "found 3 problems at 2025-03-01 12:00:00 UTC" in told.body

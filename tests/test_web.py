@@ -13,7 +13,7 @@ import pytest
 from requests.utils import parse_header_links
 
 from mirror.archive import Archive
-from mirror.browse import VerifyRun
+from mirror.domain import VerifyRun
 from mirror.memento import http_date, timestamp14
 from mirror.reader import Reader
 from mirror.web import create_app

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import corpus, depth, memory, nginx, notify, scale, startup, throughput, web
+from benchmarks import corpus, depth, memory, nginx, notify, scale, startup, stores, throughput, web
 from benchmarks.table import Row, machine, markdown, render
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -110,6 +110,11 @@ def run(plan: Plan, work: Path) -> tuple[list[Row], list[str]]:
         corpus.remove(site)
         report.rows.extend(rows)
         report.notes.extend(notes)
+
+    _step("mirror verify of every store the run made")
+    row, note = stores.verify_all(work)
+    report.rows.append(row)
+    report.notes.append(note)
     return report.rows, report.notes
 
 

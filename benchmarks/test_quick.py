@@ -18,6 +18,7 @@ FIGURES = (
     "mutated round reports exactly the mutations",
     "peak RSS of mirror check",
     "mirror verify of the store after 3 rounds",
+    "mirror verify of every SQLite store the run made",
     "bytes on disk after round 1 (as checks stored it)",
     "bytes on disk after round 1 and mirror gc",
     "bytes added per changed page",

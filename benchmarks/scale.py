@@ -1,10 +1,11 @@
-"""The 1,000,000-target figures (`python -m benchmarks --million`), on SQLite and on PostgreSQL.
+"""The 1,000,000-target figures (`python -m benchmarks --million`) on SQLite and PostgreSQL, and their growth.
 
 For each backend: `mirror run` on a config of N targets (the corpus's pages, then paths that
 answer 404): its start-up (config, sync of N new targets) and peak RSS over its first dispatch
 ticks; then, on the store it made, the cost of one claim of due targets (100 at a time, as a
 round claims them), and `mirror status` and `mirror targets --json` as a person runs them:
-wall time, time to the first byte of output, bytes and peak RSS.
+wall time, time to the first byte of output, bytes and peak RSS. Each is measured at a tenth
+of N too: a growth row per backend shows any figure that grows worse than linearly.
 """
 
 from __future__ import annotations
@@ -123,18 +124,34 @@ def postgres_database() -> Iterator[str | None]:
     yield None
 
 
-def measure(
-    work: Path, urls: Sequence[str], backend: str, database: str | None
-) -> tuple[list[Row], list[str]]:
-    """Measure the daemon and the commands on `urls` with one backend; return rows and notes."""
-    n = len(urls)
-    folder = work / f"scale-{backend}"
+@dataclass(frozen=True, slots=True)
+class Scale:
+    """One backend at one size: the daemon's start-up and peak, one claim, `status`, `targets --json`."""
+
+    targets: int
+    backend: str
+    daemon: memory.DaemonMemory
+    claim_ms: float
+    status: Command
+    listing: Command
+    intact: bool
+
+
+def measure(work: Path, urls: Sequence[str], backend: str, database: str | None) -> Scale:
+    """Measure the daemon and the commands on `urls` with one backend; verify the store it made."""
+    folder = work / f"scale-{backend}-{len(urls)}"
     daemon = memory.measure_daemon(folder, urls, observe=memory.OBSERVE_SECONDS, database=database)
     mirror = Mirror(folder, folder / "mirror.toml", database)
     status = run_command(mirror, "status", "--json")
     listing = run_command(mirror, "targets", "--json")
     claim = claim_ms(mirror.database)
-    label = f"{n:,} targets, {backend}"
+    return Scale(len(urls), backend, daemon, claim, status, listing, mirror.verify())
+
+
+def rows_of(done: Scale) -> tuple[list[Row], str]:
+    """Return the rows and the note of one measured size."""
+    label = f"{done.targets:,} targets, {done.backend}"
+    daemon, status, listing = done.daemon, done.status, done.listing
     rows = [
         Row(
             f"mirror run start-up (sync of new targets), {label}",
@@ -152,7 +169,9 @@ def measure(
             f"< {memory.RSS_LIMIT_MB:.0f} MiB",
             daemon.peak_kb / 1024 < memory.RSS_LIMIT_MB,
         ),
-        Row(f"claim of {CLAIM} due targets, {label}", f"{claim:.1f} ms", "-", None, "(context)", None),
+        Row(
+            f"claim of {CLAIM} due targets, {label}", f"{done.claim_ms:.1f} ms", "-", None, "(context)", None
+        ),
         Row(
             f"mirror status, {label}",
             f"{status.seconds:.2f} s, {status.peak_kb / 1024:.0f} MiB",
@@ -170,30 +189,72 @@ def measure(
             "(context)",
             None,
         ),
+        Row(
+            f"mirror verify, {label}",
+            "intact" if done.intact else "DAMAGED",
+            "-",
+            None,
+            "intact",
+            done.intact,
+        ),
     ]
-    notes = [
+    note = (
         f"{label}: mirror run started in {daemon.start_seconds:.1f} s, "
         f"peak RSS {daemon.peak_kb / 1024:.0f} MiB, {daemon.crashed} checks crashed "
-        f"in its first {memory.OBSERVE_SECONDS:.0f} s; "
-        f"targets --json wrote {listing.size / 1e6:.0f} MB"
-    ]
-    if backend == "sqlite":
-        intact = mirror.verify()
-        rows.append(
-            Row(f"mirror verify, {label}", "intact" if intact else "DAMAGED", "-", None, "intact", intact)
-        )
-    return rows, notes
+        f"in its first {memory.OBSERVE_SECONDS:.0f} s; status {status.seconds:.2f} s; "
+        f"targets --json wrote {listing.size / 1e6:.0f} MB in {listing.seconds:.1f} s"
+    )
+    return rows, note
+
+
+def growth_row(small: Scale, large: Scale) -> Row:
+    """Return how each figure grew from `small` to `large` targets, against the growth of the targets.
+
+    The ratio is the worst figure's growth over the targets' growth: at most 1 when nothing
+    grows worse than linearly.
+    """
+    grew = {
+        "start-up": large.daemon.start_seconds / small.daemon.start_seconds,
+        "peak RSS": large.daemon.peak_kb / small.daemon.peak_kb,
+        "claim": large.claim_ms / small.claim_ms,
+        "status": large.status.seconds / small.status.seconds,
+        "targets --json": large.listing.seconds / small.listing.seconds,
+    }
+    times = large.targets / small.targets
+    worst = max(grew.values()) / times
+    return Row(
+        f"growth {small.targets:,} -> {large.targets:,} targets, {large.backend} "
+        f"({', '.join(f'{name} x{value:.1f}' for name, value in grew.items())})",
+        f"x{max(grew.values()):.1f} (worst)",
+        f"x{times:.0f} (targets)",
+        worst,
+        "<= 1 (linear or better)",
+        worst <= 1,
+    )
 
 
 def run(work: Path, served: Sequence[str], base: str, n: int) -> tuple[list[Row], list[str]]:
-    """Measure `n` targets on SQLite, then on PostgreSQL when it is reachable; return rows and notes."""
+    """Measure `n / 10` and `n` targets on SQLite, then on PostgreSQL if reachable; return rows and notes.
+
+    The smaller size gives each figure's growth: what grows worse than linearly shows there.
+    """
     urls = memory.target_urls(served, base, n)
-    rows, notes = measure(work, urls, "sqlite", None)
-    with postgres_database() as url:
-        if url is None:
+    rows: list[Row] = []
+    notes: list[str] = []
+
+    def sizes(backend: str, small_database: str | None, large_database: str | None) -> None:
+        small = measure(work, urls[: n // 10], backend, small_database)
+        large = measure(work, urls, backend, large_database)
+        for done in (small, large):
+            more, note = rows_of(done)
+            rows.extend(more)
+            notes.append(note)
+        rows.append(growth_row(small, large))
+
+    sizes("sqlite", None, None)
+    with postgres_database() as small_url, postgres_database() as large_url:
+        if small_url is None or large_url is None:
             notes.append("PostgreSQL: not reachable on 127.0.0.1:5432 (trust auth), its figures are left out")
         else:
-            more, more_notes = measure(work, urls, "postgresql", url)
-            rows += more
-            notes += more_notes
+            sizes("postgresql", small_url, large_url)
     return rows, notes

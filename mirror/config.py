@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
@@ -225,7 +225,7 @@ class Config:
     schedule: ScheduleConfig
     fetch: FetchConfig
     detect: DetectConfig
-    targets: tuple[Target, ...]
+    targets: Sequence[Target]  # a `TargetList`: made on access, compact for a million
     sources: tuple[Source, ...] = ()
     ignore: IgnoreIndex = EMPTY_INDEX  # the ignore rules of targets and sources, by URL
     notify: tuple[Destination, ...] = ()  # `[[notify]]` destinations (`mirror.config_notify`)
@@ -293,7 +293,7 @@ def load_config(
         parsed.schedule,
         parsed.fetch,
         parsed.detect,
-        tuple(found.found),
+        found.found,
         sources,
         ignore,
         notify,

@@ -7,9 +7,10 @@ from; `source()` reads one `[[sources]]` table. Errors are `ConfigError`s naming
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal, overload
 
 from pydantic import Field, ValidationError
 
@@ -65,15 +66,69 @@ class Source:
     ignore: IgnoreRules = NO_RULES
 
 
+class TargetList(Sequence[Target]):
+    """The configured targets, in order: a URL each, and the intervals that differ from the default.
+
+    A sequence of `Target`s made on access: a million configured targets cost their URLs and
+    a list, not a million objects (~55 MB).
+    """
+
+    __slots__ = ("_interval", "_intervals", "_urls")
+
+    def __init__(self, urls: list[str], interval: timedelta, intervals: dict[int, timedelta]) -> None:
+        self._urls = urls
+        self._interval = interval
+        self._intervals = intervals
+
+    def __len__(self) -> int:
+        return len(self._urls)
+
+    @overload
+    def __getitem__(self, index: int) -> Target: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Target]: ...
+
+    def __getitem__(self, index: int | slice) -> Target | Sequence[Target]:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self._urls))))
+        if index < 0:
+            index += len(self._urls)
+        url = self._urls[index]  # IndexError beyond the end, as a tuple's
+        return Target(url, self._intervals.get(index, self._interval), source="config")
+
+    def __iter__(self) -> Iterator[Target]:
+        interval, intervals = self._interval, self._intervals
+        for index, url in enumerate(self._urls):
+            yield Target(url, intervals.get(index, interval), source="config")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((tuple(self._urls), self._interval, tuple(sorted(self._intervals.items()))))
+
+    def __repr__(self) -> str:
+        return f"TargetList({len(self)} targets)"
+
+
 class Targets:
     """Targets in the order found, refusing duplicates, naming where each came from."""
 
     def __init__(self, config_name: str, interval: timedelta) -> None:
         self.config_name = config_name
         self.interval = interval
-        self.found: list[Target] = []
-        self.where: dict[str, str] = {}  # normalised URL → "file: key" or "file:line"
+        self._urls: list[str] = []
+        self._intervals: dict[int, timedelta] = {}  # index → interval, where one differs from `interval`
+        # Where each URL came from, for naming the first of a duplicate: the config's own entries
+        # here (a handful); a targets file's lines (a million, maybe) are found again by reading
+        # the files once more, on that error only.
+        self.where: dict[str, str] = {}  # normalised URL → "file: key"
         self.ignore: dict[str, IgnoreRules] = {}  # normalised URL → its ignore rules, when it has any
+        self._seen: set[str] = set()
+        self._files: list[str] = []  # the targets files read, in order
 
     def add_entries(self, entries: list[Any]) -> None:
         for index, entry in enumerate(entries):
@@ -93,24 +148,8 @@ class Targets:
 
     def add_file(self, relative: str) -> None:
         name = os.path.join(os.path.dirname(self.config_name), relative)
-        try:
-            with open(name, encoding="utf-8-sig") as file:
-                lines = file.read().splitlines()
-        except FileNotFoundError:
-            raise ConfigError(self.config_name, "targets_file", f"no such file: {name!r}") from None
-        except OSError as exc:
-            raise ConfigError(
-                self.config_name, "targets_file", f"cannot read {name!r}: {exc.strerror}"
-            ) from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(name, "", f"not UTF-8 text (byte {exc.start})") from None
-        for number, line in enumerate(lines, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            # A URL holds no spaces, so "URL  # note" is a URL and a comment.
-            first, _, rest = text.partition(" ")
-            url = first if rest.strip().startswith("#") else text
+        self._files.append(name)
+        for number, url in _file_urls(self.config_name, name):
             self._add(url, None, f"{name}:{number}", "")
 
     def _add(
@@ -120,13 +159,31 @@ class Targets:
             normal = normalize_url(url)
         except BadURL as exc:
             raise ConfigError(file, key, str(exc)) from None
-        here = f"{file}: {key}" if key else file
-        if normal in self.where:
-            raise ConfigError(file, key, f"duplicate target {normal} (also {self.where[normal]})")
-        self.where[normal] = here
+        if normal in self._seen:
+            raise ConfigError(file, key, f"duplicate target {normal} (also {self._first(normal)})")
+        self._seen.add(normal)
+        if key:
+            self.where[normal] = f"{file}: {key}"
         if rules:
             self.ignore[normal] = rules
-        self.found.append(Target(normal, interval or self.interval, source="config"))
+        if interval is not None and interval != self.interval:
+            self._intervals[len(self._urls)] = interval
+        self._urls.append(normal)
+
+    @property
+    def found(self) -> TargetList:
+        """The targets found so far, in order."""
+        return TargetList(self._urls, self.interval, self._intervals)
+
+    def _first(self, normal: str) -> str:
+        """Return where `normal` was first found: a config key, or a targets file's line."""
+        if normal in self.where:
+            return self.where[normal]
+        for name in self._files:
+            for number, url in _file_urls(self.config_name, name):
+                if normalize_url(url) == normal:  # every line before the duplicate's was read well
+                    return f"{name}:{number}"
+        return "an earlier entry"  # not reached: a URL seen was in the config or in a file
 
 
 def source(file: str, index: int, entry: Any, interval: timedelta) -> Source:
@@ -182,3 +239,47 @@ def canonical(file: str, key: str, url: str) -> str:
         return canonical_url(url)
     except BadURL as exc:
         raise ConfigError(file, key, str(exc)) from None
+
+
+def _file_urls(config_name: str, name: str) -> Iterator[tuple[int, str]]:
+    """Yield the line number and URL of each target line of the targets file `name`.
+
+    Read a line at a time: a million lines held at once (as text or as a list) would cost
+    60-100 MB more at the config's peak.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not UTF-8 text.
+    """
+    try:
+        file = open(name, "rb")  # noqa: SIM115 (closed below: a generator's with would be held open across yields anyway)
+    except FileNotFoundError:
+        raise ConfigError(config_name, "targets_file", f"no such file: {name!r}") from None
+    except OSError as exc:
+        raise ConfigError(config_name, "targets_file", f"cannot read {name!r}: {exc.strerror}") from None
+    with file:
+        offset, number = 0, 0
+        for raw in _lines(file, name, config_name):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(name, "", f"not UTF-8 text (byte {offset + exc.start})") from None
+            offset += len(raw)
+            if number == 0 and text.startswith("\ufeff"):
+                text = text[1:]  # the byte order mark some editors write (utf-8-sig)
+            # The same lines as str.splitlines() of the whole text (CR, CRLF and the rest).
+            for line in text.splitlines() or [""]:
+                number += 1
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                # A URL holds no spaces, so "URL  # note" is a URL and a comment.
+                first, _, rest = line.partition(" ")
+                yield number, first if rest.strip().startswith("#") else line
+
+
+def _lines(file: BinaryIO, name: str, config_name: str) -> Iterator[bytes]:
+    """Yield `file`'s lines as bytes, each with its LF; a read error is a `ConfigError`."""
+    try:
+        yield from file
+    except OSError as exc:
+        raise ConfigError(config_name, "targets_file", f"cannot read {name!r}: {exc.strerror}") from None

@@ -27,6 +27,7 @@ S = tables.snapshots
 CONFIG = "config"
 SUSPICIOUS = "suspicious"  # `summaries(status=...)` of targets flagged suspicious, whatever their status
 CHUNK = 500  # URLs per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+SYNC_PAGE = 5000  # stored targets read at once by a sync
 INSERT_CHUNK = 2000  # new targets per executemany: bounds the start-up peak with 100,000 targets
 _INSERT_TARGET = T.insert()
 
@@ -77,31 +78,24 @@ def sync_targets(
     with `scopes` None they are left alone. A few bulk statements, whatever the number
     of targets.
     """
-    wanted = {normalize_url(t.url): seconds_of(t.interval) for t in targets}
-    # next_check_at is read only for the few targets whose interval changed: converting 100,000
-    # datetimes costs more than the rest of an unchanged sync.
+    wanted = _wanted(targets)  # what is left of it after the walk below is new
+    # The stored targets are walked a page at a time, not held: a million rows at once cost
+    # ~400 MB at a restart. What changes is collected (a few rows, or the removed ones).
     cols = (T.c.id, T.c.url, T.c.source, T.c.active, T.c.interval_seconds)
-    existing = {row.url: row for row in conn.execute(select(*cols))}
-    inserts: list[
-        tuple[str, int]
-    ] = []  # rows are built a chunk at a time: 100,000 dicts at once cost 100 MiB
-    changes, gone = [], []
-    reactivated = 0
-    for url, seconds in wanted.items():
-        row = existing.get(url)
-        if row is None:
-            inserts.append((url, seconds))
-        elif not row.active:
-            reactivated += 1
-            changes.append(_change(row.id, seconds, _spread(now, seconds, rng)))
-        elif row.interval_seconds != seconds or row.source != CONFIG:
-            next_at = conn.execute(select(T.c.next_check_at).where(T.c.id == row.id)).scalar_one()
-            changes.append(_change(row.id, seconds, min(next_at, now + timedelta(seconds=seconds))))
+    changes: list[dict[str, Any]] = []
+    gone: list[dict[str, Any]] = []
     back: list[dict[str, Any]] = []  # discovered targets a source covers again
-    for row in existing.values():
-        if row.url in wanted:
-            continue
-        if row.source == CONFIG:
+    retimed: list[tuple[int, int]] = []  # (id, seconds): configured targets whose interval changed
+    reactivated = 0
+    for row in conn.execute(select(*cols).execution_options(yield_per=SYNC_PAGE)):
+        seconds = wanted.pop(row.url, None)
+        if seconds is not None:  # configured
+            if not row.active:
+                reactivated += 1
+                changes.append(_change(row.id, seconds, _spread(now, seconds, rng)))
+            elif row.interval_seconds != seconds or row.source != CONFIG:
+                retimed.append((row.id, seconds))
+        elif row.source == CONFIG:
             if row.active:
                 gone.append({"b_id": row.id})
         elif scopes is not None:
@@ -110,9 +104,23 @@ def sync_targets(
                 gone.append({"b_id": row.id})
             elif not row.active and covered:
                 back.append({"b_id": row.id, "b_next": _spread(now, row.interval_seconds, rng)})
-    for i in range(0, len(inserts), INSERT_CHUNK):
-        chunk = inserts[i : i + INSERT_CHUNK]
-        conn.execute(_INSERT_TARGET, [_new_target(url, CONFIG, seconds, now, rng) for url, seconds in chunk])
+    # next_check_at is read only for the few targets whose interval changed: converting 100,000
+    # datetimes costs more than the rest of an unchanged sync.
+    for target_id, seconds in retimed:
+        next_at = conn.execute(select(T.c.next_check_at).where(T.c.id == target_id)).scalar_one()
+        changes.append(_change(target_id, seconds, min(next_at, now + timedelta(seconds=seconds))))
+    # New rows are built and inserted a chunk at a time: a million at once would cost ~500 MB.
+    chunk: list[dict[str, Any]] = []
+    inserted = 0
+    for url, seconds in wanted.items():
+        chunk.append(_new_target(url, CONFIG, seconds, now, rng))
+        if len(chunk) == INSERT_CHUNK:
+            conn.execute(_INSERT_TARGET, chunk)
+            inserted += len(chunk)
+            chunk = []
+    if chunk:
+        conn.execute(_INSERT_TARGET, chunk)
+        inserted += len(chunk)
     if changes:
         conn.execute(
             update(T)
@@ -138,7 +146,7 @@ def sync_targets(
             update(T).where(T.c.id == bindparam("b_id")).values(active=False, unwatched_since=now), gone
         )
     total = conn.execute(select(func.count()).select_from(T).where(T.c.active.is_(True))).scalar_one()
-    added = len(inserts) + reactivated + len(back)
+    added = inserted + reactivated + len(back)
     return SyncReport(added, len(gone), len(changes) - reactivated, int(total))
 
 
@@ -295,6 +303,25 @@ def target_row(conn: Connection, url: str) -> AnyRow:
     if row is None:
         raise TargetNotFound(url)
     return row
+
+
+def _wanted(targets: Sequence[Target]) -> dict[str, int]:
+    """Return each target's normalised URL and interval in seconds.
+
+    With a million targets this dict is the sync's peak: a URL already normal (as the
+    config gives them) is kept as the same string, not a copy, and each distinct interval
+    is one int.
+    """
+    seconds: dict[timedelta, int] = {}
+    wanted: dict[str, int] = {}
+    for target in targets:
+        url = target.url
+        normal = normalize_url(url)
+        interval = target.interval
+        if interval not in seconds:
+            seconds[interval] = seconds_of(interval)
+        wanted[url if normal == url else normal] = seconds[interval]
+    return wanted
 
 
 def seconds_of(interval: timedelta) -> int:

@@ -3,7 +3,8 @@
 For each backend: `mirror run` on a config of N targets (the corpus's pages, then paths that
 answer 404): its start-up (config, sync of N new targets) and peak RSS over its first dispatch
 ticks; then, on the store it made, the cost of one claim of due targets (100 at a time, as a
-round claims them), and `mirror status` and `mirror targets --json` as a person runs them:
+round claims them), `mirror status` and `mirror targets --json` as a person runs them, and `mirror run`
+restarted on the store it made (its sync reads every stored target):
 wall time, time to the first byte of output, bytes and peak RSS. Each is measured at a tenth
 of N too: a growth row per backend shows any figure that grows worse than linearly.
 """
@@ -29,6 +30,7 @@ PG_USERS = ("postgres", "root")
 PG_ADMIN_DATABASE = "postgres"
 CLAIM = 100
 CLAIMS = 7
+RESTART_OBSERVE_SECONDS = 5.0  # a restart's peak is its sync of the stored targets, at start-up
 
 _CLAIM_CHILD = """
 import json, sys, time
@@ -131,6 +133,7 @@ class Scale:
     targets: int
     backend: str
     daemon: memory.DaemonMemory
+    restart: memory.DaemonMemory  # the same daemon started again on the store it made
     claim_ms: float
     status: Command
     listing: Command
@@ -145,7 +148,8 @@ def measure(work: Path, urls: Sequence[str], backend: str, database: str | None)
     status = run_command(mirror, "status", "--json")
     listing = run_command(mirror, "targets", "--json")
     claim = claim_ms(mirror.database)
-    return Scale(len(urls), backend, daemon, claim, status, listing, mirror.verify())
+    restart = memory.measure_daemon(folder, urls, observe=RESTART_OBSERVE_SECONDS, database=database)
+    return Scale(len(urls), backend, daemon, restart, claim, status, listing, mirror.verify())
 
 
 def rows_of(done: Scale) -> tuple[list[Row], str]:

@@ -35,7 +35,6 @@ def run(work: Path, repeats: int = 11) -> tuple[list[Row], list[str]]:
     mirror = Mirror(folder, write_config(folder, urls))
     mirror.run("check", "--json", check=False)  # every target answers "connection refused": exit 0 or 3
     env = {k: v for k, v in mirror.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["XDG_CACHE_HOME"] = str(folder / "cache")  # the config's memo: here, not in the user's cache
     commands = {
         "mirror status": mirror.argv("status"),
         "mirror history URL": mirror.argv("history", urls[0]),

@@ -101,7 +101,12 @@ class Mirror:
         self.config = config
         self.database = database or f"sqlite:///{self.store / 'mirror.db'}"
         self.log = folder / "mirror.log"
-        self.env = {**os.environ, "MIRROR_DATABASE_URL": self.database, "MIRROR_CONFIG": str(config)}
+        self.env = {
+            **os.environ,
+            "MIRROR_DATABASE_URL": self.database,
+            "MIRROR_CONFIG": str(config),
+            "XDG_CACHE_HOME": str(folder / "cache"),  # the config memo (mirror.config_cache), not the user's
+        }
 
     def argv(self, *args: str) -> list[str]:
         """Return the command line of `mirror ARGS` with this config, logs as JSON lines."""

@@ -1,27 +1,35 @@
 """Start-up: `mirror status`, `history URL`, `targets` and `--help` on a small store, as a person types them.
 
 The reference is `python -c pass` with the same interpreter, in the same run, the commands
-interleaved. The target is the issue's: well under 0.3 s of wall time for `status` and `history`.
-Bytecode is written on a warm-up run first (an installed package has it; `PYTHONDONTWRITEBYTECODE`
-would make every run compile mirror's modules again).
+interleaved. The target is the issue's: well under 0.3 s for `status` and `history`. Each
+command is reported twice: its wall time, which is what a person waits for, and its CPU time
+(user + system, the child's own from `wait4`), which stays true on a loaded machine: the target
+holds for both. Bytecode is written on a warm-up run first (an installed package has it;
+`PYTHONDONTWRITEBYTECODE` would make every run compile mirror's modules again), and the warm-up
+`status` checks the config file once, as a person's first command does (`mirror.config_cache`):
+the runs measured are the ones after it.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.mirrorcli import Mirror, run_measured, write_config
+from benchmarks.mirrorcli import Mirror, write_config
 from benchmarks.table import Row
 
 TARGETS = 20  # a small store: targets on a closed port, each checked once (an error state)
 LIMIT_SECONDS = 0.3
+TIMED = ("mirror status", "mirror history URL")
 
 
 def run(work: Path, repeats: int = 11) -> tuple[list[Row], list[str]]:
-    """Return a row per command (median wall time against `python -c pass`) and a note."""
+    """Return rows per command (median wall and CPU time against `python -c pass`) and a note."""
     folder = work / "startup"
     urls = [f"http://127.0.0.1:9/page-{i}.html" for i in range(TARGETS)]
     mirror = Mirror(folder, write_config(folder, urls))
@@ -33,35 +41,51 @@ def run(work: Path, repeats: int = 11) -> tuple[list[Row], list[str]]:
         "mirror targets": mirror.argv("targets"),
         "mirror --help": [sys.executable, "-m", "mirror", "--help"],
     }
-    bare = [sys.executable, "-c", "pass"]
-    seconds: dict[str, list[float]] = {name: [] for name in ["python -c pass", *commands]}
-    with open(os.devnull, "w") as devnull:
-        for argv in [bare, *commands.values()]:  # warm-up: bytecode written, files in the page cache
-            run_measured(argv, env=env, stderr=devnull)
-        for _ in range(repeats):
-            seconds["python -c pass"].append(run_measured(bare, env=env).seconds)
-            for name, argv in commands.items():
-                done = run_measured(argv, env=env, stderr=devnull)
-                if done.returncode != 0:
-                    raise RuntimeError(f"{name} exited {done.returncode}")
-                seconds[name].append(done.seconds)
-    median = {name: statistics.median(values) for name, values in seconds.items()}
-    reference = median["python -c pass"]
+    bare = "python -c pass"
+    argvs = {bare: [sys.executable, "-c", "pass"], **commands}
+    wall: dict[str, list[float]] = {name: [] for name in argvs}
+    cpu: dict[str, list[float]] = {name: [] for name in argvs}
+    for argv in argvs.values():  # warm-up: bytecode written, files in the page cache, the config checked
+        _timed(argv, env)
+    for _ in range(repeats):
+        for name, argv in argvs.items():
+            seconds, cpu_seconds = _timed(argv, env)
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
     rows = []
     for name in commands:
-        timed = name in ("mirror status", "mirror history URL")
-        rows.append(
-            Row(
-                f"start-up: {name}, a store of {TARGETS} targets (median of {repeats})",
-                f"{median[name]:.3f} s",
-                f"{reference:.3f} s (python -c pass)",
-                median[name] / reference,
-                f"< {LIMIT_SECONDS:g} s" if timed else "(context)",
-                median[name] < LIMIT_SECONDS if timed else None,
+        timed = name in TIMED
+        for kind, figures in (("wall", wall), ("CPU", cpu)):
+            median, reference = statistics.median(figures[name]), statistics.median(figures[bare])
+            rows.append(
+                Row(
+                    f"start-up: {name}, {kind} time, a store of {TARGETS} targets (median of {repeats})",
+                    f"{median:.3f} s",
+                    f"{reference:.3f} s ({bare})",
+                    median / reference,
+                    f"< {LIMIT_SECONDS:g} s" if timed else "(context)",
+                    median < LIMIT_SECONDS if timed else None,
+                )
             )
-        )
-    spread = ", ".join(f"{n}: {min(v):.3f}-{max(v):.3f} s" for n, v in seconds.items())
+    spread = ", ".join(
+        f"{n}: {min(wall[n]):.3f}-{max(wall[n]):.3f} s wall, {min(cpu[n]):.3f}-{max(cpu[n]):.3f} s CPU"
+        for n in argvs
+    )
     return rows, [f"start-up, interleaved runs, fastest to slowest: {spread}"]
+
+
+def _timed(argv: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run `argv` (it must exit 0); return its wall seconds and its own CPU seconds (user + system)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        list(argv), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {process.returncode}")
+    return seconds, usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":

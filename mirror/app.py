@@ -61,13 +61,13 @@ class AppContext:
         return self._config
 
     def database(self) -> str:
-        """Return the store's URL; unless the whole config is loaded already, without reading the targets."""
+        """Return the store's URL; unless the whole config is loaded already, without reading the targets
+        (and without checking the file again when it passed before: `mirror.config_cache`)."""
         if self._config is not None:
             return self._config.storage.database
-        from mirror.config import config_path, load_config
+        from mirror.config_cache import config_path, store_url
 
-        path = config_path(self.config_option, os.environ)
-        return load_config(path, os.environ, targets=False).storage.database
+        return store_url(config_path(self.config_option, os.environ), os.environ)
 
     def archive(self, *, create: bool = False) -> Archive:
         """Return the store; only `create=True` (`check`; `run` opens its own) makes or migrates one.

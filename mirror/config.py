@@ -37,8 +37,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import BeforeValidator, ByteSize, Field, ValidationError
 
 from mirror import PROJECT_URL, __version__
+from mirror.config_cache import DATABASE_ENV, DEFAULT_DATABASE
+from mirror.config_cache import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG_PATH  # where it was always named
+from mirror.config_cache import config_path as config_path
 from mirror.config_values import (
-    DEFAULT_DATABASE,
     TOP_LEVEL_KEYS,
     Duration,
     HeaderValue,
@@ -57,9 +59,6 @@ if TYPE_CHECKING:  # loaded by `load_config` when it reads targets: `status` and
     from mirror.config_notify import Destination
     from mirror.config_targets import Source
 
-DEFAULT_CONFIG_PATH = "config/mirror.toml"
-CONFIG_ENV = "MIRROR_CONFIG"
-DATABASE_ENV = "MIRROR_DATABASE_URL"
 
 # A relative SQLite path is relative to the working directory, as SQLAlchemy reads it.
 DEFAULT_INTERVAL = timedelta(hours=6)
@@ -238,11 +237,6 @@ class Config:
         """
         seeds = {s.url: Target(s.url, s.interval, "crawl") for s in self.sources if s.kind == "crawl"}
         return tuple(seeds.values())
-
-
-def config_path(cli_value: str | None, env: Mapping[str, str]) -> str:
-    """Return the config file to read: `--config`, else `$MIRROR_CONFIG`, else `config/mirror.toml`."""
-    return cli_value or env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
 
 
 def load_config(

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
+from mirror.config_cache import DEFAULT_DATABASE
 from mirror.errors import ConfigError
 
-DEFAULT_DATABASE = "sqlite:///state/mirror.db"
 MAX_HEADER_VALUE = 1000  # characters of a header value we send (servers refuse lines of 8 KB and more)
 # The keys of the file's top level (`mirror.config` holds its model equal to them): a key that TOML
 # put into a section because it came after `[fetch]` is named as a slip.

@@ -40,6 +40,7 @@ from datetime import timedelta
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkProcess
 from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event as EventType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -107,6 +108,23 @@ class _Failed:
     problem: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What every process of a team reads: the config, and the counters and flag in shared memory."""
+
+    config: Config
+    processes: int
+    lease: timedelta
+    next: Synchronized[int]  # the index of the next chunk of the round's targets
+    done: Synchronized[int]  # targets finished this round, all processes together
+    stop: EventType  # set: stop the round (Ctrl-C, or a store error in this process)
+
+    def finished(self) -> None:
+        """Count one target done (any process's)."""
+        with self.done.get_lock():
+            self.done.value += 1
+
+
 @dataclass(slots=True)
 class _Member:
     process: ForkProcess
@@ -122,12 +140,10 @@ class Team:
     ) -> None:
         context = multiprocessing.get_context("fork")
         self.processes = processes
-        self.lease = lease
         self.checker = checker
-        self._config = config
-        self._next: Synchronized[int] = context.Value("q", 0)  # the next chunk's index
-        self._done: Synchronized[int] = context.Value("q", 0)  # targets finished, all processes
-        self._stop = context.Event()
+        self._shared = _Shared(
+            config, processes, lease, context.Value("q", 0), context.Value("q", 0), context.Event()
+        )
         self._pending: dict[Connection, _Member] = {}  # children yet to answer this round
         share_stderr(context.Lock())  # before the fork: the children write through it too
         self._members: list[_Member] = []
@@ -137,7 +153,7 @@ class Team:
             ours, theirs = context.Pipe()
             process = context.Process(
                 target=_member,
-                args=(theirs, index, self, archive, parent),
+                args=(theirs, index, self._shared, archive, parent),
                 name=f"mirror-check-{index}",
                 daemon=False,
             )
@@ -153,10 +169,11 @@ class Team:
             KeyboardInterrupt: after every process has written the checks it had under way.
         """
         started = time.monotonic()
-        concurrency = self._config.fetch.concurrency
+        shared = self._shared
+        concurrency = shared.config.fetch.concurrency
         logger.info(ROUND_STARTED, targets=len(targets), concurrency=concurrency, processes=self.processes)
-        self._next.value = 0
-        self._done.value = 0
+        shared.next.value = 0
+        shared.done.value = 0
         chunk = max(CLAIM_CHUNK, 2 * share_of(concurrency, self.processes, 0))
         self._pending = {}
         for member in self._members:
@@ -174,23 +191,23 @@ class Team:
         lost = 0
         try:
             share = Share(
-                _Chunks(self._next, targets, chunk),
-                self._stop.is_set,
-                self._finished,
-                lambda: _show(bar, self._done),
+                _Chunks(shared.next, targets, chunk),
+                shared.stop.is_set,
+                shared.finished,
+                lambda: _show(bar, shared.done),
             )
             reports.append(
                 run_round(
                     self.checker,
                     targets,
                     share_of(concurrency, self.processes, 0),
-                    lease=self.lease,
+                    lease=shared.lease,
                     share=share,
                 )
             )
             lost = self._collect(reports, failures, bar)
         except BaseException:  # Ctrl-C, or a store error here: the children stop, write and answer
-            self._stop.set()
+            shared.stop.set()
             with contextlib.suppress(BaseException):
                 self._collect([], [], None)
             raise
@@ -217,10 +234,6 @@ class Team:
             member.conn.close()
         self._members = []
 
-    def _finished(self) -> None:
-        with self._done.get_lock():
-            self._done.value += 1
-
     def _collect(self, reports: list[RoundReport], failures: list[str], bar: tqdm[Any] | None) -> int:
         """Wait for each child's answer to the round; return how many died instead of answering."""
         pending = self._pending
@@ -242,7 +255,7 @@ class Team:
                     failures.append(answer.problem)
                 else:
                     reports.append(answer)
-            _show(bar, self._done)
+            _show(bar, self._shared.done)
         return lost
 
 
@@ -258,17 +271,17 @@ def _gate(config: Config, processes: int, index: int) -> HostGate:
     return HostGate(share_of(config.fetch.per_host_concurrency, processes, index), 0.0)
 
 
-def _member(conn: Connection, index: int, team: Team, archive: Archive, parent: int) -> None:
+def _member(conn: Connection, index: int, shared: _Shared, archive: Archive, parent: int) -> None:
     """A child's life: check the chunks it takes of each round the parent sends, answer with its report."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the round (`Team._stop`): no cut write
     archive.after_fork()  # the parent's connections stay the parent's
-    config = team._config
+    config = shared.config
     checker = Checker.from_config(config, archive)
-    checker.gate = _gate(config, team.processes, index)
-    concurrency = share_of(config.fetch.concurrency, team.processes, index)
+    checker.gate = _gate(config, shared.processes, index)
+    concurrency = share_of(config.fetch.concurrency, shared.processes, index)
 
     def stopped() -> bool:
-        return team._stop.is_set() or os.getppid() != parent  # Ctrl-C, or the parent died
+        return shared.stop.is_set() or os.getppid() != parent  # Ctrl-C, or the parent died
 
     try:
         while True:
@@ -279,10 +292,10 @@ def _member(conn: Connection, index: int, team: Team, archive: Archive, parent: 
             if message is None:
                 return
             targets, chunk = message
-            share = Share(_Chunks(team._next, targets, chunk), stopped, team._finished)
+            share = Share(_Chunks(shared.next, targets, chunk), stopped, shared.finished)
             try:
                 report: RoundReport | _Failed = run_round(
-                    checker, targets, concurrency, lease=team.lease, share=share
+                    checker, targets, concurrency, lease=shared.lease, share=share
                 )
             except StoreError as exc:
                 report = _Failed(str(exc))

@@ -114,14 +114,25 @@ class Feed:
     (outside the feed's lock), so the others keep taking targets meanwhile and no
     worker waits on a claim's transaction (which queues behind the writer's) unless
     the feed has run dry. Targets another process holds are skipped and counted
-    (`skipped`). Thread-safe.
+    (`skipped`). Thread-safe. `next_chunk`, when given, hands out the chunks instead of
+    `targets` (an empty list: no more).
     """
 
-    def __init__(self, claims: Claims, targets: Iterable[Target], chunk: int) -> None:
+    def __init__(
+        self,
+        claims: Claims,
+        targets: Iterable[Target],
+        chunk: int,
+        *,
+        next_chunk: Callable[[], list[Target]] | None = None,
+    ) -> None:
         self.claims = claims
         self.skipped = 0
         self._todo: Iterator[Target] = iter(targets)
         self._chunk = max(1, chunk)
+        # Where the chunks come from: the round's targets in order, or (processes sharing a
+        # round, `mirror.team`) whichever chunk no other process has taken yet.
+        self._next_chunk = next_chunk or (lambda: list(itertools.islice(self._todo, self._chunk)))
         self._ready: deque[tuple[Target, TargetState]] = deque()
         self._cond = threading.Condition()
         self._filling = False  # a worker is claiming the next chunk (only it reads `_todo`)
@@ -151,7 +162,7 @@ class Feed:
         exhausted = False
         error: Exception | None = None
         try:
-            chunk = list(itertools.islice(self._todo, self._chunk))
+            chunk = self._next_chunk()
             exhausted = not chunk
             if chunk:
                 claimed = self.claims.these(chunk)

@@ -105,7 +105,7 @@ def check(app: AppContext, urls: tuple[str, ...], as_json: bool) -> None:
         emit_json(render.check_json(report))
     else:
         echo_lines(render.check_text(report))
-    if report.crashed:
+    if report.crashed or report.lost_processes:
         raise SystemExit(EXIT_RUNTIME)
 
 

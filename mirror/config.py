@@ -67,6 +67,16 @@ DEFAULT_TICK = timedelta(seconds=5)
 DEFAULT_LEASE = timedelta(minutes=5)  # a killed daemon's claimed targets wait this long for another
 DEFAULT_SUMMARY = timedelta(minutes=1)  # how often `mirror run` says at info that it is alive
 DEFAULT_CONCURRENCY = 8
+
+
+def usable_cores() -> int:
+    """Return how many cores this process may run on (its affinity: a container or `taskset` narrows it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 DEFAULT_PER_HOST_CONCURRENCY = 2
 DEFAULT_PER_HOST_DELAY = timedelta(seconds=1)
 DEFAULT_TIMEOUT = timedelta(seconds=30)
@@ -100,6 +110,8 @@ class FetchConfig(Section):
     concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1)
     per_host_concurrency: int = Field(default=DEFAULT_PER_HOST_CONCURRENCY, ge=1)
     per_host_delay: Duration = DEFAULT_PER_HOST_DELAY  # 0 disables
+    # `mirror check`'s processes (`mirror.team`): the cores it may use; 1 checks in one process.
+    processes: int = Field(default_factory=usable_cores, ge=1)
     timeout: PositiveDuration = DEFAULT_TIMEOUT
     connect_timeout: PositiveDuration = DEFAULT_CONNECT_TIMEOUT
     max_bytes: Annotated[ByteSize, Field(gt=0)] = ByteSize(DEFAULT_MAX_BYTES)

@@ -45,6 +45,7 @@ CHECK_DONE = "check.done"  # debug: every check, with its outcome
 ROUND_STARTED = "round.started"
 ROUND_FINISHED = "round.finished"
 ROUND_SKIPPED_CLAIMED = "round.skipped_claimed"  # info: targets another process holds, left to it
+ROUND_PROCESS_LOST = "round.process_lost"  # error: a process of a `check` round died (killed)
 SERVICE_STARTED = "service.started"
 SERVICE_SUMMARY = "service.summary"  # info, every `schedule.summary`: the daemon's checks since the last one
 SERVICE_STOPPING = "service.stopping"

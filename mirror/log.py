@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol, TextIO, cast
 
 from mirror.events import LIBRARY_LOG
 from mirror.urls import mask_userinfo
@@ -35,6 +35,11 @@ class _ToStructlog(logging.Handler):
             )
         except Exception:  # a log line must never take the process down
             self.handleError(record)
+
+
+class SupportsLock(Protocol):
+    def acquire(self, block: bool = True, timeout: float = -1) -> bool: ...
+    def release(self) -> None: ...
 
 
 _HIDDEN: set[str] = set()  # secrets no log line may show (`hide`)
@@ -156,3 +161,46 @@ class _ThenConfigure(importlib.abc.Loader):
             module.__spec__.loader = self.loader
         self.loader.exec_module(module)
         self.configure()
+
+
+SHARED_WAIT = 2.0  # seconds a process waits for the shared lock before it writes anyway (its holder died)
+
+
+class _WholeLines:
+    """stderr shared by processes: what a line's writes bring is written at its flush, whole, under `lock`.
+
+    structlog prints the line and its newline in two writes, then flushes, under a lock of
+    its own per file (so threads never mix this buffer); across processes, a pipe keeps
+    writes whole only up to 4 KiB, and a line with a diff is longer.
+    """
+
+    def __init__(self, file: TextIO, lock: SupportsLock) -> None:
+        self._file = file
+        self._lock = lock
+        self._pending: list[str] = []
+
+    def write(self, text: str) -> int:
+        self._pending.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        text, self._pending = "".join(self._pending), []
+        taken = self._lock.acquire(timeout=SHARED_WAIT)
+        try:
+            self._file.write(text)
+            self._file.flush()
+        finally:
+            if taken:
+                self._lock.release()
+
+
+def share_stderr(lock: SupportsLock) -> None:
+    """Write each log line whole under `lock`, which every process sharing this stderr takes (`mirror.team`).
+
+    Call before forking: the children inherit the setting.
+    """
+    import structlog
+
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _WholeLines(sys.stderr, lock)))
+    )

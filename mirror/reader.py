@@ -126,6 +126,10 @@ class Reader:
         """
         return cls(db.open_engine(database, existing=existing or read_only, read_only=read_only))
 
+    def after_fork(self) -> None:
+        """In a forked child: open connections of its own; the parent's stay the parent's."""
+        self._engine.dispose(close=False)
+
     def close(self) -> None:
         """Close the store's connections (the engine's pool)."""
         self._engine.dispose()

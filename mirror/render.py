@@ -81,6 +81,7 @@ def check_json(report: RoundReport) -> dict[str, Any]:
         "outcomes": {**dict.fromkeys(map(str, OutcomeKind), 0), **report.counts},
         "crashed": list(report.crashed),
         "skipped_claimed": report.skipped_claimed,
+        "lost_processes": report.lost_processes,
         "targets": report.checks,
     }
 
@@ -95,6 +96,10 @@ def check_text(report: RoundReport) -> list[str]:
     if report.skipped_claimed:
         lines.append(
             f"skipped {report.skipped_claimed} being checked by another process (`mirror run` or `check`)"
+        )
+    if report.lost_processes:
+        lines.append(
+            f"{report.lost_processes} of the round's processes died: their targets wait for the next round"
         )
     return lines
 

@@ -13,7 +13,7 @@ import functools
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,7 @@ from mirror.archive import Archive
 from mirror.check import DEFAULT_LEASE, Checker, CheckReport
 from mirror.claims import Claims, Feed
 from mirror.config import Config
-from mirror.domain import Target
+from mirror.domain import Target, TargetState
 from mirror.errors import StoreError
 from mirror.events import (
     ROUND_FINISHED,
@@ -39,6 +39,8 @@ from mirror.writer import BatchWriter
 
 if TYPE_CHECKING:
     from tqdm import tqdm
+
+    from mirror.team import Team
 
 logger = structlog.get_logger("mirror.check")
 
@@ -57,6 +59,26 @@ class RoundReport:
     crashed: tuple[str, ...] = ()
     counts: dict[str, int] = field(default_factory=dict)
     skipped_claimed: int = 0  # targets another process held (leased): left to it, not checked
+    lost_processes: int = 0  # processes of the round that died (killed): their claimed targets wait
+    # for their leases to expire
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """This process's part in a round that several processes share (`mirror.team`).
+
+    `next_chunk` hands out the next chunk of targets no process has taken (empty: no more);
+    `stopped` says the round must stop (Ctrl-C); `finished` counts one target done for the
+    whole round's progress; `poll` runs every `POLL` seconds while this process checks.
+    """
+
+    next_chunk: Callable[[], list[Target]]
+    stopped: Callable[[], bool]
+    finished: Callable[[], object]
+    poll: Callable[[], object] = lambda: None
+
+
+POLL = 0.25  # seconds between looks at a shared round's stop flag and progress
 
 
 def _tick(bar: tqdm[Any] | None, lock: threading.Lock) -> None:
@@ -73,8 +95,12 @@ def run_round(
     *,
     progress: bool = False,
     lease: timedelta = DEFAULT_LEASE,
+    share: Share | None = None,
 ) -> RoundReport:
     """Check every target no other process holds once, over `concurrency` threads; return the report.
+
+    With a `share`, this process checks only the chunks it takes from the share, logs no
+    `round.*` event and shows no progress (`mirror.team` does, for all processes together).
 
     Targets are claimed with leases (owner `checker.worker`) a chunk at a time, due or
     not, just before they are checked; one another process holds is skipped and
@@ -86,12 +112,14 @@ def run_round(
         StoreError: the database failed (after the store's own retries).
     """
     started = time.monotonic()
-    logger.info(ROUND_STARTED, targets=len(targets), concurrency=concurrency)
+    if share is None:
+        logger.info(ROUND_STARTED, targets=len(targets), concurrency=concurrency, processes=1)
     claims = Claims(checker.archive, checker.worker, lease)  # wall-clock time, as other processes read it
-    feed = Feed(claims, targets, max(CLAIM_CHUNK, 2 * concurrency))
+    chunk = max(CLAIM_CHUNK, 2 * concurrency)
+    feed = Feed(claims, targets, chunk, next_chunk=share.next_chunk if share is not None else None)
     reports: list[CheckReport] = []
     crashed: list[str] = []
-    bar = progress_bar(progress, "checking", "page", total=len(targets))
+    bar = progress_bar(progress and share is None, "checking", "page", total=len(targets))
     writer = BatchWriter(checker.archive)
     workers = Workers(
         checker,
@@ -100,14 +128,19 @@ def run_round(
         min(concurrency, len(targets)),
         on_report=reports.append,
         on_crash=crashed.append,
-        on_finished=functools.partial(_tick, bar, threading.Lock()),
+        on_finished=share.finished if share is not None else functools.partial(_tick, bar, threading.Lock()),
     )
+    poll = POLL if share is not None else min(1.0, lease.total_seconds() / 4)
     writer.start()
     try:
-        workers.start(feed.next)
+        workers.start(feed.next if share is None else functools.partial(_unless_stopped, share, feed))
         try:
-            while not workers.wait(min(1.0, lease.total_seconds() / 4)):
+            while not workers.wait(poll):
                 claims.keep()  # a long round keeps what it holds
+                if share is not None:
+                    share.poll()
+                    if share.stopped():  # the checks under way finish and are written, no more start
+                        workers.stop.set()
         except BaseException:  # Ctrl-C: the checks under way finish and are written, no more start
             workers.stop.set()
             workers.wait()
@@ -122,18 +155,31 @@ def run_round(
         if bar is not None:
             bar.close()
     counts = dict(Counter(r.outcome for r in reports))
-    elapsed = time.monotonic() - started
-    if feed.skipped:
-        logger.info(ROUND_SKIPPED_CLAIMED, skipped_claimed=feed.skipped)
+    report = RoundReport(tuple(reports), time.monotonic() - started, tuple(crashed), counts, feed.skipped)
+    if share is None:
+        log_finished(report)
+    return report
+
+
+def _unless_stopped(share: Share, feed: Feed) -> tuple[Target, TargetState] | None:
+    """Take the next target from `feed`, or none once the shared round is told to stop."""
+    return None if share.stopped() else feed.next()
+
+
+def log_finished(report: RoundReport) -> None:
+    """Log the end of a round: `round.skipped_claimed` if it left targets to others, and `round.finished`."""
+    if report.skipped_claimed:
+        logger.info(ROUND_SKIPPED_CLAIMED, skipped_claimed=report.skipped_claimed)
+    extra = {"lost_processes": report.lost_processes} if report.lost_processes else {}
     logger.info(
         ROUND_FINISHED,
-        checked=len(reports),
-        crashed=len(crashed),
-        skipped_claimed=feed.skipped,
-        seconds=round(elapsed, 3),
-        **counts,
+        checked=len(report.checks),
+        crashed=len(report.crashed),
+        skipped_claimed=report.skipped_claimed,
+        seconds=round(report.elapsed, 3),
+        **extra,
+        **report.counts,
     )
-    return RoundReport(tuple(reports), elapsed, tuple(crashed), counts, feed.skipped)
 
 
 def sync_config(config: Config, archive: Archive, now: datetime) -> None:
@@ -179,23 +225,37 @@ def check_round(config: Config, archive: Archive, urls: list[str], *, progress: 
         TargetNotFound: a URL in `urls` is not a target.
         StoreError: the database failed.
     """
+    from mirror.team import Team, processes_for  # it runs rounds of this module in each process
+
     sync_config(config, archive, datetime.now(UTC))
     checker = Checker.from_config(config, archive)
+    team: Team | None = None
     try:
         if not urls:
             read_sitemaps(checker)
         targets = archive.active_targets(urls or None)
         concurrency, lease = config.fetch.concurrency, config.schedule.lease
-        report = run_round(checker, targets, concurrency, progress=progress, lease=lease)
+        processes = processes_for(config, len(targets))
+        if processes > 1:  # forked now, before any thread of the round starts
+            team = Team(config, archive, checker, processes, lease)
+
+        def one_round(these: Sequence[Target]) -> RoundReport:
+            if team is not None:
+                return team.round(these, progress=progress)
+            return run_round(checker, these, concurrency, progress=progress, lease=lease)
+
+        report = one_round(targets)
         seen = {t.url for t in targets}
         while not urls and any(r.discovered for r in report.checks):
             more = [t for t in archive.active_targets() if t.url not in seen]
             if not more:
                 break
             seen.update(t.url for t in more)
-            report = _merge(report, run_round(checker, more, concurrency, progress=progress, lease=lease))
+            report = _merge(report, one_round(more))
         return report
     finally:
+        if team is not None:
+            team.close()
         checker.close()
 
 
@@ -209,4 +269,5 @@ def _merge(first: RoundReport, then: RoundReport) -> RoundReport:
         first.crashed + then.crashed,
         counts,
         first.skipped_claimed + then.skipped_claimed,
+        first.lost_processes + then.lost_processes,
     )

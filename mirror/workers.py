@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -96,6 +95,12 @@ class Workers:
         self._on_crash = on_crash
         self._on_finished = on_finished
         self._threads: list[threading.Thread] = []
+        # Workers still running, under a condition: `wait` never joins a thread, because a
+        # Ctrl-C that lands in `Thread.join` marks the joined thread as ended while it still
+        # runs (CPython 3.11, bpo-45274's fix), and a round would then close its writer
+        # under the check that thread has under way.
+        self._running = 0
+        self._ended = threading.Condition()
         bound_malloc_arenas()  # before the pool's (and the writer's) threads allocate
 
     def start(self, take: Take) -> None:
@@ -104,21 +109,30 @@ class Workers:
             threading.Thread(target=self._work, args=(take,), name=f"check_{n}", daemon=True)
             for n in range(self.size)
         ]
+        with self._ended:
+            self._running += len(self._threads)
         for thread in self._threads:
             thread.start()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait up to `timeout` seconds (None: no limit) for every worker; return whether all have ended."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return self.alive() == 0
+        with self._ended:
+            return self._ended.wait_for(lambda: self._running == 0, timeout)
 
     def alive(self) -> int:
         """Return how many workers are still running."""
-        return sum(thread.is_alive() for thread in self._threads)
+        with self._ended:
+            return self._running
 
     def _work(self, take: Take) -> None:
+        try:
+            self._take_and_check(take)
+        finally:
+            with self._ended:
+                self._running -= 1
+                self._ended.notify_all()
+
+    def _take_and_check(self, take: Take) -> None:
         while not self.stop.is_set():
             try:
                 claimed = take()

@@ -128,6 +128,9 @@ class ArchiveServer:
         self._last_modified: dict[str, float] = {}
         self._retry_after_served = False
         self.requests: list[RecordedRequest] = []
+        self.pause = 0.0  # seconds each answer waits before it is sent: overlapping requests show
+        self.in_flight = 0  # requests received and not yet answered
+        self.most_in_flight = 0  # the most at once since the last reset
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.site = self
         self.port = self._httpd.server_address[1]
@@ -206,6 +209,8 @@ class ArchiveServer:
             self._last_modified.clear()
             self._retry_after_served = False
             self.requests.clear()
+            self.pause = 0.0
+            self.in_flight = self.most_in_flight = 0
 
     def hits(self, path: str) -> int:
         """Return how many requests asked for `path` (exactly, or any query of it when it has none)."""
@@ -277,6 +282,20 @@ class _Handler(BaseHTTPRequestHandler):
                 self.command, self.path, CaseInsensitiveDict(self.headers.items()), self.client_address[1]
             )
         )
+        # Counted before the answer is sent: the client holds its request open all that time.
+        with site._lock:
+            site.in_flight += 1
+            site.most_in_flight = max(site.most_in_flight, site.in_flight)
+        try:
+            if site.pause:
+                time.sleep(site.pause)
+        finally:
+            with site._lock:
+                site.in_flight -= 1
+        self._answer_now(head)
+
+    def _answer_now(self, head: bool) -> None:
+        site = self.server.site
         try:
             page = site._page(self.path)
             if page is not None:

@@ -302,6 +302,16 @@ BROKEN = [
         id="negative-per-host-concurrency",
     ),
     pytest.param(
+        {"config/mirror.toml": "[fetch]\nprocesses = 0\n"},
+        "config/mirror.toml: fetch.processes: must be at least 1, got 0",
+        id="zero-processes",
+    ),
+    pytest.param(
+        {"config/mirror.toml": "[fetch]\nprocesses = 'all'\n"},
+        "config/mirror.toml: fetch.processes: expected an integer, got 'all'",
+        id="processes-not-a-number",
+    ),
+    pytest.param(
         {"config/mirror.toml": "[fetch]\nconcurrency = '8'\n"},
         "config/mirror.toml: fetch.concurrency: expected an integer, got '8'",
         id="quoted-number",

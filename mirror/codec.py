@@ -12,8 +12,8 @@ it); `blobs` stores and reads packed blobs. Codecs:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,19 +62,31 @@ class _Slot:
     shared: tuple[bytes, int, zstandard.ZstdCompressor] | None = field(default=None)
 
 
-_slots: queue.LifoQueue[_Slot] = queue.LifoQueue()
-for _ in range(COMPRESSORS):
-    _slots.put(_Slot())
+# Each slot with its own lock: a free one is taken without waiting, and a thread waits on one
+# slot's lock (C) rather than all queue on one queue's mutex and condition (Python; measured,
+# 16 threads on 2 slots: half the CPU of a `queue.LifoQueue` per compression).
+_slots = tuple((_Slot(), threading.Lock()) for _ in range(COMPRESSORS))
+_turns = itertools.count()  # which slot a thread waits for when all are in use
 
 
 @contextmanager
 def _slot() -> Iterator[_Slot]:
     """Hold one of the `COMPRESSORS` compression slots (waiting while all are in use)."""
-    slot = _slots.get()
+    slot, lock = _take()
     try:
         yield slot
     finally:
-        _slots.put(slot)
+        lock.release()
+
+
+def _take() -> tuple[_Slot, threading.Lock]:
+    """Return a slot and its lock, held: the first free one (so the first few stay warm), else one in turn."""
+    for held in _slots:
+        if held[1].acquire(blocking=False):
+            return held
+    held = _slots[next(_turns) % len(_slots)]
+    held[1].acquire()
+    return held
 
 
 def _exact(frame: bytes) -> bytes:

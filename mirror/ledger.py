@@ -83,7 +83,11 @@ def canonical(
 
 def iso_time(at: datetime) -> str:
     """Return `at` as the chain writes times: ISO 8601 UTC with microseconds (`...T12:00:00.000000Z`)."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = at.astimezone(UTC)
+    if utc.year < 1000:  # strftime writes such a year unpadded ("999-..."): what the chain has always held
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The same text as strftime's, at less than half its cost (twice per event the writer records).
+    return utc.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def chain_hash(prev_hash: str, event: StoredEvent) -> str:

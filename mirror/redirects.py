@@ -51,7 +51,7 @@ def follow(
     """
     validators = conditional_headers(conditional)
     validated_url = conditional.url or trail.url
-    seen = {normalized(trail.url)}
+    seen: set[str] = set()  # the URLs asked, normalised: a redirect back to one is a loop
     last_location: str | None = None
     answer: tuple[bytes | None, str | None, FetchFailure | None] | None
     while True:
@@ -71,6 +71,8 @@ def follow(
             if resp.status_code == 206:  # we never send Range: a part is no version of the document
                 raise BadContent(trail.url, f"{status_line(resp)} to a request for the whole document")
             if resp.status_code in REDIRECT_STATUSES and location:
+                if not seen:  # the first hop's URL, normalised only when a redirect comes (few do)
+                    seen.add(normalized(trail.url))
                 trail.url = next_hop(trail, location, limits.max_redirects, seen)
                 last_location = location
                 answer = None

@@ -2,7 +2,9 @@
 
 `Sessions` keeps one `requests.Session` per worker thread (a session is not thread-safe)
 and closes them all at once; `make_session` makes one. Nothing below `fetch` retries or
-follows redirects: the session's adapter is told not to.
+follows redirects: the session's adapter is told not to. `get` is the one GET of a
+fetch: through the session's own adapter, without the settings it merges per request
+when a session of ours has none to merge.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import os
 import threading
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.cookies import extract_cookies_to_jar
+from requests.structures import CaseInsensitiveDict
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager
 from urllib3.util.retry import Retry
@@ -69,6 +74,54 @@ def make_session(limits: FetchLimits) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def get(session: requests.Session, url: str, headers: Mapping[str, str], timeout: Any) -> requests.Response:
+    """Return the response (headers read, body not yet) to one GET of `url`, no redirect followed.
+
+    What `session.get(url, headers=headers, allow_redirects=False, stream=True,
+    timeout=timeout)` sends and returns, through the same adapter, pools and deadline
+    watch: the session's headers under `headers`, its cookies sent and the answer's kept,
+    credentials in the URL sent as Basic auth, its `verify`, `cert` and `proxies`.
+    For a session of ours with nothing else to merge (no proxy variables, auth, params
+    or hooks) it skips what `Session.request` spends on merging them per request (a
+    `Request`, its settings merged key by key, a copy of the cookie jar, hooks
+    dispatched): ~8% of a round's CPU. `Response.elapsed` is left at zero (fetch times itself).
+    """
+    if not _plain(session):
+        return session.get(url, headers=headers, allow_redirects=False, stream=True, timeout=timeout)
+    merged: CaseInsensitiveDict[str | bytes] = CaseInsensitiveDict()
+    merged.update(session.headers)
+    merged.update(headers)
+    prepared = requests.PreparedRequest()
+    prepared.prepare_method("GET")
+    prepared.prepare_url(url, None)
+    prepared.prepare_headers({k: v for k, v in merged.items() if v is not None})
+    if session.cookies:  # an empty jar adds no Cookie header
+        prepared.prepare_cookies(session.cookies)
+    prepared.prepare_body(None, None)
+    prepared.prepare_auth(None, url)  # user:password@ in the URL
+    prepared.prepare_hooks(None)
+    verify: Any = session.verify  # as `Session.request` passes it, None included
+    adapter = session.get_adapter(url=url)
+    resp = adapter.send(
+        prepared, stream=True, timeout=timeout, verify=verify, cert=session.cert, proxies=session.proxies
+    )
+    fields = resp.raw.headers
+    if "set-cookie" in fields or "set-cookie2" in fields:  # what `Session.send` reads them from
+        extract_cookies_to_jar(session.cookies, prepared, resp.raw)  # type: ignore[no-untyped-call]
+    return resp
+
+
+def _plain(session: requests.Session) -> bool:
+    """Return True when `session.get` would merge nothing into a request but headers and cookies."""
+    return (
+        isinstance(session, _Session)
+        and not session.trust_env
+        and session.auth is None
+        and not session.params
+        and not any(session.hooks.values())
+    )
 
 
 class _Session(requests.Session):

@@ -22,7 +22,7 @@ import urllib3.exceptions
 import urllib3.util
 from urllib3.response import HTTPResponse
 
-from mirror import contentcoding
+from mirror import contentcoding, sessions
 from mirror.answers import shown
 from mirror.deadline import Deadline
 from mirror.domain import FetchLimits, retry_after
@@ -90,7 +90,7 @@ def send(
                 connect=min(limits.connect_timeout, left), read=left, total=left
             )
             with map_requests_errors(url, deadline):
-                resp = session.get(url, headers=headers, allow_redirects=False, stream=True, timeout=timeout)
+                resp = sessions.get(session, url, headers, timeout)
         except ConnectFailed as exc:
             if not _transient(exc) or not _wait_to_retry(attempt, limits, None, deadline, sleep):
                 raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 
 import pytest
 from sqlalchemy import select, update
@@ -249,3 +250,27 @@ def test_a_blob_shared_by_two_urls_is_stored_once_and_reads_from_either_history(
     assert [r.chain_length for r in rows(engine, [sha(a1), sha(a2), sha(b2)])] == [0, 1, 2]
     assert [archive.read(archive.version(OTHER, n).sha256) for n in ("1", "2")] == [a2, b2]
     assert archive.read(archive.version(URL).sha256) == a2
+
+
+def test_many_threads_share_the_few_compression_contexts_and_each_frame_is_its_own():
+    # 16 workers pack at once over codec.COMPRESSORS contexts: none waits forever, none gets another's frame.
+    rng = random.Random(7)
+    pages = [bytes(rng.getrandbits(8) for _ in range(2000)) * (1 + n % 5) for n in range(64)]
+    base = pages[0]
+    frames: dict[int, tuple[bytes, bytes]] = {}
+
+    def work(first: int) -> None:
+        for n in range(first, len(pages), 16):
+            frames[n] = (codec.compress(pages[n]), codec._compress_shared(pages[n], base, 3))
+
+    threads = [threading.Thread(target=work, args=(first,)) for first in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert sorted(frames) == list(range(len(pages)))
+    for n, (whole, delta) in frames.items():
+        assert codec.decompress(whole) == pages[n]
+        assert codec.decompress_delta(delta, base) == pages[n]
+    assert sum(slot.plain is not None for slot, _ in codec._slots) <= codec.COMPRESSORS

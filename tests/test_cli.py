@@ -154,6 +154,43 @@ def test_logs_are_json_lines_on_stderr_when_not_on_a_terminal(site, mirror):
     assert all("timestamp" in e and "level" in e for e in events)
 
 
+def test_each_checks_log_lines_carry_its_url_and_its_own_check_id(site, mirror):
+    site.put("/ids/one.html", b"<p>one</p>")
+    site.put("/ids/two.html", b"<p>two</p>")
+    urls = [site.url("/ids/one.html"), site.url("/ids/two.html")]
+    m = mirror(urls)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mirror",
+            "--config",
+            str(m.config),
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "check",
+        ],
+        capture_output=True,
+        env={**os.environ, "MIRROR_DATABASE_URL": m.database_url},
+        cwd=m.cwd,
+        timeout=60,
+        check=True,
+    )
+
+    events = [json.loads(line) for line in proc.stderr.decode().splitlines()]
+    ids = {}
+    for event in events:
+        if event["event"] in ("document.new", "check.done"):
+            ids.setdefault(event["url"], set()).add(event["check_id"])
+    assert sorted(ids) == urls
+    assert all(len(one) == 1 for one in ids.values())  # the new document and its check: one id
+    assert ids[urls[0]] != ids[urls[1]]
+    finished = [e for e in events if e["event"] == "round.finished"]
+    assert finished and "check_id" not in finished[0] and "url" not in finished[0]
+
+
 def test_check_crawls_a_linked_site_within_its_scope_in_one_command(site, tmp_path, database_url):
     site.put("/archive/", b'<a href="a.html">a</a> <a href="sub/">sub</a> <a href="/elsewhere.html">out</a>')
     site.put("/archive/a.html", b'<a href="../archive/b.html">b</a> <a href="mailto:x@y">mail</a>')

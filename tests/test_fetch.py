@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import http.client
@@ -398,6 +399,40 @@ def test_requests_carry_our_user_agent(site):
         fetch(site.url("/status/204"), own, FAST)
 
     assert site.requests[-1].headers["user-agent"] == "mirror/0.1 (+https://example.org/mirror)"
+
+
+def test_a_request_carries_the_session_headers_and_the_conditional_ones(site, session):
+    site.put("/h/page.html", "<p>Page.</p>")
+
+    fetch(site.url("/h/page.html"), session, FAST, Conditional(etag='"abc"'))
+
+    sent = site.requests[-1].headers
+    assert sent["user-agent"] == "mirror-test/1"
+    assert sent["accept"] == "*/*"
+    assert sent["connection"] == "keep-alive"
+    assert sent["if-none-match"] == '"abc"'
+    assert "cookie" not in sent and "authorization" not in sent
+
+
+def test_cookies_a_host_sets_are_sent_back_to_it(site, session):
+    site.put("/c/first.html", "<p>First.</p>", headers={"Set-Cookie": "visit=1; Path=/"})
+    site.put("/c/second.html", "<p>Second.</p>")
+
+    fetch(site.url("/c/first.html"), session, FAST)
+    fetch(site.url("/c/second.html"), session, FAST)
+
+    assert "cookie" not in site.requests[-2].headers
+    assert site.requests[-1].headers["cookie"] == "visit=1"
+
+
+def test_credentials_in_the_url_go_as_basic_auth(site, session):
+    site.put("/private/page.html", "<p>Members only.</p>")
+    url = site.url("/private/page.html").replace("http://", "http://reader:s%40me@")
+
+    result = fetch(url, session, FAST)
+
+    assert result.status == 200
+    assert site.requests[-1].headers["authorization"] == "Basic " + base64.b64encode(b"reader:s@me").decode()
 
 
 def test_only_selected_headers_are_kept(site, session):

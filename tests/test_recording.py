@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
@@ -537,3 +537,23 @@ def test_a_version_made_by_a_move_alone_is_announced_by_the_move(archive, engine
     event = archive.history(URL).events[-1]
     assert (event.kind, event.details["version"], event.details["size"]) == (DOCUMENT_MOVED, 2, len(body))
     assert verify.run(engine).ok
+
+
+CEST = timezone(timedelta(hours=2))
+
+
+@pytest.mark.parametrize(
+    ("at", "written"),
+    [
+        (datetime(2026, 12, 3, 11, 40, 17, 218780, tzinfo=UTC), "2026-12-03T11:40:17.218780Z"),
+        (datetime(2026, 1, 1, tzinfo=UTC), "2026-01-01T00:00:00.000000Z"),
+        (
+            datetime(2026, 3, 29, 2, 30, 0, 5, tzinfo=timezone(timedelta(hours=2))),
+            "2026-03-29T00:30:00.000005Z",
+        ),
+        (datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC), "999-12-31T23:59:59.000000Z"),
+    ],
+)
+def test_the_chain_writes_times_as_it_always_has(at, written):
+    # The hash of every stored event covers this text: verify recomputes it from the row's time.
+    assert ledger.iso_time(at) == written

@@ -388,7 +388,7 @@ def _postgresql_engine(url: URL, *, read_only: bool = False) -> Engine:
 # -- Migrations ------------------------------------------------------------------------------
 
 
-HEAD_REVISION = "0007"  # the newest file in migrations/versions; tests/test_migrations.py holds them equal
+HEAD_REVISION = "0008"  # the newest file in migrations/versions; tests/test_migrations.py holds them equal
 
 
 def current_revision(engine: Engine) -> str | None:

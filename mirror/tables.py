@@ -56,6 +56,23 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class Digest(TypeDecorator[str]):
+    """A SHA-256 as the code sees it (64 lowercase hex digits), stored as its 32 bytes: half the room.
+
+    A value some other program wrote as it pleased (text, a number, bytes of another length)
+    is read back as it is, or as the hex of its bytes, never raised on: `verify` reports it.
+    """
+
+    impl = LargeBinary(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> bytes | None:
+        return None if value is None else bytes.fromhex(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return value.hex() if isinstance(value, bytes | memoryview) else value
+
+
 metadata = MetaData()
 
 # Integer primary keys that outgrow 32 bits on PostgreSQL stay SQLite's rowid there.
@@ -148,7 +165,8 @@ checks = Table(
     Column("evidence_sha256", String(64), ForeignKey("blobs.sha256")),
 )
 
-# One notable change, chained: hash = sha256(prev_hash + canonical(event)).
+# One notable change, chained: hash = sha256(prev_hash + canonical(event)). Its digests are
+# binary (`Digest`, migration 0008); the chain hashes their hex, as before.
 events = Table(
     "events",
     metadata,
@@ -157,12 +175,12 @@ events = Table(
     Column("url", Text, nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("old_sha256", String(64)),
-    Column("new_sha256", String(64)),
+    Column("old_sha256", Digest),
+    Column("new_sha256", Digest),
     Column("details", JSON, default=dict, nullable=False),
     Column("diff", LargeBinary),  # zstd-compressed unified diff
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
+    Column("prev_hash", Digest, nullable=False),
+    Column("hash", Digest, nullable=False),
 )
 
 # A single row (id=1): the last event's seq and hash. Locked to append.
@@ -171,7 +189,7 @@ ledger_head = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("seq", BigInteger, nullable=False),
-    Column("hash", String(64), nullable=False),
+    Column("hash", Digest, nullable=False),
 )
 
 # One row per `mirror verify` run that finished: when, what it found, the head it reached.

@@ -120,7 +120,7 @@ def test_a_rewritten_event_with_a_recomputed_hash_breaks_the_link_after_it(fille
             text("UPDATE events SET at = :a, hash = :h WHERE seq = 2").bindparams(
                 bindparam("a", type_=UTCDateTime())
             ),
-            {"a": forged.at, "h": new_hash},
+            {"a": forged.at, "h": bytes.fromhex(new_hash)},
         )
     found = problems(filled)
     assert ("event", "#3") in found
@@ -206,10 +206,12 @@ def test_a_rewritten_history_is_caught_against_a_published_head(filled, database
                 text("UPDATE events SET at = :a, prev_hash = :p, hash = :h WHERE seq = :s").bindparams(
                     bindparam("a", type_=UTCDateTime())
                 ),
-                {"a": event.at, "p": prev, "h": digest, "s": event.seq},
+                {"a": event.at, "p": bytes.fromhex(prev), "h": bytes.fromhex(digest), "s": event.seq},
             )
             prev = digest
-        conn.execute(text("UPDATE ledger_head SET hash = :h"), {"h": prev})
+        conn.execute(
+            text("UPDATE ledger_head SET hash = :h"), {"h": bytes.fromhex(prev)}
+        )  # as stored: binary
     assert run().returncode == 0  # consistent with itself
     caught = run("--published", published, "--json")
     assert caught.returncode == 1
@@ -252,10 +254,17 @@ def rewrite_chain(archive, seq: int, **details) -> None:
             digest = ledger.chain_hash(prev, event)
             conn.execute(
                 text("UPDATE events SET details = :d, prev_hash = :p, hash = :h WHERE seq = :s"),
-                {"d": json.dumps(dict(event.details)), "p": prev, "h": digest, "s": event.seq},
+                {
+                    "d": json.dumps(dict(event.details)),
+                    "p": bytes.fromhex(prev),
+                    "h": bytes.fromhex(digest),
+                    "s": event.seq,
+                },
             )
             prev = digest
-        conn.execute(text("UPDATE ledger_head SET hash = :h"), {"h": prev})
+        conn.execute(
+            text("UPDATE ledger_head SET hash = :h"), {"h": bytes.fromhex(prev)}
+        )  # as stored: binary
 
 
 def test_the_latest_snapshot_deleted_is_named(filled, database_url, tmp_path):

@@ -31,6 +31,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeEngine
 
 # A result row of any query over these tables.
 AnyRow = Row[*tuple[Any, ...]]
@@ -66,11 +67,30 @@ class Digest(TypeDecorator[str]):
     impl = LargeBinary(32)
     cache_ok = True
 
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> bytes | None:
-        return None if value is None else bytes.fromhex(value)
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if not isinstance(value, str):
+            return value  # None, or a value read back as it was stored (`verify` pages on by it)
+        try:
+            return bytes.fromhex(value)
+        except ValueError:  # not a digest (a key asked for by hand): matches none, as before
+            return value.encode()
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
         return value.hex() if isinstance(value, bytes | memoryview) else value
+
+
+class DigestKey(Digest):
+    """A `Digest` in a column that rows of other tables name (`blobs.sha256`) or that sits beside them.
+
+    On SQLite its declared type stays VARCHAR(64) and holds the 32 bytes all the same (SQLite
+    keeps any value as given): declaring it BLOB would copy `blobs` and every table naming it,
+    which foreign keys forbid in the migration's transaction. On PostgreSQL it is bytea.
+    """
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(String(64) if dialect.name == "sqlite" else LargeBinary(32))
 
 
 metadata = MetaData()
@@ -97,7 +117,7 @@ targets = Table(
     Column("moved_to", Text),
     Column("last_checked_at", UTCDateTime),
     Column("current_version", Integer, default=0, nullable=False),
-    Column("current_sha256", String(64)),
+    Column("current_sha256", DigestKey),
     Column("created_at", UTCDateTime, nullable=False),
     Column("suspicious", Text),  # why the last change looked like tampering
     Column("suspicious_since", UTCDateTime),  # when `suspicious` was last set from empty
@@ -112,18 +132,18 @@ targets = Table(
 blobs = Table(
     "blobs",
     metadata,
-    Column("sha256", String(64), primary_key=True),
+    Column("sha256", DigestKey, primary_key=True),
     Column("size", BigInteger, nullable=False),  # bytes as fetched
     Column("stored_size", BigInteger, nullable=False),  # bytes in `data`
     Column("codec", String(16), nullable=False),  # "zstd" (whole) or "zstd-delta" (against base)
-    Column("base_sha256", String(64), ForeignKey("blobs.sha256")),
+    Column("base_sha256", DigestKey, ForeignKey("blobs.sha256")),
     Column("chain_length", Integer, default=0, nullable=False),  # deltas between this and a whole blob
     Column("data", LargeBinary, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     # The whole blob this one's chain starts from (itself when whole): verify walks blobs by
     # (root, chain_length) so each base is decoded once. NULL-able only because SQLite cannot
     # add a NOT NULL column without a default; `put` and migration 0002 always fill it.
-    Column("root_sha256", String(64)),
+    Column("root_sha256", DigestKey),
     Column("packed_level", SmallInteger),  # the level `mirror gc` re-packed it at; NULL: as checked in
     Index("ix_blobs_chain_order", "root_sha256", "chain_length", "sha256"),
     Index("ix_blobs_base_sha256", "base_sha256"),
@@ -135,7 +155,7 @@ snapshots = Table(
     Column("id", Integer, primary_key=True),
     Column("target_id", Integer, ForeignKey("targets.id"), nullable=False),
     Column("version", Integer, nullable=False),  # 1, 2, ... per target
-    Column("sha256", String(64), ForeignKey("blobs.sha256"), nullable=False),
+    Column("sha256", DigestKey, ForeignKey("blobs.sha256"), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("first_seen", UTCDateTime, nullable=False),
     Column("last_seen", UTCDateTime, nullable=False),
@@ -162,7 +182,7 @@ checks = Table(
     Column("bytes", BigInteger),
     Column("worker", String(128)),
     # The page a soft 404 served (a blob, never a version): the evidence of `document.disappeared`.
-    Column("evidence_sha256", String(64), ForeignKey("blobs.sha256")),
+    Column("evidence_sha256", DigestKey, ForeignKey("blobs.sha256")),
 )
 
 # One notable change, chained: hash = sha256(prev_hash + canonical(event)). Its digests are

@@ -217,7 +217,10 @@ def test_upgrading_a_0001_store_keeps_its_data_and_new_versions_chain_onto_it(da
             root, chained = conn.execute(
                 text("SELECT root_sha256, base_sha256 FROM blobs ORDER BY chain_length")
             ).all()
-        assert root == (hashlib.sha256(body).hexdigest(), None)  # the migration filled the root
+        assert root == (
+            hashlib.sha256(body).digest(),
+            None,
+        )  # the migration filled the root; binary since 0008
         assert chained == (root[0], root[0])  # the new version is a delta of the old one
         assert verify.run(engine).ok
     finally:
@@ -440,9 +443,14 @@ def test_the_event_chain_goes_to_binary_digests_and_back_and_still_verifies(engi
     save_version(archive, URL, b"<p>second</p>", T0 + timedelta(hours=1), diff="-first\n+second\n")
     before = archive.history(URL).events
     head = verify.head(engine)
-    raw = text("SELECT old_sha256, new_sha256, prev_hash, hash FROM events ORDER BY seq")
+    raw = text(
+        "SELECT e.old_sha256, e.new_sha256, e.prev_hash, e.hash, s.sha256, b.sha256, b.base_sha256, "
+        "b.root_sha256, t.current_sha256 FROM events AS e JOIN snapshots AS s ON s.sha256 = e.new_sha256 "
+        "JOIN blobs AS b ON b.sha256 = s.sha256 JOIN targets AS t ON t.id = s.target_id ORDER BY e.seq"
+    )
     with engine.connect() as conn:
         stored = conn.execute(raw).all()
+    assert len(stored) == 2
     assert {len(v) for row in stored for v in row if v is not None} == {32}  # bytes, not 64 hex digits
 
     with engine.connect() as conn, conn.begin():

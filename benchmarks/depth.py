@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import corpus, nginx
-from benchmarks.mirrorcli import Mirror, write_config
+from benchmarks.mirrorcli import Mirror, table_note, write_config
 from benchmarks.table import Row
 
 DELTA_VERSIONS = 100
@@ -110,7 +110,7 @@ def storage(work: Path, sources: list[Path], versions: int = DELTA_VERSIONS) -> 
     note = (
         f"{versions} versions of {source.name}: the store grew {added / 1e3:.0f} KB on disk, of which "
         f"blobs {blobs / 1e3:.0f} KB; the rest is rows (snapshots, events with their diffs, checks) "
-        "and indexes"
+        f"and indexes; by table: {table_note(mirror.table_bytes())}"
     )
     return rows, note
 

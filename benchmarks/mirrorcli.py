@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,3 +134,31 @@ class Mirror:
     def disk_bytes(self) -> int:
         """Return the bytes of every file of the store on disk."""
         return sum(p.stat().st_size for p in self.store.iterdir() if p.is_file() and p.suffix != ".lock")
+
+    def table_bytes(self) -> dict[str, tuple[int, int]]:
+        """Return, per table of the SQLite store, the bytes of its pages and of its indexes' pages.
+
+        Measured with SQLite's `dbstat` table (pages, not payload: what the file holds).
+        """
+        path = self.database.removeprefix("sqlite:///")
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            rows = conn.execute(
+                "SELECT m.tbl_name, m.type, sum(d.pgsize) FROM dbstat AS d "
+                "JOIN sqlite_schema AS m ON m.name = d.name GROUP BY m.tbl_name, m.type"
+            ).fetchall()
+        out: dict[str, tuple[int, int]] = {}
+        for table, kind, size in rows:
+            own, indexes = out.get(table, (0, 0))
+            out[table] = (own + size, indexes) if kind == "table" else (own, indexes + size)
+        return out
+
+
+def table_note(tables: dict[str, tuple[int, int]], *, at_least: int = 10_000) -> str:
+    """Return `tables` (`Mirror.table_bytes`) as `events 106 KB (+2 KB indexes), ...`, largest first."""
+    ranked = sorted(tables.items(), key=lambda item: -sum(item[1]))
+    parts = [
+        f"{name} {own / 1e3:,.0f} KB" + (f" (+{indexes / 1e3:,.0f} KB indexes)" if indexes else "")
+        for name, (own, indexes) in ranked
+        if own + indexes >= at_least
+    ]
+    return ", ".join(parts)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import corpus, nginx
-from benchmarks.mirrorcli import CONCURRENCY, Mirror, Timed, run_measured, write_config
+from benchmarks.mirrorcli import CONCURRENCY, Mirror, Timed, run_measured, table_note, write_config
 from benchmarks.table import Row
 
 MIN_RATIO = 0.8  # round 1 and the mutated round: at least this share of the reference's pages per second
@@ -111,6 +111,8 @@ def run(n: int, work: Path, report: Report, *, storage: bool) -> None:
                 f"{done.peak_kb / 1024:.0f} MiB, reference {ref_done.peak_kb / 1024:.0f} MiB"
             )
         intact = mirror.verify()
+        if storage:
+            report.notes.append(f"N={n} store after 3 rounds, by table: {table_note(mirror.table_bytes())}")
 
     for name, label in (
         ("round 1", "round 1"),

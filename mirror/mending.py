@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, literal, select, update
+from sqlalchemy import literal, select, update
 from sqlalchemy.engine import Connection
 
 from mirror import blobs, codec, ledger, tables
@@ -124,7 +124,7 @@ def _documents(conn: Connection, sha256: str) -> dict[tuple[int, str], list[int]
     Through every delta built on it (a recursive query; UNION stops at a loop of edited
     bases). A document whose check kept the blob as evidence has an empty list.
     """
-    start = select(literal(sha256, String).label("sha256")).cte("users", recursive=True)
+    start = select(literal(sha256, B.c.sha256.type).label("sha256")).cte("users", recursive=True)
     users = start.union(select(B.c.sha256).where(B.c.base_sha256 == start.c.sha256))
     rows: list[Any] = list(
         conn.execute(

@@ -31,6 +31,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeEngine
 
 # A result row of any query over these tables.
 AnyRow = Row[*tuple[Any, ...]]
@@ -54,6 +55,42 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Digest(TypeDecorator[str]):
+    """A SHA-256 as the code sees it (64 lowercase hex digits), stored as its 32 bytes: half the room.
+
+    A value some other program wrote as it pleased (text, a number, bytes of another length)
+    is read back as it is, or as the hex of its bytes, never raised on: `verify` reports it.
+    """
+
+    impl = LargeBinary(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if not isinstance(value, str):
+            return value  # None, or a value read back as it was stored (`verify` pages on by it)
+        try:
+            return bytes.fromhex(value)
+        except ValueError:  # not a digest (a key asked for by hand): matches none, as before
+            return value.encode()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return value.hex() if isinstance(value, bytes | memoryview) else value
+
+
+class DigestKey(Digest):
+    """A `Digest` in a column that rows of other tables name (`blobs.sha256`) or that sits beside them.
+
+    On SQLite its declared type stays VARCHAR(64) and holds the 32 bytes all the same (SQLite
+    keeps any value as given): declaring it BLOB would copy `blobs` and every table naming it,
+    which foreign keys forbid in the migration's transaction. On PostgreSQL it is bytea.
+    """
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return dialect.type_descriptor(String(64) if dialect.name == "sqlite" else LargeBinary(32))
 
 
 metadata = MetaData()
@@ -80,7 +117,7 @@ targets = Table(
     Column("moved_to", Text),
     Column("last_checked_at", UTCDateTime),
     Column("current_version", Integer, default=0, nullable=False),
-    Column("current_sha256", String(64)),
+    Column("current_sha256", DigestKey),
     Column("created_at", UTCDateTime, nullable=False),
     Column("suspicious", Text),  # why the last change looked like tampering
     Column("suspicious_since", UTCDateTime),  # when `suspicious` was last set from empty
@@ -95,18 +132,18 @@ targets = Table(
 blobs = Table(
     "blobs",
     metadata,
-    Column("sha256", String(64), primary_key=True),
+    Column("sha256", DigestKey, primary_key=True),
     Column("size", BigInteger, nullable=False),  # bytes as fetched
     Column("stored_size", BigInteger, nullable=False),  # bytes in `data`
     Column("codec", String(16), nullable=False),  # "zstd" (whole) or "zstd-delta" (against base)
-    Column("base_sha256", String(64), ForeignKey("blobs.sha256")),
+    Column("base_sha256", DigestKey, ForeignKey("blobs.sha256")),
     Column("chain_length", Integer, default=0, nullable=False),  # deltas between this and a whole blob
     Column("data", LargeBinary, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     # The whole blob this one's chain starts from (itself when whole): verify walks blobs by
     # (root, chain_length) so each base is decoded once. NULL-able only because SQLite cannot
     # add a NOT NULL column without a default; `put` and migration 0002 always fill it.
-    Column("root_sha256", String(64)),
+    Column("root_sha256", DigestKey),
     Column("packed_level", SmallInteger),  # the level `mirror gc` re-packed it at; NULL: as checked in
     Index("ix_blobs_chain_order", "root_sha256", "chain_length", "sha256"),
     Index("ix_blobs_base_sha256", "base_sha256"),
@@ -118,7 +155,7 @@ snapshots = Table(
     Column("id", Integer, primary_key=True),
     Column("target_id", Integer, ForeignKey("targets.id"), nullable=False),
     Column("version", Integer, nullable=False),  # 1, 2, ... per target
-    Column("sha256", String(64), ForeignKey("blobs.sha256"), nullable=False),
+    Column("sha256", DigestKey, ForeignKey("blobs.sha256"), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("first_seen", UTCDateTime, nullable=False),
     Column("last_seen", UTCDateTime, nullable=False),
@@ -145,10 +182,11 @@ checks = Table(
     Column("bytes", BigInteger),
     Column("worker", String(128)),
     # The page a soft 404 served (a blob, never a version): the evidence of `document.disappeared`.
-    Column("evidence_sha256", String(64), ForeignKey("blobs.sha256")),
+    Column("evidence_sha256", DigestKey, ForeignKey("blobs.sha256")),
 )
 
-# One notable change, chained: hash = sha256(prev_hash + canonical(event)).
+# One notable change, chained: hash = sha256(prev_hash + canonical(event)). Its digests are
+# binary (`Digest`, migration 0008); the chain hashes their hex, as before.
 events = Table(
     "events",
     metadata,
@@ -157,12 +195,12 @@ events = Table(
     Column("url", Text, nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("old_sha256", String(64)),
-    Column("new_sha256", String(64)),
+    Column("old_sha256", Digest),
+    Column("new_sha256", Digest),
     Column("details", JSON, default=dict, nullable=False),
     Column("diff", LargeBinary),  # zstd-compressed unified diff
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
+    Column("prev_hash", Digest, nullable=False),
+    Column("hash", Digest, nullable=False),
 )
 
 # A single row (id=1): the last event's seq and hash. Locked to append.
@@ -171,7 +209,7 @@ ledger_head = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("seq", BigInteger, nullable=False),
-    Column("hash", String(64), nullable=False),
+    Column("hash", Digest, nullable=False),
 )
 
 # One row per `mirror verify` run that finished: when, what it found, the head it reached.

@@ -33,7 +33,7 @@ from typing import Any
 
 import structlog
 import zstandard
-from sqlalchemy import func, select, tuple_, type_coerce
+from sqlalchemy import func, literal, select, tuple_, type_coerce
 from sqlalchemy.engine import Connection, Engine
 
 from mirror import blobs, ledger, tables, verify_versions
@@ -143,7 +143,9 @@ def _check_blobs(
         def page(conn: Connection, after: tuple[str, int, str] | None = last) -> list[Any]:
             query = select(*order).where(B.c.root_sha256.is_not(None))
             if after is not None:
-                query = query.where(tuple_(*order) > tuple_(*after))
+                # Each value bound as its column's type (a digest as its bytes), so they compare alike.
+                bound = (literal(value, column.type) for column, value in zip(order, after, strict=True))
+                query = query.where(tuple_(*order) > tuple_(*bound))
             return list(conn.execute(query.order_by(*order).limit(batch)))
 
         rows = read(engine, page)

@@ -124,7 +124,10 @@ def version_row(conn: Connection, url: str, spec: str | None, at: datetime | Non
             raise VersionNotFound(target.url, text, f"{problem} (versions: 1..{target.current_version})")
     if not re.fullmatch(r"[0-9a-f]+", text) or len(text) < MIN_SHA_PREFIX:
         raise VersionNotFound(target.url, text, "expected a number, -N, or a sha256 prefix of 4+ hex digits")
-    rows = conn.execute(by_target.where(S.c.sha256.startswith(text)).order_by(S.c.version)).all()
+    # Digests are stored as bytes: a prefix is the range of the digests it can begin.
+    spread = 64 - len(text)
+    within = S.c.sha256.between(text + "0" * spread, text + "f" * spread)
+    rows = conn.execute(by_target.where(within).order_by(S.c.version)).all()
     shas = {r.sha256 for r in rows}
     if len(shas) > 1:
         raise VersionNotFound(target.url, text, f"ambiguous prefix ({len(shas)} different versions match)")

@@ -152,6 +152,11 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def key(digest: str) -> bytes:
+    """Return a hex SHA-256 as the store keeps it in its rows (its 32 bytes), for tests that write SQL."""
+    return bytes.fromhex(digest)
+
+
 def watch(archive: Archive, *urls: str, interval: timedelta = HOUR, now: datetime = T0) -> list[str]:
     """Configure `urls` as targets; return them."""
     archive.sync_targets([Target(u, interval) for u in urls], now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from datetime import timedelta
@@ -18,13 +19,13 @@ from structlog.testing import capture_logs
 from mirror import blobs, ledger, verify
 from mirror.archive import Archive
 from mirror.db import alembic_config, open_engine, run_in_transaction
-from mirror.domain import Event, Target
+from mirror.domain import Event, StoredEvent, Target
 from mirror.errors import DatabaseUnavailable, StoreError
 from mirror.events import DOCUMENT_NEW, STORE_MIGRATED
 from mirror.tables import metadata
 from tests.fixtures_store import T0, save_version, watch
 
-HEAD = "0007"
+HEAD = "0008"
 URL = "https://www.prisoncensorship.info/archive/etext/wim/"
 
 
@@ -122,6 +123,44 @@ def test_downgrade_to_nothing_and_upgrade_again_rebuilds_the_schema(engine):
     assert schema_differences(engine) == []
 
 
+def append_as_text(conn, target_id: int, event: Event, diff: str | None = None) -> None:
+    """Append `event` to the chain as a mirror before 0008 did: its digests as hex text."""
+    seq, prev = conn.execute(text("SELECT seq, hash FROM ledger_head")).one()
+    seq += 1
+    stored = StoredEvent(
+        seq,
+        event.kind,
+        event.url,
+        event.at,
+        event.old_sha256,
+        event.new_sha256,
+        ledger.stored_details(event),
+        diff,
+        "",
+    )
+    digest = ledger.chain_hash(prev, stored)
+    conn.execute(
+        text(
+            "INSERT INTO events (seq, target_id, url, at, kind, old_sha256, new_sha256, details, diff, "
+            "prev_hash, hash) VALUES (:seq, :t, :url, :at, :kind, :old, :new, :details, :diff, :prev, :hash)"
+        ),
+        {
+            "seq": seq,
+            "t": target_id,
+            "url": event.url,
+            "at": event.at.replace(tzinfo=None),
+            "kind": event.kind,
+            "old": event.old_sha256,
+            "new": event.new_sha256,
+            "details": json.dumps(stored.details),
+            "prev": prev,
+            "hash": digest,
+            "diff": None if diff is None else blobs.compress(diff.encode()),
+        },
+    )
+    conn.execute(text("UPDATE ledger_head SET seq = :seq, hash = :hash"), {"seq": seq, "hash": digest})
+
+
 def _store_at_0001(database_url):
     """Return an engine on a store migrated to 0001 only, holding one version recorded the 0001 way."""
     engine = open_engine(database_url, migrate=False)
@@ -151,8 +190,7 @@ def _store_at_0001(database_url):
             text("UPDATE targets SET current_version = 1, current_sha256 = :sha, status = 'ok'"),
             {"sha": digest},
         )
-        event = Event(DOCUMENT_NEW, URL, T0, new_sha256=digest, status=200)
-        ledger.append(conn, [(event, target_id, None)])
+        append_as_text(conn, target_id, Event(DOCUMENT_NEW, URL, T0, new_sha256=digest, status=200))
 
     run_in_transaction(engine, record)
     return engine, body
@@ -179,7 +217,10 @@ def test_upgrading_a_0001_store_keeps_its_data_and_new_versions_chain_onto_it(da
             root, chained = conn.execute(
                 text("SELECT root_sha256, base_sha256 FROM blobs ORDER BY chain_length")
             ).all()
-        assert root == (hashlib.sha256(body).hexdigest(), None)  # the migration filled the root
+        assert root == (
+            hashlib.sha256(body).digest(),
+            None,
+        )  # the migration filled the root; binary since 0008
         assert chained == (root[0], root[0])  # the new version is a delta of the old one
         assert verify.run(engine).ok
     finally:
@@ -393,3 +434,37 @@ def test_downgrading_to_0003_gives_blocked_targets_the_states_a_wall_had_before(
     assert rows == [("https://archive.example/never.html", "unavailable"), (URL, "failing")]
     assert "missing_since" not in {c["name"] for c in inspect(engine).get_columns("targets")}
     assert "evidence_sha256" not in {c["name"] for c in inspect(engine).get_columns("checks")}
+
+
+def test_the_event_chain_goes_to_binary_digests_and_back_and_still_verifies(engine):
+    archive = Archive(engine)
+    watch(archive, URL)
+    save_version(archive, URL, b"<p>first</p>", T0)
+    save_version(archive, URL, b"<p>second</p>", T0 + timedelta(hours=1), diff="-first\n+second\n")
+    before = archive.history(URL).events
+    head = verify.head(engine)
+    raw = text(
+        "SELECT e.old_sha256, e.new_sha256, e.prev_hash, e.hash, s.sha256, b.sha256, b.base_sha256, "
+        "b.root_sha256, t.current_sha256 FROM events AS e JOIN snapshots AS s ON s.sha256 = e.new_sha256 "
+        "JOIN blobs AS b ON b.sha256 = s.sha256 JOIN targets AS t ON t.id = s.target_id ORDER BY e.seq"
+    )
+    with engine.connect() as conn:
+        stored = conn.execute(raw).all()
+    assert len(stored) == 2
+    assert {len(v) for row in stored for v in row if v is not None} == {32}  # bytes, not 64 hex digits
+
+    with engine.connect() as conn, conn.begin():
+        command.downgrade(alembic_config(conn), "0007")
+    with engine.connect() as conn:
+        hexed = conn.execute(raw).all()
+        assert conn.execute(text("SELECT hash FROM ledger_head")).scalar_one() == head[1]
+    assert hexed == [tuple(None if v is None else bytes(v).hex() for v in row) for row in stored]
+
+    with engine.connect() as conn, conn.begin():
+        command.upgrade(alembic_config(conn), "head")
+    assert schema_differences(engine) == []
+    assert archive.history(URL).events == before
+    assert verify.head(engine) == head
+    report = verify.run(engine)
+    assert report.ok, report.problems
+    assert report.events == 2

@@ -255,7 +255,7 @@ def test_a_verify_run_that_found_damage_is_told_once_and_intact_runs_are_not(arc
     pick = text("SELECT sha256, data FROM blobs ORDER BY sha256 LIMIT 1")
     with engine_of(archive).begin() as conn:  # damage one blob, as an intruder with the file would
         key, whole = conn.execute(pick).one()
-        conn.execute(text("UPDATE blobs SET data = :d WHERE sha256 = :k"), {"d": b"x", "k": key})
+        conn.execute(text("UPDATE blobs SET data = :d WHERE sha256 = :k"), {"d": b"x", "k": key})  # as read
     verified(archive, T0)  # before the destination existed: not owed to it
     clock = Clock()
     n = notifier(archive, hook(receiver, events=frozenset({"integrity.damaged"})), clock)

@@ -20,6 +20,7 @@ from mirror.events import DOCUMENT_REPAIRED
 from mirror.reader import Reader
 from mirror.repair import NOT_IN_SOURCE, StoreSource, run
 from tests.fixtures_store import T0, engine_of, save_version, sha, watch
+from tests.fixtures_store import key as stored
 from tests.test_docs import assert_documented, documented_json
 from tests.test_tamper import verify_command
 
@@ -68,12 +69,12 @@ def store(archive) -> Archive:
 
 def blob_data(archive, key: str) -> bytes:
     with engine_of(archive).connect() as conn:
-        return conn.execute(text("SELECT data FROM blobs WHERE sha256 = :s"), {"s": key}).scalar_one()
+        return conn.execute(text("SELECT data FROM blobs WHERE sha256 = :s"), {"s": stored(key)}).scalar_one()
 
 
 def set_data(archive, key: str, data: bytes) -> None:
     with engine_of(archive).begin() as conn:
-        conn.execute(text("UPDATE blobs SET data = :d WHERE sha256 = :s"), {"d": data, "s": key})
+        conn.execute(text("UPDATE blobs SET data = :d WHERE sha256 = :s"), {"d": data, "s": stored(key)})
 
 
 def delete_blob(archive, database_url: str, key: str) -> None:
@@ -81,12 +82,12 @@ def delete_blob(archive, database_url: str, key: str) -> None:
     if database_url.startswith("sqlite"):
         engine_of(archive).dispose()
         with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as conn:
-            conn.execute("DELETE FROM blobs WHERE sha256 = ?", (key,))
+            conn.execute("DELETE FROM blobs WHERE sha256 = ?", (stored(key),))
             conn.commit()
     else:
         with engine_of(archive).begin() as conn:
             conn.execute(text("SET LOCAL session_replication_role = replica"))
-            conn.execute(text("DELETE FROM blobs WHERE sha256 = :s"), {"s": key})
+            conn.execute(text("DELETE FROM blobs WHERE sha256 = :s"), {"s": stored(key)})
 
 
 def damage_three_ways(archive, database_url: str) -> None:
@@ -140,9 +141,9 @@ def test_a_delta_whose_base_the_source_lacks_is_put_back_whole(archive, tmp_path
     save_version(archive, E, second, T0 + timedelta(hours=1))
     with engine_of(archive).connect() as conn:
         base = conn.execute(
-            text("SELECT base_sha256 FROM blobs WHERE sha256 = :s"), {"s": sha(second)}
+            text("SELECT base_sha256 FROM blobs WHERE sha256 = :s"), {"s": stored(sha(second))}
         ).scalar()
-    assert base == sha(first)  # stored as a delta against v1
+    assert base == stored(sha(first))  # stored as a delta against v1
     url = f"sqlite:///{tmp_path / 'other.db'}"
     other = Archive(open_engine(url))
     watch(other, E)
@@ -220,7 +221,9 @@ def test_verify_repair_from_on_the_command_line_exits_0_when_all_is_put_back_and
 
     fixed = Archive(open_engine(database_url))  # the version the backup never had is written again
     with engine_of(fixed).begin() as conn:
-        conn.execute(text("UPDATE blobs SET data = :d WHERE sha256 = :s"), {"d": b"", "s": sha(ONLY_HERE[D])})
+        conn.execute(
+            text("UPDATE blobs SET data = :d WHERE sha256 = :s"), {"d": b"", "s": stored(sha(ONLY_HERE[D]))}
+        )
     fixed.close()
     extra = tmp_path / "extra.db"
     extra_archive = Archive(open_engine(f"sqlite:///{extra}"))

@@ -18,7 +18,7 @@ from mirror.domain import DetectPolicy, FetchLimits, Target
 from mirror.errors import FileExists, RestoreError, StoreError
 from mirror.politeness import HostGate
 from mirror.restore import MANIFEST, plan_site, restore_site, restore_version, site_path
-from tests.fixtures_store import engine_of
+from tests.fixtures_store import engine_of, key
 from tests.test_cli import Mirror, write_config
 
 
@@ -184,7 +184,7 @@ def test_a_restore_that_fails_half_way_leaves_no_half_bag(site, archive, tmp_pat
     c.close()
     with engine_of(archive).begin() as conn:  # the last document's bytes are damaged
         conn.execute(
-            text("UPDATE blobs SET data = :d WHERE sha256 = :s"), {"d": b"junk", "s": sha(b"<p>c</p>")}
+            text("UPDATE blobs SET data = :d WHERE sha256 = :s"), {"d": b"junk", "s": key(sha(b"<p>c</p>"))}
         )
     (tmp_path / "out").mkdir()
     with pytest.raises(StoreError):

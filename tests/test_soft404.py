@@ -14,6 +14,7 @@ from mirror.domain import DetectPolicy, FetchResult, OutcomeKind, Status, Target
 from mirror.events import DOCUMENT_DISAPPEARED, DOCUMENT_MOVED, DOCUMENT_NEW
 from mirror.judge import judge
 from mirror.soft404 import NOT_FOUND_TITLE, is_home
+from tests.fixtures_store import key
 from tests.test_check import checker_for, page, watch
 
 SITE = "https://www.example.gov"
@@ -126,6 +127,7 @@ def test_home_pages():
 
 
 def evidence_of(engine, url: str) -> list[str | None]:
+    """Return the evidence blob of each check of `url`, as hex (the store keeps digests as bytes)."""
     with engine.connect() as conn:
         rows = conn.execute(
             text(
@@ -134,7 +136,7 @@ def evidence_of(engine, url: str) -> list[str | None]:
             ),
             {"url": url},
         )
-        return [r[0] for r in rows]
+        return [None if r[0] is None else bytes(r[0]).hex() for r in rows]
 
 
 def test_a_document_that_starts_to_redirect_home_is_soft_gone_and_its_page_kept_as_evidence(
@@ -191,7 +193,7 @@ def test_a_200_not_found_page_is_soft_gone_and_verify_proves_its_evidence(site, 
     with engine.begin() as conn:  # the evidence, and nothing else, damaged
         conn.execute(
             text("UPDATE blobs SET data = :data WHERE sha256 = :sha"),
-            {"data": blobs.compress(b"not what was served"), "sha": sha(missing)},
+            {"data": blobs.compress(b"not what was served"), "sha": key(sha(missing))},
         )
     damaged = verify.run(engine)
     assert [(p.item, p.key) for p in damaged.problems] == [("blob", sha(missing))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from sqlalchemy import MetaData, Table, bindparam, text, update
 
 from mirror.tables import UTCDateTime
 from mirror.verify import run as verify
-from tests.fixtures_store import T0, engine_of, save_failure, save_version, sha, watch
+from tests.fixtures_store import T0, engine_of, key, save_failure, save_version, sha, watch
 
 URL_A = "https://archive.example/etext/a.html"
 URL_B = "https://archive.example/etext/b.html"
@@ -41,9 +42,14 @@ def problems(archive) -> list[tuple[str, str]]:
     return [(p.item, p.key) for p in report.problems]
 
 
+HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
 def sql(archive, statement: str, **params) -> None:
+    """Run `statement`; a parameter that is a hex SHA-256 is bound as the store keeps digests (`key`)."""
+    bound = {k: key(v) if isinstance(v, str) and HEX_DIGEST.fullmatch(v) else v for k, v in params.items()}
     with engine_of(archive).begin() as conn:
-        conn.execute(text(statement), params)
+        conn.execute(text(statement), bound)
 
 
 def test_an_untouched_store_is_intact(filled):
@@ -56,7 +62,7 @@ def test_an_untouched_store_is_intact(filled):
 def test_a_changed_byte_in_a_blob_is_named(filled):
     first = sha((PAGE.format(n=0) + "</p></body></html>").encode())
     with engine_of(filled).connect() as conn:
-        data = conn.execute(text("SELECT data FROM blobs WHERE sha256 = :s"), {"s": first}).scalar_one()
+        data = conn.execute(text("SELECT data FROM blobs WHERE sha256 = :s"), {"s": key(first)}).scalar_one()
     damaged = bytearray(data)
     damaged[len(damaged) // 2] ^= 0x01
     sql(filled, "UPDATE blobs SET data = :d WHERE sha256 = :s", d=bytes(damaged), s=first)
@@ -120,7 +126,7 @@ def test_a_rewritten_event_with_a_recomputed_hash_breaks_the_link_after_it(fille
             text("UPDATE events SET at = :a, hash = :h WHERE seq = 2").bindparams(
                 bindparam("a", type_=UTCDateTime())
             ),
-            {"a": forged.at, "h": new_hash},
+            {"a": forged.at, "h": bytes.fromhex(new_hash)},
         )
     found = problems(filled)
     assert ("event", "#3") in found
@@ -135,7 +141,7 @@ def test_a_byte_changed_in_the_sqlite_file_is_named(filled, database_url):
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         stored = conn.execute("SELECT sha256, data FROM blobs ORDER BY size DESC LIMIT 1").fetchone()
-    target_sha, data = stored
+    target_sha, data = bytes(stored[0]).hex(), stored[1]
     raw = bytearray(Path(path).read_bytes())
     at = raw.find(data)
     assert at >= 0, "the compressed blob is not stored contiguously in the file"
@@ -206,10 +212,12 @@ def test_a_rewritten_history_is_caught_against_a_published_head(filled, database
                 text("UPDATE events SET at = :a, prev_hash = :p, hash = :h WHERE seq = :s").bindparams(
                     bindparam("a", type_=UTCDateTime())
                 ),
-                {"a": event.at, "p": prev, "h": digest, "s": event.seq},
+                {"a": event.at, "p": bytes.fromhex(prev), "h": bytes.fromhex(digest), "s": event.seq},
             )
             prev = digest
-        conn.execute(text("UPDATE ledger_head SET hash = :h"), {"h": prev})
+        conn.execute(
+            text("UPDATE ledger_head SET hash = :h"), {"h": bytes.fromhex(prev)}
+        )  # as stored: binary
     assert run().returncode == 0  # consistent with itself
     caught = run("--published", published, "--json")
     assert caught.returncode == 1
@@ -252,10 +260,17 @@ def rewrite_chain(archive, seq: int, **details) -> None:
             digest = ledger.chain_hash(prev, event)
             conn.execute(
                 text("UPDATE events SET details = :d, prev_hash = :p, hash = :h WHERE seq = :s"),
-                {"d": json.dumps(dict(event.details)), "p": prev, "h": digest, "s": event.seq},
+                {
+                    "d": json.dumps(dict(event.details)),
+                    "p": bytes.fromhex(prev),
+                    "h": bytes.fromhex(digest),
+                    "s": event.seq,
+                },
             )
             prev = digest
-        conn.execute(text("UPDATE ledger_head SET hash = :h"), {"h": prev})
+        conn.execute(
+            text("UPDATE ledger_head SET hash = :h"), {"h": bytes.fromhex(prev)}
+        )  # as stored: binary
 
 
 def test_the_latest_snapshot_deleted_is_named(filled, database_url, tmp_path):

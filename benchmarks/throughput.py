@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import corpus, nginx
-from benchmarks.mirrorcli import CONCURRENCY, Mirror, Timed, run_measured, table_note, write_config
+from benchmarks.mirrorcli import (
+    CONCURRENCY,
+    Mirror,
+    Timed,
+    installed_env,
+    run_measured,
+    table_note,
+    write_config,
+)
 from benchmarks.table import Row
 
 MIN_RATIO = 0.8  # round 1 and the mutated round: at least this share of the reference's pages per second
@@ -41,7 +49,7 @@ def reference_round(urls_file: Path) -> tuple[Timed, dict[str, Any]]:
         RuntimeError: the reference client failed.
     """
     argv = [sys.executable, "-m", "benchmarks.reference", str(urls_file), "--concurrency", str(CONCURRENCY)]
-    done = run_measured(argv, stderr=subprocess.PIPE)
+    done = run_measured(argv, env=installed_env(), stderr=subprocess.PIPE)
     if done.returncode != 0:
         raise RuntimeError(f"reference client failed (exit {done.returncode})")
     result: dict[str, Any] = json.loads(done.stdout)

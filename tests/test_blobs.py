@@ -6,6 +6,7 @@ import itertools
 import random
 
 import pytest
+import zstandard
 from sqlalchemy import select, update
 
 from mirror import blobs, codec
@@ -249,3 +250,23 @@ def test_a_blob_shared_by_two_urls_is_stored_once_and_reads_from_either_history(
     assert [r.chain_length for r in rows(engine, [sha(a1), sha(a2), sha(b2)])] == [0, 1, 2]
     assert [archive.read(archive.version(OTHER, n).sha256) for n in ("1", "2")] == [a2, b2]
     assert archive.read(archive.version(URL).sha256) == a2
+
+
+def test_a_checks_delta_of_a_700_kb_page_takes_a_few_mib_of_context_and_costs_about_the_change():
+    rng = random.Random(6)
+    base = b"\n".join(paragraph(rng).encode() for _ in range(1600))  # ~700 KB: past zstd's small-input tables
+    changed = base[: len(base) // 2] + b"<p>one new paragraph in the middle</p>" + base[len(base) // 2 :]
+    dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+    def context(level: int | None) -> int:
+        params = codec.delta_parameters(len(changed), len(base), level)
+        compressor = zstandard.ZstdCompressor(compression_params=params, dict_data=dictionary)
+        compressor.compress(changed)
+        return compressor.memory_size()
+
+    delta = codec.compress_delta(changed, base)
+    full_tables = codec.compress_delta(changed, base, level=codec.DELTA_LEVEL)  # as `mirror gc` sizes them
+
+    assert context(None) < 8 * 2**20 < context(codec.DELTA_LEVEL)
+    assert len(delta) <= len(full_tables) + 16 < 2000
+    assert codec.decompress_delta(delta, base) == changed

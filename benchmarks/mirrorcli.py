@@ -6,8 +6,10 @@ the files in that folder (the SQLite file, and its WAL while a process has it op
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import platform
 import subprocess
 import sys
 import threading
@@ -106,8 +108,28 @@ def pss_kb(pid: int) -> int:
     return 0
 
 
+_SYS_KCMP = {"x86_64": 312, "aarch64": 272}.get(platform.machine())
+_KCMP_VM = 1
+_LIBC = ctypes.CDLL(None)  # the C library this interpreter runs on: its `syscall`
+
+
+def shares_memory(pid: int, other: int) -> bool:
+    """Return whether two processes run in one address space (kcmp(2) `KCMP_VM`); False when unknown.
+
+    A child started with vfork (as `subprocess` and multiprocessing's spawn start theirs)
+    runs in its parent's memory until it executes its program: its PSS is the parent's,
+    and adding both would count that memory twice.
+    """
+    if _SYS_KCMP is None:
+        return False
+    return int(_LIBC.syscall(_SYS_KCMP, pid, other, _KCMP_VM, 0, 0)) == 0
+
+
 def descendants(pid: int) -> list[int]:
-    """Return the ids of every living process below `pid` (children, their children, ...)."""
+    """Return the ids of every living process below `pid` (children, their children, ...).
+
+    A child still in its parent's memory (vforked, not yet executing its program) is left out.
+    """
     found: list[int] = []
     todo = [pid]
     while todo:
@@ -122,6 +144,7 @@ def descendants(pid: int) -> list[int]:
                     kids = [int(child) for child in children.read().split()]
             except (OSError, ValueError):
                 continue
+            kids = [kid for kid in kids if not shares_memory(parent, kid)]
             found += kids
             todo += kids
     return found

@@ -129,7 +129,8 @@ def memory_rows(plan: Plan, work: Path, notes: list[str]) -> list[Row]:
             done = memory.measure_daemon(work / f"mirror-run-{count}", urls, observe=plan.memory_observe)
             results.append(done)
             notes.append(
-                f"mirror run, {count} targets: peak RSS {done.peak_kb / 1024:.0f} MiB, "
+                f"mirror run, {count} targets: peak RSS {done.peak_kb / 1024:.0f} MiB "
+                f"(summed PSS with its child processes {done.pss_kb / 1024:.0f} MiB), "
                 f"started in {done.start_seconds:.1f} s, {done.checks} checks recorded and {done.crashed} "
                 f"crashed in the first {plan.memory_observe:.0f} s"
             )

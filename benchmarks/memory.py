@@ -20,7 +20,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.mirrorcli import Mirror, write_config
+from benchmarks.mirrorcli import MemoryWatch, Mirror, write_config
 
 RSS_LIMIT_MB = 300.0
 INTERVAL = "10m"  # first checks spread over 10 minutes: the first rounds have due targets at once
@@ -44,22 +44,11 @@ class DaemonMemory:
     """What one `mirror run` did: its peak RSS, how long it took to start, how many checks it made."""
 
     targets: int
-    peak_kb: int
+    peak_kb: int  # its own `VmHWM`
     start_seconds: float
     checks: int
     crashed: int  # `check.crashed` events in its log
-
-
-def peak_rss_kb(pid: int) -> int:
-    """Return the peak resident set size of process `pid` in KiB (0 once it has exited)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    pss_kb: int = 0  # the peak of the summed PSS of it and its child processes (text helper, workers)
 
 
 def measure_daemon(
@@ -71,16 +60,16 @@ def measure_daemon(
         RuntimeError: the daemon exited early or did not start within the timeout.
     """
     mirror = Mirror(folder, write_config(folder, urls, interval=INTERVAL, tick=TICK), database)
-    peak = 0
     with running_daemon(mirror) as (process, start_seconds):
+        watch = MemoryWatch(process, interval=0.2)
         deadline = time.perf_counter() + observe
         while time.perf_counter() < deadline and process.poll() is None:
-            peak = max(peak, peak_rss_kb(process.pid))
+            watch.poll()
             time.sleep(0.2)
-        peak = max(peak, peak_rss_kb(process.pid))
+        watch.poll()
     crashed = sum(1 for line in mirror.log.open(errors="replace") if '"check.crashed"' in line)
     checks = count_checks(mirror.store / "mirror.db") if database is None else -1
-    return DaemonMemory(len(urls), peak, start_seconds, checks, crashed)
+    return DaemonMemory(len(urls), watch.hwm_kb, start_seconds, checks, crashed, watch.pss_kb)
 
 
 def count_checks(database: Path) -> int:

@@ -6,8 +6,10 @@ the files in that folder (the SQLite file, and its WAL while a process has it op
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import platform
 import sqlite3
 import subprocess
 import sys
@@ -29,7 +31,9 @@ class Timed:
     seconds: float
     stdout: str
     returncode: int = 0
-    peak_kb: int = 0  # the process's peak resident set size (its own, from wait4)
+    peak_kb: int = 0  # the process's own peak resident set size (`VmHWM`), KiB
+    pss_kb: int = 0  # the peak of the summed PSS of the process and all its descendants, KiB
+    processes: int = 1  # the most processes of its tree seen at once
 
     def json(self) -> Any:
         """Return stdout parsed as the command's one JSON document."""
@@ -59,38 +63,139 @@ def write_config(
 
 
 def run_measured(argv: Sequence[str], *, env: dict[str, str] | None = None, stderr: Any = None) -> Timed:
-    """Run `argv`, reading its stdout; return its wall time, stdout, exit code and its own peak RSS.
+    """Run `argv`, reading its stdout; return its wall time, stdout, exit code and its memory.
 
-    The peak is the process's `VmHWM`, read from /proc every 20 ms while it runs: not
-    `ru_maxrss` from `wait4`, which Linux carries across fork and exec from the parent
-    (this benchmark, which may hold a million URLs), so a small child would report the parent's peak.
+    Its memory is polled from /proc every 20 ms while it runs (`MemoryWatch`): its own
+    `VmHWM`, and the peak of the summed PSS of it and every process it started.
     """
     started = time.perf_counter()
     process = subprocess.Popen(
         list(argv), env=env, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL
     )
-    peak = [0]
-    watcher = threading.Thread(target=_watch_peak, args=(process, peak), daemon=True)
-    watcher.start()
-    assert process.stdout is not None
-    out = process.stdout.read()
-    process.stdout.close()
-    returncode = process.wait()
-    seconds = time.perf_counter() - started
-    watcher.join()
-    return Timed(seconds, out.decode(), returncode, peak[0])
+    with MemoryWatch(process) as watch:
+        assert process.stdout is not None
+        out = process.stdout.read()
+        process.stdout.close()
+        returncode = process.wait()
+        seconds = time.perf_counter() - started
+    return Timed(seconds, out.decode(), returncode, watch.hwm_kb, watch.pss_kb, watch.processes)
 
 
-def _watch_peak(process: subprocess.Popen[bytes], peak: list[int]) -> None:
-    while process.poll() is None:
+def status_kb(pid: int, key: str) -> int:
+    """Return a KiB figure of /proc/PID/status (`VmHWM`, `VmRSS`); 0 once the process has exited."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def pss_kb(pid: int) -> int:
+    """Return the proportional set size of process `pid` in KiB (0 once it has exited).
+
+    PSS counts each page a process maps divided by how many processes map it, so the PSS
+    of a parent and its children adds up to the memory they take together: the libraries
+    and interpreter pages they share are counted once, not once per process as RSS would.
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+_SYS_KCMP = {"x86_64": 312, "aarch64": 272}.get(platform.machine())
+_KCMP_VM = 1
+_LIBC = ctypes.CDLL(None)  # the C library this interpreter runs on: its `syscall`
+
+
+def shares_memory(pid: int, other: int) -> bool:
+    """Return whether two processes run in one address space (kcmp(2) `KCMP_VM`); False when unknown.
+
+    A child started with vfork (as `subprocess` and multiprocessing's spawn start theirs)
+    runs in its parent's memory until it executes its program: its PSS is the parent's,
+    and adding both would count that memory twice.
+    """
+    if _SYS_KCMP is None:
+        return False
+    return int(_LIBC.syscall(_SYS_KCMP, pid, other, _KCMP_VM, 0, 0)) == 0
+
+
+def descendants(pid: int) -> list[int]:
+    """Return the ids of every living process below `pid` (children, their children, ...).
+
+    A child still in its parent's memory (vforked, not yet executing its program) is left out.
+    """
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
         try:
-            with open(f"/proc/{process.pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmHWM:"):
-                        peak[0] = max(peak[0], int(line.split()[1]))
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.02)
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as children:
+                    kids = [int(child) for child in children.read().split()]
+            except (OSError, ValueError):
+                continue
+            kids = [kid for kid in kids if not shares_memory(parent, kid)]
+            found += kids
+            todo += kids
+    return found
+
+
+class MemoryWatch:
+    """Polls a running process's memory from /proc until it exits (or the block ends).
+
+    `hwm_kb` is the process's own `VmHWM` (the kernel's high-water mark of its RSS: exact,
+    but blind to its child processes); `pss_kb` the largest sum, over one poll, of the
+    PSS of the process and all its descendants (the memory the command takes with its
+    helpers and workers; a peak shorter than the interval can be missed); `processes` the
+    most processes of the tree seen at once. Not `ru_maxrss` from `wait4`, which Linux
+    carries across fork and exec from the parent (this benchmark, which may hold a million
+    URLs), so a small child would report the parent's peak.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes], interval: float = 0.02) -> None:
+        self.process = process
+        self.interval = interval
+        self.hwm_kb = 0
+        self.pss_kb = 0
+        self.processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-watch", daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def poll(self) -> None:
+        """Read the figures once and keep the peaks."""
+        pid = self.process.pid
+        tree = [pid, *descendants(pid)]
+        total = sum(pss_kb(p) for p in tree)
+        hwm = status_kb(pid, "VmHWM")  # after the tree: the process may have exited meanwhile
+        if hwm:
+            self.hwm_kb = max(self.hwm_kb, hwm)
+            self.pss_kb = max(self.pss_kb, total)
+            self.processes = max(self.processes, len(tree))
+
+    def _run(self) -> None:
+        while self.process.poll() is None and not self._stop.is_set():
+            self.poll()
+            self._stop.wait(self.interval)
 
 
 def installed_env() -> dict[str, str]:

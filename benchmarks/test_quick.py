@@ -16,7 +16,7 @@ FIGURES = (
     "check unchanged round",
     "check mutated round",
     "mutated round reports exactly the mutations",
-    "peak RSS of mirror check",
+    "peak memory of mirror check with its child processes",
     "mirror verify of the store after 3 rounds",
     "mirror verify of every SQLite store the run made",
     "bytes on disk after round 1 (as checks stored it)",

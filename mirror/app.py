@@ -113,8 +113,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="One JSON doc
 
 
 def emit_json(document: Any) -> None:
-    """Write one JSON document to stdout."""
-    click.echo(render.to_json(document))
+    """Write one JSON document to stdout, a piece at a time (a round's report holds every target)."""
+    for piece in render.json_pieces(document):
+        click.echo(piece, nl=False)
+    click.echo()
 
 
 def echo_lines(lines: list[str]) -> None:

@@ -125,21 +125,44 @@ def compress_at(data: bytes, level: int) -> bytes:
         return _exact(zstandard.ZstdCompressor(level=level).compress(data))
 
 
+def delta_parameters(
+    size: int, base_size: int, level: int | None = None
+) -> zstandard.ZstdCompressionParameters:
+    """Return the zstd parameters of a delta of `size` bytes against a base of `base_size` bytes.
+
+    At `DELTA_LEVEL` (a check's delta) unless `level` says otherwise (`mirror gc`).
+    """
+    # The window must reach back over the whole base from the end of the body, or a large
+    # body matches only the start of its base (measured: 8 MB, one change: 1.5 MB vs 0.8 KB).
+    span = (base_size + size).bit_length()
+    window_log = min(max(10, span), _MAX_WINDOW_LOG)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        DELTA_LEVEL if level is None else level, source_size=size, dict_size=base_size, window_log=window_log
+    )
+    if level is not None:
+        return params
+    # A check's delta: the level's tables are sized for any input past 256 KB (level 10: 4M
+    # hash and 2M chain entries, a 21.5 MiB context for a 700 KB page, 45 MiB for 4 MB). A
+    # quarter and an eighth of the positions of base and body made the same deltas of the
+    # benchmark's pages (30 KB to 16 MB, one paragraph changed), faster, in a third of the
+    # memory (700 KB: 6.5 MiB). `mirror gc` (a `level`) keeps the level's own tables.
+    return zstandard.ZstdCompressionParameters.from_level(
+        DELTA_LEVEL,
+        source_size=size,
+        dict_size=base_size,
+        window_log=window_log,
+        hash_log=max(zstandard.HASHLOG_MIN, min(params.hash_log, span - 2)),
+        chain_log=max(zstandard.CHAINLOG_MIN, min(params.chain_log, span - 3)),
+    )
+
+
 def compress_delta(data: bytes, base: bytes, level: int | None = None) -> bytes:
     """Return `data` as one zstd frame that needs `base` (a raw-content dictionary) to decode.
 
     At `DELTA_LEVEL` unless `level` says otherwise.
     """
     dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-    # The window must reach back over the whole base from the end of the body, or a large
-    # body matches only the start of its base (measured: 8 MB, one change: 1.5 MB vs 0.8 KB).
-    window_log = min(max(10, (len(base) + len(data)).bit_length()), _MAX_WINDOW_LOG)
-    params = zstandard.ZstdCompressionParameters.from_level(
-        DELTA_LEVEL if level is None else level,
-        source_size=len(data),
-        dict_size=len(base),
-        window_log=window_log,
-    )
+    params = delta_parameters(len(data), len(base), level)
     with _slot():  # its context is made for this call; the slot bounds how many live at once
         return _exact(
             zstandard.ZstdCompressor(compression_params=params, dict_data=dictionary).compress(data)

@@ -9,6 +9,7 @@ two texts as multisets of lines (which is linear) and says so in a `#` line.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
@@ -123,22 +124,33 @@ def unified(old_text: str, new_text: str, from_label: str, to_label: str, *, con
 
 
 HEAD_CHARS = 2000  # of the new text, kept for placeholder detection in judge
-TEXT_CACHE_CHARS = 16_000_000  # about 400 pages of 40,000 characters: the last changed pages' texts
+# Bytes of texts kept per cache (a text's size in memory: 1, 2 or 4 bytes a character, as
+# Python stores it). Kept texts serve a page's NEXT change, so a round where every page
+# changes once hits none of them, and each kept text is memory the round holds to its end:
+# bounded at 16,000,000 characters, the texts and views of the benchmark's mutated round of
+# 10,000 pages (1,000 changes, curly quotes: 2 bytes a character) held ~64 MiB of the peak.
+# 4 MiB each keeps the last ~40 changed pages of 50 KB of text.
+TEXT_CACHE_BYTES = 4 * 1024 * 1024
 
 
 class TextCache:
-    """A thread-safe LRU of documents' normalised texts by (sha256, content type), bounded in characters.
+    """A thread-safe LRU of documents' normalised texts by (sha256, content type), bounded in bytes.
 
     Rendering HTML to text is most of a change's cost (~15 ms for a 90 KB page); content
     is immutable per sha256, so the text of a version compared once serves its next change.
     """
 
-    def __init__(self, max_chars: int) -> None:
-        self.max_chars = max_chars
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
         self._texts: OrderedDict[tuple[str, str | None], str] = OrderedDict()
-        self._chars = 0
+        self._bytes = 0  # of the texts kept, as `sys.getsizeof` counts them
         self._lock = threading.Lock()
         self.hits = 0
+
+    @property
+    def size(self) -> int:
+        """Return the bytes of the texts kept now."""
+        return self._bytes
 
     def get(self, sha256: str, content_type: str | None) -> str | None:
         """Return the cached text of this content, or None."""
@@ -151,20 +163,21 @@ class TextCache:
 
     def put(self, sha256: str, content_type: str | None, text: str) -> None:
         """Keep `text` as the text of this content, dropping the least recently used past the bound."""
-        if len(text) > self.max_chars:
+        size = sys.getsizeof(text)
+        if size > self.max_bytes:
             return
         with self._lock:
             old = self._texts.pop((sha256, content_type), None)
-            self._chars += len(text) - (len(old) if old is not None else 0)
+            self._bytes += size - (sys.getsizeof(old) if old is not None else 0)
             self._texts[(sha256, content_type)] = text
-            while self._chars > self.max_chars:
+            while self._bytes > self.max_bytes:
                 _, dropped = self._texts.popitem(last=False)
-                self._chars -= len(dropped)
+                self._bytes -= sys.getsizeof(dropped)
 
 
-TEXTS = TextCache(TEXT_CACHE_CHARS)
+TEXTS = TextCache(TEXT_CACHE_BYTES)
 # What changes are weighed on (`mirror.pageview`), by (sha256, content type and ignore rules).
-VIEWS = TextCache(TEXT_CACHE_CHARS)
+VIEWS = TextCache(TEXT_CACHE_BYTES)
 P = ParamSpec("P")
 R = TypeVar("R")
 

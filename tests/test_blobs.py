@@ -7,6 +7,7 @@ import random
 import threading
 
 import pytest
+import zstandard
 from sqlalchemy import select, update
 
 from mirror import blobs, codec
@@ -274,3 +275,23 @@ def test_many_threads_share_the_few_compression_contexts_and_each_frame_is_its_o
         assert codec.decompress(whole) == pages[n]
         assert codec.decompress_delta(delta, base) == pages[n]
     assert sum(slot.plain is not None for slot, _ in codec._slots) <= codec.COMPRESSORS
+
+
+def test_a_checks_delta_of_a_700_kb_page_takes_a_few_mib_of_context_and_costs_about_the_change():
+    rng = random.Random(6)
+    base = b"\n".join(paragraph(rng).encode() for _ in range(1600))  # ~700 KB: past zstd's small-input tables
+    changed = base[: len(base) // 2] + b"<p>one new paragraph in the middle</p>" + base[len(base) // 2 :]
+    dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+    def context(level: int | None) -> int:
+        params = codec.delta_parameters(len(changed), len(base), level)
+        compressor = zstandard.ZstdCompressor(compression_params=params, dict_data=dictionary)
+        compressor.compress(changed)
+        return compressor.memory_size()
+
+    delta = codec.compress_delta(changed, base)
+    full_tables = codec.compress_delta(changed, base, level=codec.DELTA_LEVEL)  # as `mirror gc` sizes them
+
+    assert context(None) < 8 * 2**20 < context(codec.DELTA_LEVEL)
+    assert len(delta) <= len(full_tables) + 16 < 2000
+    assert codec.decompress_delta(delta, base) == changed

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mirror.diff import MAX_LINE_CHARS, compare, unified
+from mirror.diff import MAX_LINE_CHARS, TEXT_CACHE_BYTES, TEXTS, VIEWS, compare, unified
 
 PDF_A = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\n"
 PDF_B = PDF_A + b"2 0 obj << /Type /Pages >> endobj\n"
@@ -171,3 +171,19 @@ def test_texts_too_costly_to_align_fall_back_promptly_and_say_so():
     assert lines[2].startswith("# 14000 -> 14000 lines: too costly to align")
     assert (diff.lines_added, diff.lines_removed) == (2, 2)
     assert lines[3:7] == ["-entry 0", f"-entry {n - 1}", "+brand new entry", "+another new entry"]
+
+
+def test_texts_kept_for_the_next_change_stay_within_their_bytes_however_many_pages_change():
+    # Curly quotes: Python keeps these texts at 2 bytes a character.
+    words = ["“archive”", "prison", "note", "chair", "congress", "letter", "court", "appeal", "ruling"]
+    rng = random.Random(11)
+    kept = []
+    for n in range(120):  # ~60 KB of text a page: twice the cache's bytes in all
+        lines = [" ".join(rng.choices(words, k=10)) for _ in range(500)]
+        old, new = plain(lines), plain([f"page {n} changed", *lines[1:]])
+        compare(old, "text/plain", new, "text/plain", old_sha256=f"old{n}", new_sha256=f"new{n}")
+        kept.append(f"new{n}")
+
+    assert 0 < TEXTS.size <= TEXT_CACHE_BYTES and 0 < VIEWS.size <= TEXT_CACHE_BYTES
+    assert TEXTS.get(kept[-1], "text/plain") is not None  # the last changes are kept
+    assert TEXTS.get(kept[0], "text/plain") is None  # the first are dropped

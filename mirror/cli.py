@@ -28,6 +28,7 @@ from mirror.app import (
     one_of,
     parse_time,
     pass_app,
+    starting,
     url_argument,
     usage_line,
     version_options,
@@ -310,6 +311,8 @@ def gc(app: AppContext, limit: int | None, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `mirror` command."""
+    if argv is None:  # the program itself, not a caller's own process
+        starting()
     catch_sigint()
     with errors_to_exit_codes():
         try:

@@ -55,10 +55,11 @@ def bound_malloc_arenas() -> bool:
     would, before the threads start.
     """
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # The process's own symbols, libc's among them: `ctypes.util.find_library` would start
+        # `/sbin/ldconfig` in a child process to find the file, on every round.
+        libc = ctypes.CDLL(None)
         arenas = bool(libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
         return arenas and bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     except (OSError, AttributeError):  # not glibc: its allocator has no such knob

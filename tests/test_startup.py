@@ -99,3 +99,44 @@ def test_commands_that_read_the_record_load_none_of_the_heavy_libraries(store, a
     loaded = imported([url if a == "URL" else a for a in argv], folder)
 
     assert loaded & forbidden == set()
+
+
+_COLLECTOR = """
+import gc, sys
+import mirror.app
+seen = []
+real = mirror.app.started
+def started():
+    seen.append(gc.isenabled())  # off until the command has started
+    real()
+    seen.append((gc.isenabled(), gc.get_freeze_count() > 0))
+mirror.app.started = started
+import mirror.cli
+how, sys.argv[1:] = sys.argv[1], sys.argv[2:]
+try:
+    mirror.cli.main() if how == "program" else mirror.cli.main(sys.argv[1:])
+except SystemExit:
+    pass
+print("collector:", seen[:2], gc.isenabled())
+"""
+
+
+@pytest.mark.parametrize("how", ["program", "in a caller's process"])
+def test_the_collector_is_off_during_start_up_and_on_after_only_for_the_program(
+    how: str, store: tuple[Path, str]
+) -> None:
+    folder, _url = store
+    argv = ["--config", "mirror.toml", "status"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _COLLECTOR, "program" if how == "program" else "caller", *argv],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env={k: v for k, v in os.environ.items() if k not in ("MIRROR_CONFIG", "MIRROR_DATABASE_URL")},
+        timeout=60,
+    )
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("collector:")]
+    if how == "program":  # sys.argv is the program's: main() reads it
+        assert line == "collector: [False, (True, True)] True", proc.stderr[-2000:]
+    else:  # a caller's own collector is left alone, and nothing of it is frozen
+        assert line == "collector: [True, (True, False)] True", proc.stderr[-2000:]

@@ -8,6 +8,7 @@ Core, not the ORM: every query here is a statement over rows, and importing
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,25 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise ValueError("naive datetime given to the store; use aware UTC datetimes")
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
+        """Return SQLAlchemy's processor, on SQLite in one step: the text its DATETIME writes, made here.
+
+        SQLite's DATETIME formats a dictionary of the fields (`%(year)04d-...`) after
+        `process_bind_param`; `isoformat` writes the same text (`YYYY-MM-DD HH:MM:SS.ffffff`)
+        at a fraction of the cost, and the writer binds several times per check.
+        """
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to the store; use aware UTC datetimes")
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

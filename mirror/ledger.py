@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,18 +125,20 @@ def append(conn: Connection, events: Sequence[tuple[Event, int, str | None]]) ->
     stored: list[StoredEvent] = []
     for event, target_id, diff in events:
         seq += 1
+        at, details = event.at.astimezone(UTC), stored_details(event)
+        body = canonical(seq, event.kind, event.url, at, event.old_sha256, event.new_sha256, details, diff)
+        digest = hashlib.sha256(prev.encode("ascii") + body).hexdigest()  # `chain_hash`, made once
         entry = StoredEvent(
             seq=seq,
             kind=event.kind,
             url=event.url,
-            at=event.at.astimezone(UTC),
+            at=at,
             old_sha256=event.old_sha256,
             new_sha256=event.new_sha256,
-            details=stored_details(event),
+            details=details,
             diff=diff,
-            hash="",
+            hash=digest,
         )
-        digest = chain_hash(prev, entry)
         rows.append(
             {
                 "seq": seq,
@@ -152,7 +154,7 @@ def append(conn: Connection, events: Sequence[tuple[Event, int, str | None]]) ->
                 "hash": digest,
             }
         )
-        stored.append(replace(entry, hash=digest))
+        stored.append(entry)
         prev = digest
     conn.execute(_INSERT_EVENT, rows)
     conn.execute(_UPDATE_HEAD, {"b_seq": seq, "b_hash": prev})

@@ -266,20 +266,8 @@ def _load_targets(conn: Connection, urls: Sequence[str]) -> dict[str, _Current]:
     # Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the whole file) and re-read once the
     # lock is granted, in id order: what another process commits meanwhile is seen, not overwritten.
     rows = by_url(conn, _TARGETS, urls)
-    return {
-        url: _Current(
-            row.id,
-            row.interval_seconds,
-            row.current_version,
-            row.current_sha256,
-            row.status,
-            row.consecutive_failures,
-            row.moved_to,
-            row.suspicious,
-            row.suspicious_since,
-        )
-        for url, row in rows.items()
-    }
+    # By position (id, then the columns after `url`, in `_Current`'s order): a Row's names cost more.
+    return {url: _Current(row[0], *row[2:]) for url, row in rows.items()}
 
 
 def _snapshot(target: _Current, record: CheckRecord) -> dict[str, Any]:

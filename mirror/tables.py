@@ -67,7 +67,8 @@ class UTCDateTime(TypeDecorator[datetime]):
                 return None
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to the store; use aware UTC datetimes")
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            # 26 characters whatever the year (isoformat pads it to four digits), then "+00:00".
+            return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
         return process
 

@@ -92,7 +92,8 @@ def iso_time(at: datetime) -> str:
 
 def chain_hash(prev_hash: str, event: StoredEvent) -> str:
     """Return the hash `event` must have when it follows `prev_hash`."""
-    body = canonical(
+    return _digest(
+        prev_hash,
         event.seq,
         event.kind,
         event.url,
@@ -102,6 +103,21 @@ def chain_hash(prev_hash: str, event: StoredEvent) -> str:
         event.details,
         event.diff,
     )
+
+
+def _digest(
+    prev_hash: str,
+    seq: int,
+    kind: str,
+    url: str,
+    at: datetime,
+    old_sha256: str | None,
+    new_sha256: str | None,
+    details: Mapping[str, Any],
+    diff: str | None,
+) -> str:
+    """Return the chain hash of these fields of an event after `prev_hash` (as `chain_hash`)."""
+    body = canonical(seq, kind, url, at, old_sha256, new_sha256, details, diff)
     return hashlib.sha256(prev_hash.encode("ascii") + body).hexdigest()
 
 
@@ -126,8 +142,9 @@ def append(conn: Connection, events: Sequence[tuple[Event, int, str | None]]) ->
     for event, target_id, diff in events:
         seq += 1
         at, details = event.at.astimezone(UTC), stored_details(event)
-        body = canonical(seq, event.kind, event.url, at, event.old_sha256, event.new_sha256, details, diff)
-        digest = hashlib.sha256(prev.encode("ascii") + body).hexdigest()  # `chain_hash`, made once
+        digest = _digest(
+            prev, seq, event.kind, event.url, at, event.old_sha256, event.new_sha256, details, diff
+        )
         entry = StoredEvent(
             seq=seq,
             kind=event.kind,

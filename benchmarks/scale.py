@@ -65,28 +65,24 @@ def run_command(mirror: Mirror, *args: str) -> Command:
     Raises:
         RuntimeError: it exited non-zero.
     """
-    import threading
     import time
 
-    from benchmarks.mirrorcli import _watch_peak
+    from benchmarks.mirrorcli import MemoryWatch
 
     started = time.perf_counter()
     process = subprocess.Popen(
         mirror.argv(*args), env=mirror.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
-    peak = [0]
-    watcher = threading.Thread(target=_watch_peak, args=(process, peak), daemon=True)
-    watcher.start()
     assert process.stdout is not None
     first, size = 0.0, 0
-    while chunk := process.stdout.read(1 << 16):
-        first = first or time.perf_counter() - started
-        size += len(chunk)
-    code = process.wait()
-    watcher.join()
+    with MemoryWatch(process) as watch:
+        while chunk := process.stdout.read(1 << 16):
+            first = first or time.perf_counter() - started
+            size += len(chunk)
+        code = process.wait()
     if code != 0:
         raise RuntimeError(f"mirror {' '.join(args)} exited {code}")
-    return Command(time.perf_counter() - started, first, size, peak[0])
+    return Command(time.perf_counter() - started, first, size, watch.hwm_kb)
 
 
 def claim_ms(database: str) -> float:

@@ -43,7 +43,7 @@ def _page(line: int) -> bytes:
 
 def build(folder: Path, targets: int, versions: int) -> tuple[Mirror, str]:
     """Write the store; return it and the URL of the document with `versions` versions."""
-    from mirror.archive import Archive
+    from mirror.archive import Archive, CheckRecord
     from mirror.domain import Event, FetchResult, Outcome, OutcomeKind, Status, Target, TargetState
     from mirror.events import DOCUMENT_CHANGED, DOCUMENT_NEW
     from mirror.packing import Packer
@@ -59,7 +59,7 @@ def build(folder: Path, targets: int, versions: int) -> tuple[Mirror, str]:
         packer = Packer(archive)
         start = datetime.now(UTC) - timedelta(days=3)
 
-        def check(url: str, state: TargetState, body: bytes, at: datetime) -> tuple[object, TargetState]:
+        def check(url: str, state: TargetState, body: bytes, at: datetime) -> tuple[CheckRecord, TargetState]:
             import hashlib
 
             digest = hashlib.sha256(body).hexdigest()
@@ -87,7 +87,7 @@ def build(folder: Path, targets: int, versions: int) -> tuple[Mirror, str]:
             return packer.record(url, result, outcome, at, state=state), new
 
         state = archive.state_of(deep)
-        pending = []
+        pending: list[CheckRecord] = []
         for n in range(versions):
             record, state = check(deep, state, _page(n), start + timedelta(seconds=20 * n))
             pending.append(record)

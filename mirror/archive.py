@@ -13,21 +13,24 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
 import mirror.targets
-from mirror import browse, db, importing, leases, ledger, mending, outbox, recording, repack, tables
-from mirror.codec import Packed
+from mirror import browse, db, leases, ledger, mending, outbox, recording, tables
 from mirror.domain import StoredEvent, Target, VerifyRun
-from mirror.importing import ImportBatch
 from mirror.outbox import Cursor
 from mirror.reader import History, Reader, SiteEntry, StoreStatus
 from mirror.recording import CheckRecord
 from mirror.targets import SyncReport, TargetSummary
-from mirror.warcread import Capture
+
+if TYPE_CHECKING:  # imported where used: `check` and the daemon never import WARCs nor re-pack (~20 ms)
+    from mirror.codec import Packed
+    from mirror.importing import ImportBatch
+    from mirror.repack import GcReport
+    from mirror.warcread import Capture
 
 C = tables.checks
 
@@ -178,7 +181,9 @@ class Archive(Reader):
         capture, announced by a `document.imported` event; a URL not in the store becomes an
         unwatched target of source `warc`.
         """
-        return self._write(lambda conn: importing.import_captures(conn, captures, now, interval_seconds))
+        from mirror.importing import import_captures
+
+        return self._write(lambda conn: import_captures(conn, captures, now, interval_seconds))
 
     # -- re-packing --------------------------------------------------------------------------
 
@@ -189,8 +194,10 @@ class Archive(Reader):
         seconds: float | None = None,
         on_blob: Callable[[], object] = lambda: None,
         count_remaining: bool = True,
-    ) -> repack.GcReport:
+    ) -> GcReport:
         """Re-pack the blobs checks stored at a cheap level (`mirror.repack`); return what was done."""
+        from mirror import repack
+
         return repack.run(
             self._engine, limit=limit, seconds=seconds, on_blob=on_blob, count_remaining=count_remaining
         )

@@ -19,16 +19,18 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
 import mirror.targets
-from mirror import browse, db, leases, ledger, mending, outbox, recording, tables
+from mirror import db, leases, ledger, outbox, recording, tables
 from mirror.domain import StoredEvent, Target, VerifyRun
 from mirror.outbox import Cursor
 from mirror.reader import History, Reader, SiteEntry, StoreStatus
 from mirror.recording import CheckRecord
 from mirror.targets import SyncReport, TargetSummary
 
-if TYPE_CHECKING:  # imported where used: `check` and the daemon never import WARCs nor re-pack (~20 ms)
+if TYPE_CHECKING:  # imported where used, as `mirror.reader` does: a check never imports WARCs,
+    # re-packs, mends or records a verify run (~25 ms of its start-up)
     from mirror.codec import Packed
     from mirror.importing import ImportBatch
+    from mirror.mending import Mended
     from mirror.repack import GcReport
     from mirror.warcread import Capture
 
@@ -158,7 +160,7 @@ class Archive(Reader):
 
     def mend_blob(
         self, sha256: str, data: bytes, *, source: str, problem: str, now: datetime
-    ) -> mending.Mended | None:
+    ) -> Mended | None:
         """Put `data` back whole under `sha256` with a `document.repaired` event per document it serves,
         in one transaction; None when the blob reads back intact already (nothing written).
 
@@ -166,6 +168,8 @@ class Archive(Reader):
             StoreError: `data` does not hash to `sha256`, or the database failed.
             mending.NotMended: nothing names the blob, so no event could say it was repaired.
         """
+        from mirror import mending
+
         return self._write(
             lambda conn: mending.mend(conn, sha256, data, source=source, problem=problem, now=now)
         )
@@ -206,6 +210,8 @@ class Archive(Reader):
 
     def record_verify(self, run: VerifyRun, started_at: datetime) -> None:
         """Record a finished `mirror verify` run (what the web page's footer shows)."""
+        from mirror import browse
+
         self._write(lambda conn: browse.record_verify(conn, run, started_at))
 
     def prune_checks(self, before: datetime, batch: int = 10_000) -> int:

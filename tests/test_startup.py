@@ -140,3 +140,32 @@ def test_the_collector_is_off_during_start_up_and_on_after_only_for_the_program(
         assert line == "collector: [False, (True, True)] True", proc.stderr[-2000:]
     else:  # a caller's own collector is left alone, and nothing of it is frozen
         assert line == "collector: [True, (True, False)] True", proc.stderr[-2000:]
+
+
+_LOADED = """
+import sys
+import mirror.cli
+try:
+    mirror.cli.main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+names = ("warcio", "mirror.importing", "mirror.repack", "mirror.mending")
+print("loaded:", [m for m in names if sys.modules.get(m)])
+"""
+
+
+def test_a_check_loads_neither_the_warc_import_nor_the_repacker_nor_the_mending(
+    store: tuple[Path, str],
+) -> None:
+    folder, _url = store
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOADED, "--config", "mirror.toml", "--log-format", "json", "check"],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env={k: v for k, v in os.environ.items() if k not in ("MIRROR_CONFIG", "MIRROR_DATABASE_URL")},
+        timeout=60,
+    )
+
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "loaded: []"

@@ -170,6 +170,14 @@ def rows_of(done: Scale) -> tuple[list[Row], str]:
             daemon.peak_kb / 1024 < memory.RSS_LIMIT_MB,
         ),
         Row(
+            f"peak RSS of mirror run restarted on its store, {label}",
+            f"{done.restart.peak_kb / 1024:.0f} MiB (started in {done.restart.start_seconds:.0f} s)",
+            "-",
+            None,
+            f"< {memory.RSS_LIMIT_MB:.0f} MiB",
+            done.restart.peak_kb / 1024 < memory.RSS_LIMIT_MB,
+        ),
+        Row(
             f"claim of {CLAIM} due targets, {label}", f"{done.claim_ms:.1f} ms", "-", None, "(context)", None
         ),
         Row(
@@ -201,7 +209,8 @@ def rows_of(done: Scale) -> tuple[list[Row], str]:
     note = (
         f"{label}: mirror run started in {daemon.start_seconds:.1f} s, "
         f"peak RSS {daemon.peak_kb / 1024:.0f} MiB, {daemon.crashed} checks crashed "
-        f"in its first {memory.OBSERVE_SECONDS:.0f} s; status {status.seconds:.2f} s; "
+        f"in its first {memory.OBSERVE_SECONDS:.0f} s; restarted in {done.restart.start_seconds:.1f} s "
+        f"at peak RSS {done.restart.peak_kb / 1024:.0f} MiB; status {status.seconds:.2f} s; "
         f"targets --json wrote {listing.size / 1e6:.0f} MB in {listing.seconds:.1f} s"
     )
     return rows, note

@@ -144,6 +144,8 @@ def measure(work: Path, urls: Sequence[str], backend: str, database: str | None)
     status = run_command(mirror, "status", "--json")
     listing = run_command(mirror, "targets", "--json")
     claim = claim_ms(mirror.database)
+    # A log of its own: the first start's `service.started` would end the restart's wait at once.
+    (folder / "mirror.log").rename(folder / "mirror-first-start.log")
     restart = memory.measure_daemon(folder, urls, observe=RESTART_OBSERVE_SECONDS, database=database)
     return Scale(len(urls), backend, daemon, restart, claim, status, listing, mirror.verify())
 

@@ -92,8 +92,7 @@ def iso_time(at: datetime) -> str:
 
 def chain_hash(prev_hash: str, event: StoredEvent) -> str:
     """Return the hash `event` must have when it follows `prev_hash`."""
-    return _digest(
-        prev_hash,
+    body = canonical(
         event.seq,
         event.kind,
         event.url,
@@ -103,21 +102,11 @@ def chain_hash(prev_hash: str, event: StoredEvent) -> str:
         event.details,
         event.diff,
     )
+    return _digest(prev_hash, body)
 
 
-def _digest(
-    prev_hash: str,
-    seq: int,
-    kind: str,
-    url: str,
-    at: datetime,
-    old_sha256: str | None,
-    new_sha256: str | None,
-    details: Mapping[str, Any],
-    diff: str | None,
-) -> str:
-    """Return the chain hash of these fields of an event after `prev_hash` (as `chain_hash`)."""
-    body = canonical(seq, kind, url, at, old_sha256, new_sha256, details, diff)
+def _digest(prev_hash: str, body: bytes) -> str:
+    """Return the chain hash of an event's canonical `body` after `prev_hash`."""
     return hashlib.sha256(prev_hash.encode("ascii") + body).hexdigest()
 
 
@@ -142,9 +131,8 @@ def append(conn: Connection, events: Sequence[tuple[Event, int, str | None]]) ->
     for event, target_id, diff in events:
         seq += 1
         at, details = event.at.astimezone(UTC), stored_details(event)
-        digest = _digest(
-            prev, seq, event.kind, event.url, at, event.old_sha256, event.new_sha256, details, diff
-        )
+        body = canonical(seq, event.kind, event.url, at, event.old_sha256, event.new_sha256, details, diff)
+        digest = _digest(prev, body)  # as `chain_hash`, without a StoredEvent made twice
         entry = StoredEvent(
             seq=seq,
             kind=event.kind,

@@ -27,17 +27,27 @@ IGNORED = "\x1f"  # first character of a line an ignore selector set aside
 # Elements whose links and images nobody sees (as `mirror.text` leaves out their text).
 _UNSEEN_TAGS = frozenset({"script", "style", "noscript", "template", "iframe", "head", "title"})
 _local = threading.local()
-_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 @functools.cache
-def _unseen_xpath() -> Any:
-    """Return the compiled XPath of the elements under (and at) a node that nobody sees."""
+def _styled_xpath() -> Any:
+    """Return the compiled XPath of the elements under (and at) a node with `hidden` or `style`."""
     from lxml import etree
 
-    tags = " | ".join(f"descendant-or-self::{tag}" for tag in sorted(_UNSEEN_TAGS))
-    style = f"translate(translate(@style, ' ', ''), '{_UPPER}', '{_UPPER.lower()}')"
-    return etree.XPath(f"{tags} | descendant-or-self::*[@hidden or contains({style}, 'display:none')]")
+    return etree.XPath("descendant-or-self::*[@hidden or @style]")
+
+
+def _unseen_under(root: Any) -> set[Any]:
+    """Return the elements under (and at) `root` that nobody sees: `_UNSEEN_TAGS`, `hidden`, `display:none`.
+
+    The tags by lxml's own iteration (in C) and the attributes by one XPath, then tested here as
+    `_unseen` tests them: measured on the corpus's pages, 0.8 ms a page where one XPath over
+    tags, `hidden` and a translated `style` took 2.0 ms (libxml2 walks the tree once per branch
+    of a union, and translates every element's style).
+    """
+    found = set(root.iter(*_UNSEEN_TAGS))
+    found.update(element for element in _styled_xpath()(root) if _unseen(element))
+    return found
 
 
 def _parser() -> Any:
@@ -95,8 +105,9 @@ def _media_lines(root: Any) -> list[str]:
     """Return the link and image lines of `root` and all it holds, leaving out what nobody sees."""
     if any(_unseen(node) for node in (root, *root.iterancestors())):
         return []
-    # One XPath (in C), not a walk per link; the tree is ours, and is not rendered again.
-    for element in _unseen_xpath()(root):
+    # Found in C, not by a walk per link; the tree is ours, and is not rendered again. An element
+    # inside one dropped before it goes with that one (dropping it again changes nothing).
+    for element in _unseen_under(root):
         if element.getparent() is not None:
             element.drop_tree()
     lines = []

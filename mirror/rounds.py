@@ -251,7 +251,8 @@ def check_round(config: Config, archive: Archive, urls: list[str], *, progress: 
             if not more:
                 break
             seen.update(t.url for t in more)
-            report = _merge(report, one_round(more))
+            then = one_round(more)
+            report = merged((report, then), report.elapsed + then.elapsed)
         return report
     finally:
         if team is not None:
@@ -259,15 +260,20 @@ def check_round(config: Config, archive: Archive, urls: list[str], *, progress: 
         checker.close()
 
 
-def _merge(first: RoundReport, then: RoundReport) -> RoundReport:
-    counts = dict(first.counts)
-    for kind, n in then.counts.items():
-        counts[kind] = counts.get(kind, 0) + n
+def merged(reports: Sequence[RoundReport], elapsed: float, lost_processes: int = 0) -> RoundReport:
+    """Return one report of `reports` (counts summed, checks in order), `elapsed` long.
+
+    The rounds of one `check` one after another (crawl follow-ups), or the parts several
+    processes checked of one round (`mirror.team`, with the processes that died instead).
+    """
+    counts: Counter[str] = Counter()
+    for report in reports:
+        counts.update(report.counts)
     return RoundReport(
-        first.checks + then.checks,
-        first.elapsed + then.elapsed,
-        first.crashed + then.crashed,
-        counts,
-        first.skipped_claimed + then.skipped_claimed,
-        first.lost_processes + then.lost_processes,
+        tuple(c for r in reports for c in r.checks),
+        elapsed,
+        tuple(u for r in reports for u in r.crashed),
+        dict(counts),
+        sum(r.skipped_claimed for r in reports),
+        sum(r.lost_processes for r in reports) + lost_processes,
     )

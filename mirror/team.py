@@ -33,7 +33,6 @@ import multiprocessing
 import os
 import signal
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -54,7 +53,7 @@ from mirror.events import ROUND_PROCESS_LOST, ROUND_STARTED
 from mirror.log import share_stderr
 from mirror.politeness import HostGate
 from mirror.progress import progress_bar
-from mirror.rounds import CLAIM_CHUNK, POLL, RoundReport, Share, log_finished, run_round
+from mirror.rounds import CLAIM_CHUNK, POLL, RoundReport, Share, log_finished, merged, run_round
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -216,7 +215,7 @@ class Team:
                 bar.close()
         if failures:
             raise StoreError(failures[0])
-        report = _merged(reports, time.monotonic() - started, lost)
+        report = merged(reports, time.monotonic() - started, lost)
         log_finished(report)
         return report
 
@@ -273,7 +272,7 @@ def _gate(config: Config, processes: int, index: int) -> HostGate:
 
 def _member(conn: Connection, index: int, shared: _Shared, archive: Archive, parent: int) -> None:
     """A child's life: check the chunks it takes of each round the parent sends, answer with its report."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the round (`Team._stop`): no cut write
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the round (`shared.stop`): no cut write
     archive.after_fork()  # the parent's connections stay the parent's
     config = shared.config
     checker = Checker.from_config(config, archive)
@@ -302,18 +301,3 @@ def _member(conn: Connection, index: int, shared: _Shared, archive: Archive, par
             conn.send(report)
     finally:
         checker.close()
-
-
-def _merged(reports: Sequence[RoundReport], elapsed: float, lost: int) -> RoundReport:
-    """Return one round's report from its processes' (counts summed, `elapsed` the round's own)."""
-    counts: Counter[str] = Counter()
-    for report in reports:
-        counts.update(report.counts)
-    return RoundReport(
-        tuple(c for r in reports for c in r.checks),
-        elapsed,
-        tuple(u for r in reports for u in r.crashed),
-        dict(counts),
-        sum(r.skipped_claimed for r in reports),
-        lost,
-    )

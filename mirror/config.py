@@ -67,16 +67,6 @@ DEFAULT_TICK = timedelta(seconds=5)
 DEFAULT_LEASE = timedelta(minutes=5)  # a killed daemon's claimed targets wait this long for another
 DEFAULT_SUMMARY = timedelta(minutes=1)  # how often `mirror run` says at info that it is alive
 DEFAULT_CONCURRENCY = 8
-
-
-def usable_cores() -> int:
-    """Return how many cores this process may run on (its affinity: a container or `taskset` narrows it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 DEFAULT_PER_HOST_CONCURRENCY = 2
 DEFAULT_PER_HOST_DELAY = timedelta(seconds=1)
 DEFAULT_TIMEOUT = timedelta(seconds=30)
@@ -86,6 +76,14 @@ DEFAULT_MAX_REDIRECTS = 10
 DEFAULT_RETRIES = 2
 DEFAULT_USER_AGENT = f"mirror/{__version__} (+{PROJECT_URL})"
 DEFAULT_MISSING_AFTER = 3
+
+
+def usable_cores() -> int:
+    """Return how many cores this process may run on (its affinity: a container or `taskset` narrows it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class StorageConfig(Section):

@@ -58,6 +58,7 @@ from mirror.events import (
     TARGETS_DISCOVERED,
 )
 from mirror.fetch import Sessions, fetch
+from mirror.heap import GIVE_BACK_FROM, give_back
 from mirror.ignore import EMPTY_INDEX, IgnoreIndex
 from mirror.judge import ROBOTS_ERROR, judge, with_diff
 from mirror.packing import Packer
@@ -86,8 +87,65 @@ _LEVELS = {
 # Changes weighed at once per checker: each holds both versions, both texts and lxml trees of
 # both sides (5-15 MB for a large page), and the text helper serves one at a time anyway.
 WEIGH_AT_ONCE = 4
+# Bytes of changes (old and new together) weighed at once per checker; a larger change is
+# weighed alone. Weighing a 2.5 MB page takes ~30-40 MiB of texts, views and parse trees
+# while it lasts (measured: RSS 51 -> 92 MiB for its two texts), so four such changes at
+# once were a round's peak; the work is the interpreter's (one thread at a time) anyway.
+WEIGH_BYTES = 4 * 1024 * 1024
 JITTER = 0.05  # next checks land within ±5% of the interval, so targets added together drift apart
 DEFAULT_LEASE = timedelta(minutes=5)  # as `schedule.lease`
+
+
+class _Weighing:
+    """Lets at most `count` changes, and `size` bytes of them, be weighed at once; a larger change alone.
+
+    Changes start in the order they came: a large one waiting for room is not overtaken by
+    small ones, which would keep it out for as long as they kept coming.
+    """
+
+    def __init__(self, count: int, size: int) -> None:
+        self._count = count
+        self._size = size
+        self._busy = 0  # changes being weighed
+        self._bytes = 0  # their bytes
+        self._tickets = 0  # turns given out
+        self._turn = 0  # the turn that may start next
+        self._abandoned: set[int] = set()  # turns whose waiter gave up (an exception while waiting)
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def held(self, size: int) -> Iterator[None]:
+        """Hold a place for a change of `size` bytes (old and new together) while it is weighed."""
+        with self._changed:
+            turn = self._tickets
+            self._tickets += 1
+            try:
+                self._changed.wait_for(lambda: self._turn == turn and self._fits(size))
+            except BaseException:
+                self._abandoned.add(turn)
+                self._pass_turn()
+                raise
+            self._busy += 1
+            self._bytes += size
+            self._turn += 1
+            self._pass_turn()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._busy -= 1
+                self._bytes -= size
+                self._changed.notify_all()
+
+    def _fits(self, size: int) -> bool:
+        return self._busy == 0 or (self._busy < self._count and self._bytes + size <= self._size)
+
+    def _pass_turn(self) -> None:
+        """Move the turn past the abandoned ones and wake the waiters: the next in line may fit now."""
+        while self._turn in self._abandoned:
+            self._abandoned.discard(self._turn)
+            self._turn += 1
+        self._changed.notify_all()
 
 
 def _check_id() -> str:
@@ -162,7 +220,7 @@ class Checker:
         self.packer = Packer(archive)  # chooses delta bases and packs, before the write
         self.texts = TextPool()  # its helper process starts with the first large change
         self.sessions = Sessions(limits)  # one per worker thread
-        self._weighing = threading.BoundedSemaphore(WEIGH_AT_ONCE)
+        self._weighing = _Weighing(WEIGH_AT_ONCE, WEIGH_BYTES)
 
     @classmethod
     def from_config(cls, config: Config, archive: Archive, worker: str | None = None) -> Checker:
@@ -232,7 +290,9 @@ class Checker:
         changed = outcome.diff_from is not None and result.body is not None
         # A change: read the old version, weigh it and pack the delta, a bounded few at once
         # (memory: the peak of a round with many changes).
-        with self._weighing if changed else nullcontext():
+        # Its size: the new body's, twice (the old one, read within, is about as large).
+        weighed = 2 * len(result.body) if changed and result.body is not None else 0
+        with self._weighing.held(weighed) if changed else nullcontext():
             old = None
             if changed:
                 assert outcome.diff_from is not None and result.body is not None  # `changed` says so
@@ -248,6 +308,8 @@ class Checker:
                     rules=self.ignore.rules_for(target.url),
                 )
                 outcome = with_diff(outcome, diff, self.policy)
+                if len(old) + len(result.body) >= GIVE_BACK_FROM:
+                    give_back()  # the parse trees' pages, before the next large change
             return self.packer.record(
                 target.url,
                 result,

@@ -25,6 +25,7 @@ from mirror.claims import Claims
 from mirror.domain import Target, TargetState
 from mirror.errors import StoreError
 from mirror.events import CHECK_CRASHED
+from mirror.heap import bound_malloc_arenas
 from mirror.writer import BatchWriter
 
 if TYPE_CHECKING:
@@ -33,37 +34,6 @@ if TYPE_CHECKING:
 logger = structlog.get_logger("mirror.check")
 
 Take = Callable[[], tuple[Target, TargetState] | None]
-
-MALLOC_ARENAS = 2  # glibc's default is 8 per core: a heap per busy thread
-_M_ARENA_MAX = -8  # glibc's mallopt parameter numbers
-_M_MMAP_THRESHOLD = -3
-# Blocks from this size up get their own mapping, returned to the system when freed. glibc's
-# default starts at 128 KiB and rises with each large block freed (up to 32 MiB), after which
-# pages, texts and parse trees land in the arenas and stay there as fragments: measured on the
-# mutated round of 2,000 pages, peak RSS 132-142 MiB with the default, 119-121 MiB at 64 KiB.
-MMAP_THRESHOLD = 64 * 1024
-
-
-def bound_malloc_arenas() -> bool:
-    """Cap glibc's malloc arenas at `MALLOC_ARENAS` and fix its mmap threshold at `MMAP_THRESHOLD`;
-    return whether both took (glibc only).
-
-    Each worker thread that allocates a page gets an arena of its own, and freed pages stay
-    in it: measured on a round of 2,000 pages with 200 changes, 16 threads, peak RSS 255 MB
-    with the default and 135 MB with 2 arenas, and the round no slower (the interpreter lock
-    serialises most allocations anyway). As `MALLOC_ARENA_MAX=2` and `MALLOC_MMAP_THRESHOLD_`
-    would, before the threads start.
-    """
-    import ctypes
-
-    try:
-        # The process's own symbols, libc's among them: `ctypes.util.find_library` would start
-        # `/sbin/ldconfig` in a child process to find the file, on every round.
-        libc = ctypes.CDLL(None)
-        arenas = bool(libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS))
-        return arenas and bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError):  # not glibc: its allocator has no such knob
-        return False
 
 
 class Workers:

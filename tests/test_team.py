@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -250,3 +251,70 @@ def test_processes_follow_the_politeness_rules(tmp_path):
     assert processes_for(config(crawl + "robots = false\n", processes=2), 2000) == 2
     assert [share_of(5, 2, i) for i in range(2)] == [3, 2]
     assert sum(share_of(16, 3, i) for i in range(3)) == 16
+
+
+def descendants(pid: int) -> set[int]:
+    """Return the processes under `pid` now (children, theirs, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def command_lines(pids: set[int]) -> set[str]:
+    lines = set()
+    for pid in pids:
+        try:
+            lines.add(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return lines
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_only_a_round_in_one_process_hands_large_changes_to_a_text_helper(
+    site, tmp_path, database_url, processes
+):
+    # A text helper gives a one-process round a second core; the processes of a team are the
+    # cores already, and a helper (with its resource tracker) each would only add memory.
+    menu = "".join(f"<li><a href='/etext/{i}.html'>Issue {i} of the newsletter</a></li>" for i in range(600))
+    large = lambda i, edition: f"<html><body><ul>{menu}</ul>{page(i, edition).decode()}</body></html>"  # noqa: E731
+    paths = [f"/team/{i}.html" for i in range(PAGES // 2)]
+    for i, path in enumerate(paths):
+        site.put(path, large(i, 1))
+    urls = [site.url(p) for p in paths]
+    config = write_config(tmp_path / "mirror.toml", urls, extra=f"concurrency = 8\nprocesses = {processes}")
+    run_check(config, database_url, tmp_path, "first")
+    for i, path in enumerate(paths):
+        site.put(path, large(i, 2))
+
+    proc = mirror_check(config, database_url, tmp_path, name="then")
+    seen: set[str] = set()
+    ended = threading.Event()
+
+    def watch() -> None:
+        while not ended.is_set():
+            seen.update(command_lines(descendants(proc.pid)))
+            ended.wait(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        out, _ = proc.communicate(timeout=180)  # read while it runs: a full pipe would block it
+    finally:
+        ended.set()
+        watcher.join()
+
+    assert proc.returncode == 0
+    assert json.loads(out)["outcomes"]["changed"] == len(paths)
+    helpers = {line for line in seen if "multiprocessing" in line}  # spawn_main, resource_tracker
+    assert bool(helpers) == (processes == 1), seen

@@ -21,7 +21,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
-from benchmarks import corpus, depth, memory, nginx, notify, scale, startup, stores, throughput, web
+from benchmarks import (
+    corpus,
+    depth,
+    memory,
+    mirrorcli,
+    nginx,
+    notify,
+    scale,
+    startup,
+    stores,
+    throughput,
+    web,
+)
 from benchmarks.table import Row, machine, markdown, render
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -68,6 +80,8 @@ def run(plan: Plan, work: Path) -> tuple[list[Row], list[str]]:
     """Run every benchmark of `plan` in `work`; return the table's rows and the notes."""
     nginx.ensure_nginx()
     html, _pdfs = corpus.source_files()
+    _step("installing mirror in an environment of its own, as the README's first command does")
+    mirrorcli.install_as_user(work)
     report = throughput.Report()
     for n in plan.pages:
         _step(f"check throughput, correctness and storage, N={n}")

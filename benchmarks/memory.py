@@ -13,14 +13,13 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.mirrorcli import MemoryWatch, Mirror, write_config
+from benchmarks.mirrorcli import MemoryWatch, Mirror, python, write_config
 
 RSS_LIMIT_MB = 300.0
 INTERVAL = "10m"  # first checks spread over 10 minutes: the first rounds have due targets at once
@@ -125,7 +124,7 @@ def floor_kb(urls_file: Path) -> int:
         RuntimeError: the process failed.
     """
     done = subprocess.run(
-        [sys.executable, "-c", _FLOOR, str(urls_file)], capture_output=True, text=True, check=False
+        [python(), "-c", _FLOOR, str(urls_file)], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"reference process failed: {done.stderr.strip()[-500:]}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import memory
-from benchmarks.mirrorcli import Mirror
+from benchmarks.mirrorcli import Mirror, python
 from benchmarks.table import Row
 
 PG_URL = "postgresql+psycopg://{user}@127.0.0.1:5432/{name}"
@@ -88,7 +87,7 @@ def run_command(mirror: Mirror, *args: str) -> Command:
 def claim_ms(database: str) -> float:
     """Return the median milliseconds of one claim of `CLAIM` due targets on the store at `database`."""
     out = subprocess.run(
-        [sys.executable, "-c", _CLAIM_CHILD, database, str(CLAIMS), str(CLAIM)],
+        [python(), "-c", _CLAIM_CHILD, database, str(CLAIMS), str(CLAIM)],
         capture_output=True,
         text=True,
         check=True,

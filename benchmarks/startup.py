@@ -15,12 +15,11 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.mirrorcli import Mirror, write_config
+from benchmarks.mirrorcli import Mirror, python, write_config
 from benchmarks.table import Row
 
 TARGETS = 20  # a small store: targets on a closed port, each checked once (an error state)
@@ -39,10 +38,10 @@ def run(work: Path, repeats: int = 11) -> tuple[list[Row], list[str]]:
         "mirror status": mirror.argv("status"),
         "mirror history URL": mirror.argv("history", urls[0]),
         "mirror targets": mirror.argv("targets"),
-        "mirror --help": [sys.executable, "-m", "mirror", "--help"],
+        "mirror --help": [python(), "-m", "mirror", "--help"],
     }
     bare = "python -c pass"
-    argvs = {bare: [sys.executable, "-c", "pass"], **commands}
+    argvs = {bare: [python(), "-c", "pass"], **commands}
     wall: dict[str, list[float]] = {name: [] for name in argvs}
     cpu: dict[str, list[float]] = {name: [] for name in argvs}
     for argv in argvs.values():  # warm-up: bytecode written, files in the page cache, the config checked

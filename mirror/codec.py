@@ -69,6 +69,17 @@ _slots = tuple((_Slot(), threading.Lock()) for _ in range(COMPRESSORS))
 _turns = itertools.count()  # which slot a thread waits for when all are in use
 
 
+def share_compressors(processes: int) -> int:
+    """Keep this process's share of the compression slots when `processes` compress at once; return it.
+
+    Called before a round's processes fork (each keeps the same share): more contexts than
+    the cores they share buy nothing, and each holds its window and the site dictionary's tables.
+    """
+    global _slots
+    _slots = _slots[: max(1, len(_slots) // processes)]
+    return len(_slots)
+
+
 @contextmanager
 def _slot() -> Iterator[_Slot]:
     """Hold one of the `COMPRESSORS` compression slots (waiting while all are in use)."""

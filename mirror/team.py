@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from mirror import codec
 from mirror.archive import Archive
 from mirror.check import Checker
 from mirror.config import Config
@@ -148,6 +149,7 @@ class Team:
         self._members: list[_Member] = []
         checker.gate = _gate(config, processes, 0)
         _no_text_helper(checker)
+        codec.share_compressors(processes)  # before the fork: the children keep the same share
         parent = os.getpid()
         for index in range(1, processes):
             ours, theirs = context.Pipe()

@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ParamSpec, Protocol, TypeVar
 
@@ -178,6 +179,23 @@ class TextCache:
 TEXTS = TextCache(TEXT_CACHE_BYTES)
 # What changes are weighed on (`mirror.pageview`), by (sha256, content type and ignore rules).
 VIEWS = TextCache(TEXT_CACHE_BYTES)
+
+
+@contextmanager
+def texts_kept(max_bytes: int) -> Iterator[None]:
+    """Bound the process's caches of texts and views at `max_bytes` each within (0: keep none).
+
+    A `mirror check` round checks each page once and the command ends with it: a text kept
+    for the page's next change is memory held to the end for nothing (8 MiB a process).
+    """
+    bounds = TEXTS.max_bytes, VIEWS.max_bytes
+    TEXTS.max_bytes = VIEWS.max_bytes = max_bytes
+    try:
+        yield
+    finally:
+        TEXTS.max_bytes, VIEWS.max_bytes = bounds
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -24,6 +24,7 @@ from mirror.archive import Archive
 from mirror.check import DEFAULT_LEASE, Checker, CheckReport
 from mirror.claims import Claims, Feed
 from mirror.config import Config
+from mirror.diff import texts_kept
 from mirror.domain import Target, TargetState
 from mirror.errors import StoreError
 from mirror.events import (
@@ -225,6 +226,13 @@ def check_round(config: Config, archive: Archive, urls: list[str], *, progress: 
         TargetNotFound: a URL in `urls` is not a target.
         StoreError: the database failed.
     """
+    # Each page is checked once, and the command ends with the round: a text kept for a
+    # page's next change would never be read (the daemon keeps them).
+    with texts_kept(0):
+        return _check_round(config, archive, urls, progress)
+
+
+def _check_round(config: Config, archive: Archive, urls: list[str], progress: bool) -> RoundReport:
     from mirror.team import Team, processes_for  # it runs rounds of this module in each process
 
     sync_config(config, archive, datetime.now(UTC))

@@ -1,4 +1,5 @@
-"""Memory a round gives back: glibc's free heap pages after a large page, and the weighing budget.
+"""Memory a round gives back: glibc's free heap pages after a large page, the weighing budget,
+and the texts a `mirror check` round does not keep.
 
 `mirror.heap.give_back` is checked in a fresh interpreter (its heap is its own): a parse tree
 of a large page, freed, stays resident until the pages are given back. `_Weighing` is the
@@ -12,11 +13,16 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import pytest
 
+from mirror import diff
 from mirror.check import _Weighing
+from mirror.config import load_config
 from mirror.heap import give_back
+from mirror.rounds import check_round
+from tests.test_service import write_config
 
 _TREE = """
 import json
@@ -183,3 +189,29 @@ def _give_up_waiting(weighing: _Weighing) -> None:
     with pytest.raises(_GaveUp), weighing.held(10):
         raise AssertionError("never entered: the first change holds the only place")
     weighing._fits = fits  # type: ignore[method-assign]
+
+
+def _page(edition: int, i: int, run: str = "") -> str:
+    return f"<html><body><h1>Statement {i}</h1><p>Edition {edition}{run}: we met.</p></body></html>"
+
+
+def test_a_check_round_keeps_no_texts_for_a_next_change_it_will_not_see(site, archive, tmp_path):
+    paths = [f"/kept/{i}.html" for i in range(3)]
+    run = f" of {uuid.uuid4()}"  # contents no other test's round saw (the caches are the process's)
+    for i, path in enumerate(paths):
+        site.put(path, _page(1, i, run))
+    config = load_config(write_config(tmp_path / "mirror.toml", [site.url(p) for p in paths]), {})
+    check_round(config, archive, [])
+    for i, path in enumerate(paths):
+        site.put(path, _page(2, i, run))
+    kept = diff.TEXTS.size, diff.VIEWS.size
+
+    report = check_round(config, archive, [])
+
+    assert report.counts == {"changed": 3}
+    assert (diff.TEXTS.size, diff.VIEWS.size) == kept, "a check round kept texts"
+    assert (diff.TEXTS.max_bytes, diff.VIEWS.max_bytes) == (diff.TEXT_CACHE_BYTES,) * 2
+    # Elsewhere (the daemon) a compared version's text is kept for its next change.
+    old, new = _page(2, 0, run).encode(), _page(3, 0, run).encode()
+    diff.compare(old, "text/html", new, "text/html", old_sha256="a" * 64, new_sha256="b" * 64)
+    assert diff.TEXTS.get("b" * 64, "text/html") is not None

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 import structlog
 
 from mirror.events import TEXTPOOL_BROKEN, TEXTPOOL_UNAVAILABLE
-from mirror.heap import give_back
+from mirror.heap import given_back
 from mirror.text import to_texts
 
 if TYPE_CHECKING:
@@ -42,18 +42,6 @@ START_AFTER = 3  # large changes rendered in place before a helper is started: o
 MAX_BROKEN = 3
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def _given_back(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-    """Return `fn(*args, **kwargs)` once the helper has given back its heaps' free pages (`mirror.heap`).
-
-    A helper only ever gets large changes: without it, each keeps the high-water mark of
-    its parse trees (~30 MiB of a 2.5 MB page's) between them.
-    """
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        give_back()
 
 
 def default_workers() -> int:
@@ -103,7 +91,7 @@ class TextPool:
         from concurrent.futures.process import BrokenProcessPool  # loaded with the pool, by _get
 
         try:
-            return pool.submit(_given_back, fn, *args, **kwargs).result()
+            return pool.submit(given_back, fn, *args, **kwargs).result()
         except BrokenProcessPool:  # a helper died, now or before this call: the next call gets new ones
             self._lost(pool)
         except CancelledError:  # closed while this change waited: a reload or a shutdown

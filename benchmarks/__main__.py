@@ -57,6 +57,7 @@ class Plan:
     notify_checks: int = 500
     notify_repeats: int = 5
     million: int = 0  # targets of the scale figures (`--million`); 0: left out
+    round_repeats: int = 3  # interleaved runs of each check round (the table has their medians)
 
 
 FULL = Plan(
@@ -69,7 +70,7 @@ FULL = Plan(
     depth.HISTORY_VERSIONS,
     depth.REPEATS,
 )
-QUICK = Plan((200,), 200, (500, 1500), 200, 3.0, 10, 20, 1, 2000, 100, 100, 1)
+QUICK = Plan((200,), 200, (500, 1500), 200, 3.0, 10, 20, 1, 2000, 100, 100, 1, round_repeats=1)
 
 
 def _step(text: str) -> None:
@@ -85,7 +86,7 @@ def run(plan: Plan, work: Path) -> tuple[list[Row], list[str]]:
     report = throughput.Report()
     for n in plan.pages:
         _step(f"check throughput, correctness and storage, N={n}")
-        throughput.run(n, work, report, storage=n == plan.storage_pages)
+        throughput.run(n, work, report, storage=n == plan.storage_pages, repeats=plan.round_repeats)
 
     _step(f"storage of {plan.delta_versions} versions of one page")
     rows, note = depth.storage(work, html, plan.delta_versions)

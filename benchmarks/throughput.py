@@ -13,9 +13,12 @@ its own `VmHWM` is in the notes. The reference's is its own peak (`VmHWM`): one 
 from __future__ import annotations
 
 import json
+import shutil
+import statistics
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +75,21 @@ def _outcomes(document: dict[str, Any], base: str) -> dict[str, str]:
     return {t["url"].removeprefix(prefix): t["outcome"] for t in document["targets"]}
 
 
-def run(n: int, work: Path, report: Report, *, storage: bool) -> None:
-    """Build a corpus of `n` pages, run three rounds of mirror and of the reference; add rows to `report`."""
+def _seconds(values: Iterable[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def _mib(values: Iterable[int]) -> str:
+    return ", ".join(f"{v / 1024:.0f}" for v in values)
+
+
+def run(n: int, work: Path, report: Report, *, storage: bool, repeats: int = 1) -> None:
+    """Build a corpus of `n` pages, run three rounds of mirror and of the reference; add rows to `report`.
+
+    Each round is run `repeats` times, the reference and mirror interleaved, mirror's store
+    restored before each; the table has the medians (the issue's harness: medians of
+    interleaved runs), the notes every run.
+    """
     site = work / f"site-{n}"
     built = corpus.build(site, n)
     stream = corpus.zstd_stream_size(built.file(p) for p in built.paths)
@@ -91,19 +107,36 @@ def run(n: int, work: Path, report: Report, *, storage: bool) -> None:
         rounds: dict[str, tuple[float, float, dict[str, Any]]] = {}
         mutation: corpus.Mutation | None = None
         disk: dict[str, int] = {}
-        # round: (mirror check's summed PSS, the reference's VmHWM), KiB
+        # round: (mirror check's summed PSS, the reference's VmHWM), KiB, medians of the repeats
         peaks: dict[str, tuple[int, int]] = {}
+        documents: dict[str, list[dict[str, Any]]] = {}  # every repeat's --json document
         for name in ("round 1", "unchanged", "mutated"):
             if name == "mutated":
                 mutation = corpus.mutate(built)
-            ref_done, ref = reference_round(urls_file)
-            ref_s = ref_done.seconds
-            # exit 3 when a check crashed: the round's JSON is still printed, and the crashes counted
-            done = mirror.run("check", "--json", check=False)
-            if not done.stdout.strip():
-                raise RuntimeError(f"mirror check printed nothing (exit {done.returncode}); see {mirror.log}")
-            rounds[name] = (done.seconds, ref_s, done.json())
-            peaks[name] = (done.pss_kb, ref_done.peak_kb)
+            before = work / f"store-before-{name.replace(' ', '-')}-{n}"
+            shutil.copytree(mirror.store, before)  # each repeat starts from the same store
+            runs: list[tuple[Timed, Timed, dict[str, Any]]] = []
+            for repeat in range(repeats):
+                if repeat:
+                    shutil.rmtree(mirror.store)
+                    shutil.copytree(before, mirror.store)
+                ref_done, ref = reference_round(urls_file)
+                # exit 3 when a check crashed: the round's JSON is still printed, and the crashes counted
+                done = mirror.run("check", "--json", check=False)
+                if not done.stdout.strip():
+                    raise RuntimeError(
+                        f"mirror check printed nothing (exit {done.returncode}); see {mirror.log}"
+                    )
+                runs.append((done, ref_done, ref))
+            shutil.rmtree(before)
+            documents[name] = [done.json() for done, _, _ in runs]
+            mirror_s = statistics.median(done.seconds for done, _, _ in runs)
+            ref_s = statistics.median(ref_done.seconds for _, ref_done, _ in runs)
+            rounds[name] = (mirror_s, ref_s, documents[name][-1])
+            peaks[name] = (
+                int(statistics.median(done.pss_kb for done, _, _ in runs)),
+                int(statistics.median(ref_done.peak_kb for _, ref_done, _ in runs)),
+            )
             disk[name] = mirror.disk_bytes()
             if name == "round 1" and storage:
                 gc = mirror.run("gc", "--json")
@@ -113,16 +146,20 @@ def run(n: int, work: Path, report: Report, *, storage: bool) -> None:
                     f"re-packed, store {disk[name] / 1e6:.1f} -> {disk['gc'] / 1e6:.1f} MB, "
                     f"peak RSS {gc.peak_kb / 1024:.0f} MiB"
                 )
-            doc = rounds[name][2]
+            done, ref_done, ref = runs[-1]
+            doc = documents[name][-1]
             statuses = Counter(str(t["http_status"]) for t in doc["targets"])
             outcomes = {kind: count for kind, count in sorted(doc["outcomes"].items()) if count}
+            runs_said = f"{repeats} interleaved runs (medians in the table)" if repeats > 1 else "one run"
             report.notes.append(
-                f"N={n} {name}: mirror {done.seconds:.2f} s wall ({doc['elapsed_seconds']:.2f} s in its "
-                f"round), outcomes {outcomes}, crashed {len(doc['crashed'])}, "
-                f"HTTP {dict(sorted(statuses.items()))}; reference {ref_s:.2f} s wall "
-                f"({ref['seconds']:.2f} s fetching), HTTP {ref['statuses']}; memory: mirror "
-                f"{done.pss_kb / 1024:.0f} MiB summed PSS of {done.processes} processes "
-                f"(its own VmHWM {done.peak_kb / 1024:.0f} MiB), "
+                f"N={n} {name}, {runs_said}: mirror "
+                f"{_seconds(d.seconds for d, _, _ in runs)} s wall, reference "
+                f"{_seconds(r.seconds for _, r, _ in runs)} s wall; mirror's summed PSS "
+                f"{_mib(d.pss_kb for d, _, _ in runs)} MiB. The last run: mirror "
+                f"{doc['elapsed_seconds']:.2f} s in its round, outcomes {outcomes}, crashed "
+                f"{len(doc['crashed'])}, HTTP {dict(sorted(statuses.items()))}; reference "
+                f"{ref['seconds']:.2f} s fetching, HTTP {ref['statuses']}; memory: mirror "
+                f"{done.processes} processes (its own VmHWM {done.peak_kb / 1024:.0f} MiB), "
                 f"reference VmHWM {ref_done.peak_kb / 1024:.0f} MiB"
             )
         intact = mirror.verify()
@@ -163,25 +200,29 @@ def run(n: int, work: Path, report: Report, *, storage: bool) -> None:
         )
     )
     assert mutation is not None
-    got = _outcomes(rounds["mutated"][2], base)
     expected = {p: "changed" for p in mutation.changed} | {p: "disappeared" for p in mutation.deleted}
-    reported = {p: o for p, o in got.items() if o != "unchanged"}
-    extra = sum(1 for p, o in reported.items() if expected.get(p) != o)
-    missed = sum(1 for p, o in expected.items() if reported.get(p) != o)
+    extra = missed = 0
+    complete = True
+    for document in documents["mutated"]:  # every repeat must report exactly the mutations
+        got = _outcomes(document, base)
+        reported = {p: o for p, o in got.items() if o != "unchanged"}
+        extra = max(extra, sum(1 for p, o in reported.items() if expected.get(p) != o))
+        missed = max(missed, sum(1 for p, o in expected.items() if reported.get(p) != o))
+        complete = complete and len(got) == n
     counts = Counter(reported.values())
     report.rows.append(
         Row(
             f"mutated round reports exactly the mutations, N={n}",
             f"{counts['changed']} changed + {counts['disappeared']} disappeared; "
-            f"{extra} wrong, {missed} missed",
+            f"{extra} wrong, {missed} missed" + (f" (in each of {repeats} runs)" if repeats > 1 else ""),
             f"{len(mutation.changed)} changed + {len(mutation.deleted)} deleted",
             None,
             "exact",
-            extra == 0 and missed == 0 and len(got) == n,
+            extra == 0 and missed == 0 and complete,
         )
     )
-    first = {o for o in _outcomes(rounds["round 1"][2], base).values()}
-    unchanged = {o for o in _outcomes(rounds["unchanged"][2], base).values()}
+    first = {o for document in documents["round 1"] for o in _outcomes(document, base).values()}
+    unchanged = {o for document in documents["unchanged"] for o in _outcomes(document, base).values()}
     if first != {"new"} or unchanged != {"unchanged"}:
         report.notes.append(f"N={n}: UNEXPECTED outcomes: round 1 {first}, unchanged round {unchanged}")
 

@@ -256,6 +256,21 @@ def texts(driver, selector: str) -> list[str]:
     return [e.text for e in driver.find_elements(By.CSS_SELECTOR, selector)]
 
 
+def click_through(driver, element) -> None:
+    """Click a link or button that loads another page; return once the page it was on is gone.
+
+    A form's submission can return before the next page replaces this one: an element found
+    at once may belong to the old page, and then goes stale under the test.
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 30).until(staleness_of(page))
+
+
 @pytest.mark.slow
 def test_a_browser_reads_the_index_a_document_and_a_diff(served, chrome):
     from selenium.webdriver.common.by import By
@@ -267,19 +282,19 @@ def test_a_browser_reads_the_index_a_document_and_a_diff(served, chrome):
     assert texts(chrome, "#targets tr.target td:last-child") == ["0.3", "-", "0.6"]  # of the last change
     chrome.save_screenshot(str(ARTIFACTS / "serve-index.png"))
 
-    chrome.find_element(By.LINK_TEXT, DOC).click()
+    click_through(chrome, chrome.find_element(By.LINK_TEXT, DOC))
     assert chrome.find_element(By.ID, "version-count").text == "3"
     assert texts(chrome, "#versions code.sha256") == [sha(V3), sha(V2), sha(V1)]
     chrome.save_screenshot(str(ARTIFACTS / "serve-document.png"))
 
-    chrome.find_element(By.CSS_SELECTOR, "#v2 a.diff").click()
+    click_through(chrome, chrome.find_element(By.CSS_SELECTOR, "#v2 a.diff"))
     assert chrome.find_element(By.ID, "from-sha256").text == sha(V1)
     assert chrome.find_element(By.ID, "to-sha256").text == sha(V2)
     assert texts(chrome, "#diff tr.changed td.old") == ["first line"]
     assert texts(chrome, "#diff tr.changed td.new") == ["second line"]
     chrome.save_screenshot(str(ARTIFACTS / "serve-diff.png"))
 
-    chrome.find_element(By.ID, "inline-link").click()
+    click_through(chrome, chrome.find_element(By.ID, "inline-link"))
     assert texts(chrome, "#diff tr.removed td.text") == ["-first line"]
     assert texts(chrome, "#diff tr.added td.text") == ["+second line"]
 
@@ -287,7 +302,7 @@ def test_a_browser_reads_the_index_a_document_and_a_diff(served, chrome):
     to = chrome.find_element(By.CSS_SELECTOR, "#compare input[name=to]")
     to.clear()
     to.send_keys("3")
-    chrome.find_element(By.CSS_SELECTOR, "#compare button[type=submit]").click()
+    click_through(chrome, chrome.find_element(By.CSS_SELECTOR, "#compare button[type=submit]"))
     assert chrome.find_element(By.ID, "to-sha256").text == sha(V3)
     added = [t for t in texts(chrome, "#diff tr.added td.text") if t != "+"]  # blank lines between paragraphs
     assert added == ["+third line", "+a new paragraph"]

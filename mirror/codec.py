@@ -82,7 +82,10 @@ def share_compressors(processes: int) -> int:
 
 @contextmanager
 def _slot() -> Iterator[_Slot]:
-    """Hold one of the `COMPRESSORS` compression slots (waiting while all are in use)."""
+    """Hold one of this process's compression slots, waiting while all are in use.
+
+    `COMPRESSORS` of them, or this process's share of them in a round's team (`share_compressors`).
+    """
     slot, lock = _take()
     try:
         yield slot
